@@ -1,0 +1,282 @@
+"""The `cytokit` command line: `cytokit run` for a trial, `cytokit inspect` for one file.
+
+Exit status: 0 all samples succeeded; 2 usage error (bad option, missing folder, unreadable manifest);
+3 the run finished but one or more samples failed (see qc.csv). No traceback for bad input (`--debug` shows one).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import CytokitError
+
+logger = logging.getLogger("cytokit")
+
+EXIT_USAGE = 2
+EXIT_SAMPLES_FAILED = 3
+
+_KEY_KEYWORDS = (
+    "$FIL",
+    "$CYT",
+    "$CYTSN",
+    "$DATE",
+    "$BTIM",
+    "$ETIM",
+    "$SRC",
+    "$TIMESTEP",
+    "$DATATYPE",
+    "$BYTEORD",
+)
+
+
+class _Fail(click.ClickException):
+    """A one-line error with the contract's exit status."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.exit_code = code
+
+    def show(self, file=None) -> None:
+        click.echo(f"cytokit: error: {self.message}", err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="cytokit")
+@click.option("--debug", is_flag=True, help="Show debug logs and full tracebacks on errors.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress bar.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
+    """cytokit: flow cytometry immunomonitoring, from FCS files to Treg/Teff readouts and a report."""
+    ctx.obj = {"debug": debug, "quiet": quiet}
+    _setup_logging(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
+
+
+@cli.command("run")
+@click.argument("input", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("results"),
+    show_default=True,
+    help="Output folder. A rerun into the same folder reuses samples whose file and settings "
+    "did not change.",
+)
+@click.option(
+    "--manifest",
+    type=click.Path(path_type=Path),
+    help="Manifest CSV (columns file, patient, timepoint, optional day and any metadata). "
+    "Default: INPUT/manifest.csv if present, else <patient>_<timepoint>.fcs file names.",
+)
+@click.option(
+    "--panel",
+    metavar="NAME|PATH",
+    help="Panel definition (a shipped name from panels/ or a YAML path). Default: markers are "
+    "recognised from each file's $PnS/$PnN names.",
+)
+@click.option(
+    "--strategy",
+    metavar="NAME|PATH",
+    help="Gating strategy: a shipped name from gating/ (default: treg), a YAML path, or a "
+    "GatingML 2.0 / FlowJo .wsp file of fixed gates.",
+)
+@click.option(
+    "--jobs", type=click.IntRange(min=1), help="Local worker processes (default: all cores)."
+)
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    help="Send per-sample work to a running Dask distributed scheduler (e.g. tcp://host:8786) "
+    "instead of local processes; results are identical.",
+)
+@click.option(
+    "--no-cluster", is_flag=True, help="Skip pooled clustering and UMAP (cells.h5ad, clusters.csv)."
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Random seed of subsampling, clustering and UMAP.",
+)
+@click.option(
+    "--cells-per-sample",
+    type=click.IntRange(min=0),
+    default=1000,
+    show_default=True,
+    help="Events per sample pooled for clustering and UMAP (live lymphocytes).",
+)
+@click.option("--no-figures", is_flag=True, help="Do not draw per-sample gating figures (faster).")
+@click.pass_context
+def run_command(
+    ctx: click.Context,
+    input: Path,
+    out: Path,
+    manifest,
+    panel,
+    strategy,
+    jobs,
+    scheduler,
+    no_cluster: bool,
+    seed: int,
+    cells_per_sample: int,
+    no_figures: bool,
+) -> None:
+    """Process a folder of FCS files (or a manifest CSV) INPUT into gated populations, per-sample summaries,
+    paired statistics versus baseline, clusters and an HTML report in --out."""
+    from .pipeline import run
+
+    if not input.exists():
+        raise _Fail(f"{input}: no such file or folder", EXIT_USAGE)
+    progress, close = _progress(ctx.obj["quiet"])
+    try:
+        result = run(
+            input,
+            out,
+            manifest=manifest,
+            panel=panel,
+            strategy=strategy,
+            jobs=jobs,
+            scheduler=scheduler,
+            cluster=not no_cluster,
+            seed=seed,
+            cells_per_sample=cells_per_sample,
+            figures=not no_figures,
+            progress=progress,
+        )
+    except CytokitError as err:
+        raise _Fail(str(err), EXIT_USAGE) from None
+    except Exception as err:
+        if ctx.obj["debug"]:
+            raise
+        raise _Fail(
+            f"internal error: {type(err).__name__}: {err} (rerun with --debug)", 1
+        ) from None
+    finally:
+        close()
+    n_failed = result.n_failed
+    click.echo(
+        f"{len(result.qc) - n_failed}/{len(result.qc)} samples done; results in {result.out}",
+        err=True,
+    )
+    if n_failed:
+        raise _Fail(
+            f"{n_failed} sample(s) failed; see {result.out / 'qc.csv'}", EXIT_SAMPLES_FAILED
+        )
+
+
+@cli.command("inspect")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.pass_context
+def inspect_command(ctx: click.Context, file: Path) -> None:
+    """Show one FCS file: channels, markers, event count, spillover and key keywords."""
+    from .io import read_fcs
+
+    if not file.is_file():
+        raise _Fail(f"{file}: no such file", EXIT_USAGE)
+    try:
+        adata = read_fcs(file)
+    except CytokitError as err:
+        if ctx.obj["debug"]:
+            raise
+        raise _Fail(str(err), EXIT_USAGE) from None
+    click.echo(describe(adata))
+
+
+def describe(adata) -> str:
+    """Plain-text description of a loaded FCS file (the `cytokit inspect` output)."""
+    from . import _keys as K
+
+    kw = adata.uns.get(K.FCS, {})
+    info = adata.uns.get(K.SAMPLE_INFO, {})
+    lines = [
+        f"file       {info.get('file', '')}",
+        f"version    {kw.get('FCSVERSION', kw.get('__VERSION__', ''))}".rstrip(),
+        f"events     {adata.n_obs}",
+        f"parameters {adata.n_vars}",
+        "",
+        f"{'#':>3}  {'channel ($PnN)':<22} {'stain ($PnS)':<28} {'marker':<12} {'role':<11} range",
+    ]
+    var = adata.var
+    for i, name in enumerate(adata.var_names):
+        row = var.iloc[i]
+        lines.append(
+            f"{i + 1:>3}  {row.get(K.CHANNEL, name)!s:<22} {row.get(K.STAIN, '')!s:<28} "
+            f"{row.get(K.MARKER, '')!s:<12} {row.get(K.ROLE, '')!s:<11} "
+            f"{row.get(K.RANGE, '')}"
+        )
+    spill = adata.uns.get(K.SPILLOVER)
+    lines.append("")
+    if spill is None:
+        lines.append("spillover  none")
+    else:
+        lines.append(f"spillover  {spill.shape[0]} x {spill.shape[1]}")
+        lines.append(spill.round(4).to_string())
+    lines.append("")
+    for key in _KEY_KEYWORDS:
+        if key in kw:
+            lines.append(f"{key:<10} {kw[key]}")
+    for warning in info.get("warnings", []):
+        lines.append(f"warning    {warning}")
+    return "\n".join(lines)
+
+
+def _setup_logging(level: int) -> None:
+    handler: logging.Handler
+    if sys.stderr.isatty():
+        from rich.logging import RichHandler
+
+        handler = RichHandler(show_path=False, show_time=False, markup=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    logger.handlers[:] = [handler]
+    logger.setLevel(level)
+    logger.propagate = False
+
+
+def _progress(quiet: bool):
+    """A progress bar (samples done / total) on a terminal; plain log lines otherwise."""
+    if quiet:
+        return None, lambda: None
+    if not sys.stderr.isatty():
+
+        def log_line(done: int, total: int, result) -> None:
+            logger.info(
+                "[%d/%d] %s: %s (%.1f s)", done, total, result.sample, result.status, result.seconds
+            )
+
+        return log_line, lambda: None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(
+        TextColumn("samples"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        transient=False,
+    )
+    task = bar.add_task("", total=None)
+    bar.start()
+
+    def update(done: int, total: int, result) -> None:
+        bar.update(
+            task, completed=done, total=total, description=f"{result.sample}: {result.status}"
+        )
+
+    return update, bar.stop
+
+
+def main() -> None:
+    """Console entry point."""
+    cli(prog_name="cytokit")
+
+
+if __name__ == "__main__":
+    main()

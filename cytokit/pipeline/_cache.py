@@ -1,0 +1,67 @@
+"""Reuse of finished samples: a rerun into the same folder skips samples whose file and settings are unchanged."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import pickle
+from pathlib import Path
+
+from ._inputs import SampleSpec
+from ._task import SampleResult, Settings
+
+__all__ = ["SampleCache"]
+
+logger = logging.getLogger("cytokit")
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class SampleCache:
+    """Pickled `SampleResult`s in ``<out>/.cache``, keyed by file content, settings, prior and version."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+
+    def key(self, spec: SampleSpec, settings: Settings, prior: dict | None) -> str | None:
+        from .. import __version__
+
+        try:
+            digest = _file_digest(spec.file)
+        except OSError:
+            return None  # a missing file is never cached; the task reports it
+        payload = {
+            "file": digest,
+            "settings": settings.to_dict(),
+            "metadata": spec.metadata(),
+            "prior": prior,
+            "version": __version__,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+    def get(self, spec: SampleSpec, key: str | None) -> SampleResult | None:
+        path = self.folder / f"{spec.sample}.pkl"
+        if key is None or not path.is_file():
+            return None
+        try:
+            with open(path, "rb") as fh:
+                stored_key, result = pickle.load(fh)
+        except Exception:  # a damaged cache entry is recomputed, never fatal
+            return None
+        return result if stored_key == key else None
+
+    def put(self, spec: SampleSpec, key: str | None, result: SampleResult) -> None:
+        if key is None or result.status == "failed":
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / f"{spec.sample}.pkl.tmp"
+        with open(tmp, "wb") as fh:
+            pickle.dump((key, result), fh, protocol=pickle.HIGHEST_PROTOCOL)
+        tmp.replace(self.folder / f"{spec.sample}.pkl")

@@ -1,0 +1,179 @@
+"""A whole run: samples -> per-sample tasks (parallel, cached) -> trial tables, clusters, statistics, report."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .._resources import resolve_definition
+from ..errors import CytokitError
+from ._cache import SampleCache
+from ._execute import default_jobs, execute
+from ._inputs import SampleSpec, discover_samples
+from ._task import SampleResult, Settings, process_sample
+from ._trial import cluster_pooled, write_run_report
+
+__all__ = ["RunResult", "run"]
+
+logger = logging.getLogger("cytokit")
+
+ProgressFn = Callable[[int, int, SampleResult], None]
+
+
+@dataclass
+class RunResult:
+    """The tables a run wrote (also as files in ``out``)."""
+
+    out: Path
+    qc: pd.DataFrame
+    populations: pd.DataFrame
+    summary: pd.DataFrame
+    stats: pd.DataFrame
+    clusters: pd.DataFrame | None = None
+
+    @property
+    def n_failed(self) -> int:
+        return int((self.qc["status"] == "failed").sum()) if len(self.qc) else 0
+
+
+def run(
+    input: str | Path,
+    out: str | Path = "results",
+    *,
+    manifest: str | Path | None = None,
+    panel: str | Path | None = None,
+    strategy: str | Path | None = None,
+    jobs: int | None = None,
+    scheduler: str | None = None,
+    cluster: bool = True,
+    seed: int = 0,
+    cells_per_sample: int = 1000,
+    figures: bool = True,
+    progress: ProgressFn | None = None,
+) -> RunResult:
+    """Process every sample of ``input`` (folder or manifest CSV) and write the contract's files to ``out``.
+
+    Bad samples are recorded as ``failed`` in ``qc.csv`` and never stop the others. A rerun into the same
+    ``out`` reuses samples whose file and settings did not change.
+    """
+    start = time.perf_counter()
+    specs = discover_samples(input, manifest)
+    settings = _settings(panel, strategy, seed, cells_per_sample, figures)
+    out = Path(out)
+    (out / "gates").mkdir(parents=True, exist_ok=True)
+    jobs = default_jobs() if jobs is None else max(1, int(jobs))
+    logger.info("%d sample(s), %s", len(specs), f"scheduler {scheduler}" if scheduler else f"{jobs} job(s)")
+
+    results = _process_all(specs, settings, out, jobs=jobs, scheduler=scheduler, progress=progress)
+    tables = _write_tables(results, out)
+    clusters = _guarded("clustering", cluster_pooled, results, out, seed=seed) if cluster else None
+    _guarded("report", write_run_report, tables, results, settings, out, clusters)
+    logger.info("finished %d sample(s) in %.1f s -> %s", len(specs), time.perf_counter() - start, out)
+    return RunResult(out=out, clusters=clusters, **tables)
+
+
+def _settings(panel, strategy, seed: int, cells_per_sample: int, figures: bool) -> Settings:
+    """Resolve shipped names to files now, so a typo is a usage error before any work starts."""
+    from ..gating import load_strategy
+
+    strategy_path = resolve_definition("gating", strategy or "treg")
+    if strategy_path.suffix.lower() not in {".xml", ".wsp"}:
+        load_strategy(strategy_path)  # syntax errors surface here, once
+    panel_path = resolve_definition("panels", panel) if panel else None
+    digest = hashlib.sha256()
+    for path in filter(None, (strategy_path, panel_path)):
+        digest.update(Path(path).read_bytes())
+    return Settings(
+        panel=str(panel_path) if panel_path else None,
+        strategy=str(strategy_path),
+        cells_per_sample=cells_per_sample,
+        seed=seed,
+        figures=figures,
+        definitions=digest.hexdigest(),
+    )
+
+
+def _process_all(specs, settings, out: Path, *, jobs, scheduler, progress) -> list[SampleResult]:
+    cache = SampleCache(out / ".cache")
+    keys = [cache.key(s, settings, None) for s in specs]
+    results: list[SampleResult | None] = [cache.get(s, k) for s, k in zip(specs, keys, strict=True)]
+    done = sum(r is not None for r in results)
+    if done:
+        logger.info("reusing %d finished sample(s) from %s", done, cache.folder)
+    for i, r in enumerate(results):
+        if r is not None:
+            _finish(r, specs[i], out, progress, i, len(specs))
+    todo = [i for i, r in enumerate(results) if r is None]
+    tasks = [(specs[i], settings, None) for i in todo]
+    for j, outcome in execute(process_sample, tasks, jobs=jobs, scheduler=scheduler):
+        i = todo[j]
+        if isinstance(outcome, BaseException):
+            outcome = _crashed(specs[i], outcome)
+        results[i] = outcome
+        cache.put(specs[i], keys[i], outcome)
+        _finish(outcome, specs[i], out, progress, sum(r is not None for r in results), len(specs))
+    return results  # type: ignore[return-value]
+
+
+def _crashed(spec: SampleSpec, err: BaseException) -> SampleResult:
+    return SampleResult(
+        sample=spec.sample,
+        file=str(spec.file),
+        status="failed",
+        message=f"{spec.file.name}: worker stopped ({type(err).__name__}: {err})",
+        metadata=spec.metadata(),
+    )
+
+
+def _finish(result: SampleResult, spec: SampleSpec, out: Path, progress, n_done: int, total: int) -> None:
+    """Write what a sample produced at once, so nothing computed is lost if the run is interrupted."""
+    if result.gatingml:
+        (out / "gates" / f"{spec.sample}.xml").write_bytes(result.gatingml)
+    if result.gate_png:
+        (out / "gates" / f"{spec.sample}.png").write_bytes(result.gate_png)
+    if result.status == "failed":
+        logger.error("%s", result.message)
+    if progress is not None:
+        progress(n_done, total, result)
+
+
+def _write_tables(results: list[SampleResult], out: Path) -> dict[str, pd.DataFrame]:
+    from .. import readouts, stats
+
+    qc = pd.DataFrame([r.qc_row() for r in results])
+    meta_cols = ["sample", "patient", "timepoint", "day"]
+    ok = [r for r in results if r.status != "failed"]
+    pops = [r.populations.assign(**_meta(r, meta_cols)) for r in ok if r.populations is not None]
+    populations = pd.concat(pops, ignore_index=True) if pops else pd.DataFrame(columns=meta_cols)
+    populations = populations[meta_cols + [c for c in populations.columns if c not in meta_cols]]
+    summary = pd.DataFrame([{**r.metadata, **r.readouts} for r in ok])
+    if summary.empty:
+        summary = pd.DataFrame(columns=meta_cols)
+    else:
+        summary = readouts.add_baseline_change(summary)
+    test_table = stats.paired_tests(summary) if len(summary) else pd.DataFrame()
+    for name, table in {"qc": qc, "populations": populations, "summary": summary, "stats": test_table}.items():
+        table.to_csv(out / f"{name}.csv", index=False)
+    return {"qc": qc, "populations": populations, "summary": summary, "stats": test_table}
+
+
+def _meta(result: SampleResult, cols: list[str]) -> dict:
+    return {c: result.metadata.get(c) for c in cols}
+
+
+def _guarded(what: str, func, *args, **kwargs):
+    """Run a trial-level step; its failure is logged and never loses the tables already written."""
+    try:
+        return func(*args, **kwargs)
+    except CytokitError as err:
+        logger.error("%s failed: %s", what, err)
+    except Exception as err:
+        logger.exception("%s failed: %s: %s", what, type(err).__name__, err)
+    return None
+

@@ -1,0 +1,190 @@
+"""The per-sample task: one file and the run's settings in, that sample's small results out.
+
+Nothing is shared between tasks, so they run in any order, in local processes or on a Dask cluster, and a
+finished one can be cached by (file content, settings).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import _keys as K
+from ..errors import CytokitError, FCSError
+from ._inputs import SampleSpec
+
+__all__ = ["SampleResult", "Settings", "process_sample"]
+
+logger = logging.getLogger("cytokit")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything besides the file that changes a sample's result (part of the cache key)."""
+
+    panel: str | None = None
+    strategy: str = "treg"
+    transform: str = "logicle"
+    cofactor: float | None = None
+    cells_per_sample: int = 1000
+    seed: int = 0
+    figures: bool = True
+    definitions: str = ""  # digest of the panel and strategy files' contents
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def strategy_is_gatingml(self) -> bool:
+        return Path(self.strategy).suffix.lower() in {".xml", ".wsp"}
+
+
+@dataclass
+class SampleResult:
+    """What a task returns: small tables and values, never the full event matrix."""
+
+    sample: str
+    file: str
+    status: str = "ok"  # ok / warning / failed
+    events: int | None = None
+    message: str = ""
+    metadata: dict = field(default_factory=dict)
+    populations: pd.DataFrame | None = None
+    readouts: dict = field(default_factory=dict)
+    gating: dict | None = None
+    gatingml: bytes | None = None
+    gate_png: bytes | None = None
+    cells: dict | None = None
+    seconds: float = 0.0
+
+    def qc_row(self) -> dict:
+        return {
+            "file": self.file,
+            "sample": self.sample,
+            "status": self.status,
+            "events": self.events,
+            "message": self.message,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def process_sample(spec: SampleSpec, settings: Settings, prior: dict | None = None) -> SampleResult:
+    """Load, preprocess, gate and summarise one sample; a bad input becomes a ``failed`` result, not an error."""
+    start = time.perf_counter()
+    result = SampleResult(sample=spec.sample, file=str(spec.file), metadata=spec.metadata())
+    try:
+        _run_steps(spec, settings, prior, result)
+    except CytokitError as err:
+        result.status, result.message = "failed", str(err)
+    except MemoryError:
+        result.status, result.message = "failed", f"{spec.file.name}: out of memory"
+    except Exception as err:  # a bug must not stop the batch; keep the trace for --debug
+        logger.debug("internal error on %s\n%s", spec.file, traceback.format_exc())
+        result.status = "failed"
+        result.message = f"{spec.file.name}: internal error {type(err).__name__}: {err}"
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _run_steps(spec: SampleSpec, settings: Settings, prior: dict | None, result: SampleResult) -> None:
+    from .. import pp, readouts
+    from ..gating import _gatingml, gate
+    from ..io import read_fcs
+
+    if not spec.file.is_file():
+        raise FCSError("file not found", spec.file)
+    adata = read_fcs(spec.file, panel=settings.panel)
+    result.events = int(adata.n_obs)
+    warnings = list(adata.uns.get(K.SAMPLE_INFO, {}).get("warnings", []))
+    if adata.n_obs == 0:
+        raise FCSError("the file holds zero events", spec.file)
+    if settings.strategy_is_gatingml:
+        _gatingml.apply_gatingml(adata, settings.strategy)
+    if K.SPILLOVER in adata.uns:
+        pp.compensate(adata)
+    else:
+        warnings.append("no spillover matrix in the file: not compensated")
+    pp.transform(adata, method=settings.transform, cofactor=settings.cofactor)
+    if not settings.strategy_is_gatingml:
+        gate(adata, strategy=settings.strategy, prior=prior)
+    warnings += list(adata.uns.get(K.GATING, {}).get("warnings", []))
+    result.gating = _plain(adata.uns.get(K.GATING, {}))
+    result.populations = readouts.population_table(adata)
+    result.readouts = readouts.sample_readouts(adata)
+    if not settings.strategy_is_gatingml:
+        result.gatingml = _gatingml.export_gatingml(adata)
+    if settings.figures:
+        result.gate_png = _gating_figure(adata)
+    result.cells = _subsample_cells(adata, settings, spec)
+    if warnings:
+        result.status = "warning"
+        result.message = "; ".join(dict.fromkeys(str(w) for w in warnings))
+
+
+def _plain(obj):
+    """uns["gating"] as plain Python (dicts, lists, numbers) so it pickles and serialises cheaply."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, pd.DataFrame):
+        return obj.to_dict(orient="list")
+    return obj
+
+
+def _gating_figure(adata) -> bytes | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .. import pl
+
+    fig = pl.gating_path(adata)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=72)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _subsample_cells(adata, settings: Settings, spec: SampleSpec) -> dict | None:
+    """An equal-size random subsample of the sample's live lymphocytes for pooled clustering."""
+    if settings.cells_per_sample <= 0:
+        return None
+    pops = adata.obsm.get(K.POPULATIONS)
+    keep = np.ones(adata.n_obs, dtype=bool)
+    if pops is not None and "live" in pops.columns:
+        keep = np.asarray(pops["live"], dtype=bool)
+    idx = np.flatnonzero(keep)
+    if idx.size == 0:
+        return None
+    rng = np.random.default_rng([settings.seed, _stable_hash(spec.sample)])
+    if idx.size > settings.cells_per_sample:
+        idx = np.sort(rng.choice(idx, settings.cells_per_sample, replace=False))
+    roles = adata.var[K.ROLE].astype(str) if K.ROLE in adata.var else pd.Series("", adata.var_names)
+    cols = np.flatnonzero(~roles.isin(["scatter", "time"]).to_numpy())
+    population = adata.obs[K.POPULATION].to_numpy()[idx] if K.POPULATION in adata.obs else None
+    return {
+        "X": np.asarray(adata.X[idx][:, cols], dtype=np.float32),
+        "var_names": [str(v) for v in adata.var_names[cols]],
+        "roles": [str(r) for r in roles.to_numpy()[cols]],
+        "event": adata.obs[K.EVENT].to_numpy()[idx],
+        "population": None if population is None else population.astype(str),
+    }
+
+
+def _stable_hash(text: str) -> int:
+    import zlib
+
+    return zlib.crc32(text.encode())

@@ -1,0 +1,138 @@
+"""Trial-level steps after the per-sample tasks: pooled clustering/UMAP and the report."""
+
+from __future__ import annotations
+
+import io
+import logging
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import _keys as K
+from ._task import SampleResult, Settings
+
+__all__ = ["cluster_pooled", "write_run_report"]
+
+logger = logging.getLogger("cytokit")
+
+_OBS_META = ("patient", "timepoint", "day")
+
+
+def pooled_cells(results: list[SampleResult]):
+    """AnnData of the per-sample subsamples (equal events per sample), on the markers all samples share."""
+    import anndata as ad
+
+    parts = [r for r in results if r.status != "failed" and r.cells and len(r.cells["event"])]
+    if not parts:
+        return None
+    shared = [v for v in parts[0].cells["var_names"] if all(v in p.cells["var_names"] for p in parts)]
+    roles = dict(zip(parts[0].cells["var_names"], parts[0].cells["roles"], strict=True))
+    X, obs = [], []
+    for r in parts:
+        cols = [r.cells["var_names"].index(v) for v in shared]
+        X.append(r.cells["X"][:, cols])
+        n = len(r.cells["event"])
+        frame = {"sample": [r.sample] * n, "event": r.cells["event"]}
+        frame.update({k: [r.metadata.get(k)] * n for k in _OBS_META})
+        pops = r.cells["population"]
+        frame["population"] = pops if pops is not None else ["ungated"] * n
+        obs.append(pd.DataFrame(frame))
+    obs = pd.concat(obs, ignore_index=True)
+    for col in ("sample", "patient", "timepoint", "population"):
+        obs[col] = obs[col].astype(str).astype("category")
+    obs.index = obs["sample"].astype(str) + ":" + obs["event"].astype(str)
+    var = pd.DataFrame({K.ROLE: [roles.get(v, "") for v in shared]}, index=shared)
+    return ad.AnnData(X=np.vstack(X).astype(np.float32), obs=obs, var=var)
+
+
+def cluster_pooled(results: list[SampleResult], out: Path, *, seed: int = 0) -> pd.DataFrame | None:
+    """Cluster and embed the pooled subsample; write ``cells.h5ad`` and ``clusters.csv``."""
+    from .. import tl
+
+    adata = pooled_cells(results)
+    if adata is None:
+        logger.warning("no events to cluster")
+        return None
+    markers = [v for v, r in zip(adata.var_names, adata.var[K.ROLE], strict=True) if r != "viability"]
+    logger.info("clustering %d pooled events on %d markers", adata.n_obs, len(markers))
+    tl.flowsom(adata, markers=markers, seed=seed)
+    tl.umap(adata, markers=markers, seed=seed)
+    clusters = tl.cluster_abundance(adata, key=K.CLUSTER, groupby="sample")
+    clusters.to_csv(out / "clusters.csv", index=False)
+    adata.write_h5ad(out / "cells.h5ad", compression="gzip")
+    return clusters
+
+
+def write_run_report(
+    tables: dict, results: list[SampleResult], settings: Settings, out: Path, clusters
+) -> Path:
+    """The self-contained ``report.html`` of the run."""
+    from .. import __version__, report
+
+    gate_figures = {
+        r.sample: out / "gates" / f"{r.sample}.png"
+        for r in results
+        if (out / "gates" / f"{r.sample}.png").is_file()
+    }
+    cluster_figures = _cluster_figures(out) if clusters is not None else None
+    methods = {
+        "cytokit": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": _versions(),
+        "panel": settings.panel or "markers recognised from each file's $PnS/$PnN",
+        "strategy": settings.strategy,
+        "transform": settings.transform,
+        "seed": settings.seed,
+        "events per sample for clustering": settings.cells_per_sample,
+        "command": " ".join(sys.argv) if sys.argv and sys.argv[0].endswith("cytokit") else "",
+    }
+    return report.write_report(
+        out,
+        summary=tables["summary"],
+        stats=tables["stats"],
+        qc=tables["qc"],
+        populations=tables["populations"],
+        gate_figures=gate_figures,
+        methods=methods,
+        clusters=clusters,
+        cluster_figures=cluster_figures,
+    )
+
+
+def _cluster_figures(out: Path) -> dict[str, bytes] | None:
+    import anndata as ad
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .. import pl
+
+    path = out / "cells.h5ad"
+    if not path.is_file():
+        return None
+    adata = ad.read_h5ad(path)
+    figures = {}
+    for color in ("cluster", "population"):
+        fig = pl.umap(adata, color=color)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=80)
+        plt.close(fig)
+        figures[f"UMAP coloured by {color}"] = buf.getvalue()
+    return figures
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("flowkit", "numpy", "scipy", "pandas", "scikit-learn", "anndata", "umap-learn"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found

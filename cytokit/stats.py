@@ -1,0 +1,177 @@
+"""Paired statistics of trial readouts versus baseline, with Benjamini-Hochberg adjustment.
+
+For each readout and each timepoint after baseline, the pairs are the patients measured at both; the test
+is the Wilcoxon signed-rank test (``scipy.stats.wilcoxon``, two-sided, zero differences dropped as in
+Wilcoxon's original method, exact null distribution where scipy chooses it). P-values are adjusted with
+Benjamini-Hochberg across every readout and timepoint of the table at once. A test that cannot be run
+(fewer than ``min_pairs`` pairs, or every difference zero) leaves ``p_value`` empty and says why in
+``note``; it never raises.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from .readouts import READOUTS, baseline_rows, timepoint_order
+
+__all__ = ["MIN_PAIRS", "STATS_COLUMNS", "bh_adjust", "paired_tests"]
+
+logger = logging.getLogger("cytokit")
+
+#: Fewest patient pairs for which a test is run. With n pairs the smallest two-sided exact p-value is
+#: 2 / 2**n, so 3 pairs can at best give 0.25 and fewer than 6 can never reach 0.05 (said in ``note``).
+MIN_PAIRS = 3
+
+STATS_COLUMNS = [
+    "readout",
+    "timepoint",
+    "day",
+    "n_pairs",
+    "baseline_median",
+    "median",
+    "median_difference",
+    "median_fold_change",
+    "p_value",
+    "p_adj",
+    "note",
+]
+
+
+def bh_adjust(p) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (step-up FDR); NaN entries stay NaN and are not counted.
+
+    Parameters
+    ----------
+    p
+        Array-like of p-values in [0, 1], any shape, NaN for tests that were not run.
+
+    Returns
+    -------
+    Float array of the same shape: ``min_{j >= i} (m / j) p_(j)`` clipped to 1, m = number of non-NaN.
+    """
+    p = np.asarray(p, dtype=float)
+    flat = p.ravel()
+    out = np.full(flat.shape, np.nan)
+    ok = np.flatnonzero(~np.isnan(flat))
+    m = ok.size
+    if m:
+        order = ok[np.argsort(flat[ok], kind="stable")]
+        scaled = flat[order] * m / np.arange(1, m + 1)
+        out[order] = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
+    return out.reshape(p.shape)
+
+
+def _pairs(
+    summary: pd.DataFrame, readout: str, is_base: pd.Series, baseline: str | None
+) -> pd.DataFrame:
+    """Frame of patient, timepoint, value and that patient's baseline value (both finite)."""
+    frame = pd.DataFrame(
+        {
+            "patient": summary["patient"].astype(str).values,
+            "timepoint": summary["timepoint"].astype(str).values,
+            "value": pd.to_numeric(summary[readout], errors="coerce").to_numpy(float),
+            "is_base": is_base.to_numpy(bool),
+        }
+    )
+    base = frame.loc[frame["is_base"]].drop_duplicates("patient").set_index("patient")["value"]
+    later = frame.loc[~frame["is_base"]].copy()
+    later["base"] = later["patient"].map(base).astype(float)
+    if baseline is not None:
+        later = later.loc[later["timepoint"] != baseline]
+    later = later.dropna(subset=["value", "base"])
+    # a patient sampled twice at one timepoint counts once (mean of the repeats)
+    return later.groupby(["timepoint", "patient"], sort=False)[["value", "base"]].mean().reset_index()
+
+
+def _test(x: np.ndarray, y: np.ndarray, min_pairs: int) -> tuple[float, str]:
+    """Wilcoxon signed-rank p-value of x vs y, or NaN with the reason."""
+    n = len(x)
+    if n < min_pairs:
+        return np.nan, f"fewer than {min_pairs} pairs"
+    if np.all(x - y == 0):
+        return np.nan, "all differences are zero"
+    p = float(sps.wilcoxon(x, y, alternative="two-sided").pvalue)
+    note = "" if n >= 6 else f"{n} pairs: p cannot fall below 0.05"
+    return p, note
+
+
+def paired_tests(
+    summary: pd.DataFrame,
+    readouts: list[str] | None = None,
+    *,
+    baseline: str | None = None,
+    min_pairs: int = MIN_PAIRS,
+) -> pd.DataFrame:
+    """Wilcoxon signed-rank test of each readout at each later timepoint versus baseline (stats.csv).
+
+    Parameters
+    ----------
+    summary
+        One row per sample with ``patient``, ``timepoint``, optional ``day`` and readout columns.
+    readouts
+        Columns to test; default every :data:`cytokit.readouts.READOUTS` column present.
+    baseline
+        Timepoint label used as every patient's baseline. Default None: each patient's own baseline
+        (smallest ``day``, else the first timepoint), as in :func:`cytokit.readouts.add_baseline_change`.
+    min_pairs
+        Fewest pairs for which a test is run (default :data:`MIN_PAIRS`).
+
+    Returns
+    -------
+    DataFrame with :data:`STATS_COLUMNS`: per readout and timepoint, ``n_pairs``; ``baseline_median`` and
+    ``median`` over the paired patients; ``median_difference`` and ``median_fold_change`` (medians of the
+    per-patient difference and value/baseline ratio); ``p_value``; ``p_adj`` (Benjamini-Hochberg over the
+    whole table); ``note`` (why a p-value is empty, or a caveat).
+    """
+    if readouts is None:
+        readouts = [r for r in READOUTS if r in summary]
+    if baseline is not None:
+        is_base = summary["timepoint"].astype(str) == str(baseline)
+    else:
+        is_base = baseline_rows(summary)
+    order = [t for t in timepoint_order(summary) if baseline is None or t != str(baseline)]
+    days = _median_days(summary)
+    rows = []
+    for readout in readouts:
+        pairs = _pairs(summary, readout, is_base, baseline)
+        for tp in order:
+            sel = pairs.loc[pairs["timepoint"] == tp]
+            if sel.empty and tp not in set(summary.loc[~is_base, "timepoint"].astype(str)):
+                continue  # a timepoint that is only ever a baseline
+            rows.append(_row(readout, tp, days.get(tp, np.nan), sel, min_pairs))
+    table = pd.DataFrame(rows, columns=STATS_COLUMNS)
+    table["p_adj"] = bh_adjust(table["p_value"].to_numpy(float))
+    logger.info("paired tests: %d readouts x %d timepoints", len(readouts), len(order))
+    return table
+
+
+def _row(readout: str, tp: str, day: float, sel: pd.DataFrame, min_pairs: int) -> dict:
+    x, y = sel["value"].to_numpy(float), sel["base"].to_numpy(float)
+    p, note = _test(x, y, min_pairs)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fold = np.where(y != 0, x / np.where(y != 0, y, 1.0), np.nan)
+    fold = fold[np.isfinite(fold)]
+    return {
+        "readout": readout,
+        "timepoint": tp,
+        "day": day,
+        "n_pairs": len(sel),
+        "baseline_median": float(np.median(y)) if len(y) else np.nan,
+        "median": float(np.median(x)) if len(x) else np.nan,
+        "median_difference": float(np.median(x - y)) if len(x) else np.nan,
+        "median_fold_change": float(np.median(fold)) if fold.size else np.nan,
+        "p_value": p,
+        "p_adj": np.nan,
+        "note": note,
+    }
+
+
+def _median_days(summary: pd.DataFrame) -> dict[str, float]:
+    if "day" not in summary:
+        return {}
+    days = pd.to_numeric(summary["day"], errors="coerce")
+    return days.groupby(summary["timepoint"].astype(str).values).median().to_dict()
