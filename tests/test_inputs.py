@@ -36,7 +36,7 @@ def test_manifest_in_folder_wins_and_carries_metadata(tmp_path):
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
-        ("file,patient\na.fcs,P1\n", "lacks column(s) timepoint"),
+        ("file,patient\na.fcs,P1\n", r"lacks column\(s\) timepoint"),
         ("file,patient,timepoint,day\na.fcs,P1,D0,zero\n", "is not a number"),
         ("file,patient,timepoint\n", "no rows"),
     ],
@@ -52,7 +52,7 @@ def test_bad_manifest_is_a_one_line_error_naming_it(tmp_path, text, problem):
 def test_missing_folder_and_empty_folder(tmp_path):
     with pytest.raises(ManifestError, match="not a folder"):
         discover_samples(tmp_path / "nope")
-    with pytest.raises(ManifestError, match="no \\*.fcs"):
+    with pytest.raises(ManifestError, match=r"no \*\.fcs"):
         discover_samples(tmp_path)
 
 

@@ -1,1 +1,7 @@
-"""(filled in by its module owner)"""
+"""Plotting: matplotlib figures of gating, trial readouts and embeddings; each function returns a Figure."""
+
+from ._embedding import umap
+from ._gating import gating_path, strategy_diagram
+from ._trial import activation, paired_boxes, trial_trajectories
+
+__all__ = ["activation", "gating_path", "paired_boxes", "strategy_diagram", "trial_trajectories", "umap"]

@@ -1,0 +1,464 @@
+"""Data-driven gate placement: pure functions over arrays (the ``skimage.filters.threshold_*`` shape).
+
+Each function takes the events of one sample (already restricted to the parent population, usually a
+subsample of it) and returns a :class:`Placement`: a threshold or a gate object, a status (``"ok"`` when
+the method's own criterion was met, ``"fallback"`` when a weaker rule had to be used) and diagnostics.
+Nothing here knows about AnnData or strategies; every number comes from the sample's own distribution.
+
+Lessons from openCyto's ``mindensity``/``tailgate``/``singletGate``/``flowClust`` (and its failures:
+cutting on the wrong side of a single peak, no valley, openCyto #95 #97 #218 #246) are built in: the
+valley is searched only between two real peaks, the side of the positive population is explicit, and
+with one peak the threshold comes from the spread of the negative peak instead of a random dip.
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> x = np.r_[rng.normal(0.2, 0.05, 9000), rng.normal(0.7, 0.05, 1000)]
+>>> p = density_valley(x)
+>>> 0.35 < p.value < 0.55, p.status
+(True, 'ok')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.ndimage import gaussian_filter1d
+from scipy.signal import find_peaks
+
+from ..errors import GatingError
+from ._gates import EllipseGate, PolygonGate
+
+__all__ = [
+    "Placement",
+    "density_valley",
+    "otsu_threshold",
+    "scatter_mixture",
+    "singlet_band",
+    "smooth_density",
+    "tail_threshold",
+    "time_anomalies",
+]
+
+MIN_EVENTS = 20  # fewer events than this cannot place any data-driven gate
+
+
+@dataclass
+class Placement:
+    """Result of one placement: ``value`` (a float threshold or a gate), status and diagnostics."""
+
+    value: Any
+    status: str = "ok"
+    message: str = ""
+    details: dict = field(default_factory=dict)
+
+
+def _finite(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=float).ravel()
+    x = x[np.isfinite(x)]
+    if len(x) < MIN_EVENTS:
+        raise GatingError(f"too few events to place a gate ({len(x)} < {MIN_EVENTS})")
+    return x
+
+
+def _robust_sd(x: np.ndarray) -> float:
+    """Normal-consistent spread from the median absolute deviation, never zero."""
+    mad = 1.4826 * float(np.median(np.abs(x - np.median(x))))
+    return mad if mad > 0 else float(np.std(x)) or 1e-6
+
+
+def smooth_density(
+    x: np.ndarray, *, bandwidth: float | None = None, adjust: float = 1.0, nbins: int = 512, span=None
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Histogram smoothed with a Gaussian kernel on a regular grid: ``(grid, density, bandwidth)``.
+
+    A binned KDE: exact enough for gate placement and linear in the number of events. The default
+    bandwidth is Silverman's rule on the robust spread, times ``adjust`` (openCyto's knob).
+    """
+    x = _finite(x)
+    if bandwidth is None:
+        iqr = np.subtract(*np.percentile(x, [75, 25]))
+        spread = min(np.std(x), iqr / 1.349) or np.std(x) or 1e-3
+        bandwidth = 0.9 * spread * len(x) ** -0.2
+    bandwidth = float(bandwidth) * adjust
+    lo, hi = span if span is not None else np.percentile(x, [0.1, 99.9])
+    lo, hi = float(lo) - 3 * bandwidth, float(hi) + 3 * bandwidth
+    hist, edges = np.histogram(x, bins=nbins, range=(lo, hi))
+    width = edges[1] - edges[0]
+    dens = gaussian_filter1d(hist.astype(float), max(bandwidth / width, 0.5), mode="constant")
+    dens /= max(dens.sum() * width, 1e-12)
+    return 0.5 * (edges[:-1] + edges[1:]), dens, bandwidth
+
+
+def _peaks(dens: np.ndarray, min_prominence: float) -> np.ndarray:
+    """Indices of peaks whose prominence is at least ``min_prominence`` of the highest point."""
+    padded = np.r_[0.0, dens, 0.0]  # so a peak at the edge of the grid counts
+    idx, _ = find_peaks(padded, prominence=min_prominence * dens.max())
+    return idx - 1
+
+
+def _side_sign(side: str) -> int:
+    if side not in ("high", "low"):
+        raise GatingError(f"side must be 'high' or 'low', not {side!r}")
+    return 1 if side == "high" else -1
+
+
+def tail_threshold(
+    x: np.ndarray, *, k: float = 3.0, side: str = "high", mode: float | None = None, adjust: float = 1.0
+) -> Placement:
+    """Threshold ``k`` robust SDs beyond the main (negative) peak, for dim or rare positives.
+
+    The spread is measured on the half of the negative peak that faces away from the positives
+    (mirrored), so a positive tail or shoulder cannot inflate it (openCyto's tailgate idea).
+    ``side="high"`` means positives lie above the threshold.
+    """
+    x = _finite(x)
+    sign = _side_sign(side)
+    if mode is None:
+        grid, dens, _ = smooth_density(x, adjust=adjust)
+        mode = float(grid[np.argmax(dens)])
+    far = x[(x - mode) * sign <= 0] - mode
+    sd = float(np.sqrt(np.mean(far**2))) if len(far) >= 10 else _robust_sd(x)
+    value = mode + sign * k * sd
+    return Placement(value, "ok", "", {"mode": mode, "sd": sd, "k": k})
+
+
+def otsu_threshold(x: np.ndarray, *, nbins: int = 256) -> Placement:
+    """Otsu's threshold (maximum between-class variance), the last-resort 1-D split."""
+    x = _finite(x)
+    hist, edges = np.histogram(x, bins=nbins, range=tuple(np.percentile(x, [0.1, 99.9])))
+    centers = 0.5 * (edges[:-1] + edges[1:])
+    w0 = np.cumsum(hist)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * centers) / np.maximum(w0, 1)
+    m1 = (np.sum(hist * centers) - np.cumsum(hist * centers)) / np.maximum(w1, 1)
+    between = w0 * w1 * (m0 - m1) ** 2
+    return Placement(float(centers[np.argmax(between[:-1])]), "ok", "", {"method": "otsu"})
+
+
+def _valley_between(grid, dens, a: int, b: int) -> int:
+    """Index of the lowest density between grid indices ``a < b`` (middle of a flat bottom)."""
+    seg = dens[a : b + 1]
+    low = np.flatnonzero(seg <= seg.min() * 1.0001 + 1e-300)
+    return a + int(low[len(low) // 2])
+
+
+def density_valley(
+    x: np.ndarray,
+    *,
+    side: str = "high",
+    min_prominence: float = 0.03,
+    adjust: float = 1.0,
+    search: tuple[float, float] | None = None,
+    prior: float | None = None,
+    window: float = 0.08,
+    fallback: str = "tail",
+    k: float = 3.0,
+) -> Placement:
+    """Threshold at the density minimum between the two main peaks (openCyto's ``mindensity``).
+
+    Parameters
+    ----------
+    x
+        Values of one dimension (transformed units).
+    side
+        Where the gated (positive) population lies: ``"high"`` (>= threshold) or ``"low"``.
+    min_prominence
+        Peaks less prominent than this fraction of the highest are noise.
+    adjust
+        Bandwidth multiplier of the density estimate.
+    search
+        Only consider valleys inside this interval.
+    prior
+        A previous placement (e.g. the patient's consensus): the valley is searched within
+        ``prior +/- window`` and the prior itself is the fallback.
+    fallback
+        With no valley: ``"tail"`` (negative peak + ``k`` robust SDs, the main peak is taken as the
+        negative one), ``"tail_positive"`` (the main peak is the positive one), ``"otsu"`` or ``"none"``
+        (raise :class:`GatingError`).
+    """
+    x = _finite(x)
+    grid, dens, bw = smooth_density(x, adjust=adjust)
+    if prior is not None:
+        search = (prior - window, prior + window)
+    peaks = _peaks(dens, min_prominence)
+    details: dict = {"bandwidth": bw, "peaks": grid[peaks].round(4).tolist()}
+    if len(peaks) >= 2:
+        top = peaks[np.argsort(dens[peaks])[::-1]]
+        candidates = []
+        for i, p in enumerate(top):
+            for q in top[i + 1 :]:
+                a, b = sorted((p, q))
+                v = _valley_between(grid, dens, a, b)
+                if search is None or search[0] <= grid[v] <= search[1]:
+                    # depth of the valley relative to the lower of its two peaks
+                    depth = 1 - dens[v] / min(dens[a], dens[b])
+                    candidates.append((min(dens[a], dens[b]) * depth, v, a, b))
+        if candidates:
+            _, v, a, b = max(candidates)
+            details.update(valley_depth=float(1 - dens[v] / min(dens[a], dens[b])))
+            return Placement(float(grid[v]), "ok", "", details)
+    if prior is not None:
+        inside = (grid >= search[0]) & (grid <= search[1])
+        if inside.any():
+            local = np.flatnonzero(inside)
+            v = local[np.argmin(dens[local])]
+            if 0 < v < len(grid) - 1 and dens[v] < dens[local[0]] and dens[v] < dens[local[-1]]:
+                return Placement(float(grid[v]), "ok", "valley near the prior", details)
+        return Placement(float(prior), "fallback", "no valley near the prior; prior used", details)
+    return _fallback(x, grid, dens, side, fallback, k, adjust, details)
+
+
+def _fallback(x, grid, dens, side, fallback, k, adjust, details) -> Placement:
+    message = f"no valley between two peaks; {fallback} threshold used"
+    if fallback == "otsu":
+        p = otsu_threshold(x)
+    elif fallback in ("tail", "tail_positive"):
+        mode = float(grid[np.argmax(dens)])
+        # the main peak is negative: cut beyond it toward the positives; else cut below it
+        neg_side = side if fallback == "tail" else ("low" if side == "high" else "high")
+        p = tail_threshold(x, k=k, side=neg_side, mode=mode, adjust=adjust)
+    else:
+        raise GatingError("no valley between two peaks")
+    details.update(p.details)
+    return Placement(float(p.value), "fallback", message, details)
+
+
+def singlet_band(
+    area: np.ndarray, height: np.ndarray, *, k_low: float = 4.0, k_high: float = 6.0, dims=("FSC-A", "FSC-H")
+) -> Placement:
+    """Singlets: a band around the main ridge of height vs area (openCyto's ``singletGate``).
+
+    The ridge ``height = a + b * area`` is fitted to per-bin medians of the central events; the band keeps
+    events whose relative residual lies within ``-k_low`` / ``+k_high`` robust SDs. Doublets sit below the
+    ridge (twice the area, less than twice the height). Returned as a 4-vertex :class:`PolygonGate`.
+    """
+    area, height = np.asarray(area, float), np.asarray(height, float)
+    ok = np.isfinite(area) & np.isfinite(height)
+    area, height = area[ok], height[ok]
+    if len(area) < MIN_EVENTS:
+        raise GatingError(f"too few events to place a gate ({len(area)} < {MIN_EVENTS})")
+    lo_a, hi_a = np.percentile(area, [5, 90])
+    edges = np.linspace(lo_a, hi_a, 21)
+    which = np.digitize(area, edges) - 1
+    cx, cy = [], []
+    for i in range(20):
+        sel = which == i
+        if sel.sum() >= 10:
+            cx.append(np.median(area[sel]))
+            cy.append(np.median(height[sel]))
+    if len(cx) < 3:
+        b, a = np.polyfit(area, height, 1)
+    else:
+        b, a = np.polyfit(cx, cy, 1)
+    pred = a + b * area
+    core = (pred > 0) & (area >= lo_a)
+    rel = height[core] / pred[core] - 1
+    centre = float(np.median(rel))
+    sd = _robust_sd(rel[np.abs(rel - centre) < 5 * _robust_sd(rel)])
+    f_lo, f_hi = 1 + centre - k_low * sd, 1 + centre + k_high * sd
+    span = hi_a - lo_a
+    x0, x1 = float(area.min() - 0.05 * span), float(area.max() + 0.05 * span)
+
+    def line(xv, f):
+        return float((a + b * xv) * f)
+
+    verts = ((x0, line(x0, f_lo)), (x1, line(x1, f_lo)), (x1, line(x1, f_hi)), (x0, line(x0, f_hi)))
+    details = {"slope": float(b), "intercept": float(a), "rel_sd": float(sd), "rel_centre": centre}
+    status = "ok" if b > 0 else "fallback"
+    msg = "" if b > 0 else "height does not rise with area; band is a guess"
+    return Placement(PolygonGate(tuple(dims), verts), status, msg, details)
+
+
+def scatter_mixture(
+    X: np.ndarray,
+    *,
+    n_components: int | tuple[int, ...] = (2, 3, 4),
+    select: str = "lowest_y",
+    min_weight: float = 0.15,
+    distance_square: float | None = None,
+    dims=("FSC-A", "SSC-A"),
+    seed: int = 0,
+) -> Placement:
+    """A scatter population (lymphocytes) as one component of a Gaussian mixture (flowClust's idea).
+
+    The mixture (full covariances, EM) is fitted on the given events (a subsample); the number of components is chosen by BIC
+    among ``n_components``. ``select="lowest_y"`` picks, among components holding at least
+    ``min_weight`` of the events, the one with the lowest mean in the second dimension (lymphocytes have
+    the lowest side scatter of leukocytes). The gate is the component's ellipse at ``distance_square``
+    (Mahalanobis radius squared); by default the largest radius, up to chi2(0.99, 2), at which the
+    ellipse still holds mostly events of its own component.
+    """
+    X = np.asarray(X, dtype=float)[:, :2]
+    X = X[np.isfinite(X).all(axis=1)]
+    if len(X) < 10 * MIN_EVENTS:
+        raise GatingError(f"too few events for a scatter mixture ({len(X)})")
+    ks = (n_components,) if isinstance(n_components, int) else tuple(n_components)
+    fits = [_gmm_2d(X, n, seed=seed) for n in ks]
+    gm = min(fits, key=lambda f: f["bic"])
+    weights, means, covs = gm["weights"], gm["means"], gm["covs"]
+    big = np.flatnonzero(weights >= min_weight)
+    if len(big) == 0:
+        big = np.array([int(np.argmax(weights))])
+    if select == "lowest_y":
+        pick = int(big[np.argmin(means[big, 1])])
+    elif select == "largest":
+        pick = int(big[np.argmax(weights[big])])
+    else:
+        raise GatingError(f"unknown selection {select!r} for scatter_mixture")
+    mean, cov = means[pick], covs[pick]
+    if distance_square is None:
+        distance_square = _ellipse_radius(X, gm["labels"] == pick, mean, cov)
+    gate = EllipseGate(
+        tuple(dims),
+        (float(mean[0]), float(mean[1])),
+        ((float(cov[0, 0]), float(cov[0, 1])), (float(cov[1, 0]), float(cov[1, 1]))),
+        float(distance_square),
+    )
+    details = {
+        "n_components": len(weights),
+        "weights": weights.round(4).tolist(),
+        "means": means.round(4).tolist(),
+        "picked": pick,
+    }
+    return Placement(gate, "ok", "", details)
+
+
+def _gmm_2d(X: np.ndarray, k: int, *, seed: int = 0, n_iter: int = 200, tol: float = 1e-5) -> dict:
+    """Full-covariance Gaussian mixture in two dimensions by EM (k-means++ start), vectorised in numpy.
+
+    Small and dependency-free (scikit-learn's import alone costs ~2 s); returns weights, means,
+    covariances, hard labels, log-likelihood and BIC.
+    """
+    rng = np.random.default_rng(seed)
+    n = len(X)
+    centres = [X[rng.integers(n)]]
+    for _ in range(1, k):  # k-means++ seeding
+        d2 = np.min([((X - c) ** 2).sum(1) for c in centres], axis=0)
+        centres.append(X[rng.choice(n, p=d2 / d2.sum())])
+    means = np.array(centres)
+    for _ in range(10):  # a few Lloyd steps
+        lab = np.argmin(((X[:, None, :] - means[None]) ** 2).sum(-1), axis=1)
+        means = np.array([X[lab == j].mean(0) if np.any(lab == j) else means[j] for j in range(k)])
+    resp = np.eye(k)[lab]
+    floor = 1e-6 * np.trace(np.cov(X.T))
+    prev = -np.inf
+    for _ in range(n_iter):
+        nk = resp.sum(0) + 1e-12
+        weights, means = nk / n, (resp.T @ X) / nk[:, None]
+        d = X[:, None, :] - means[None]
+        a, b = d[..., 0], d[..., 1]
+        sxx = (resp * a * a).sum(0) / nk + floor
+        syy = (resp * b * b).sum(0) / nk + floor
+        sxy = (resp * a * b).sum(0) / nk
+        covs = np.stack([sxx, sxy, sxy, syy], -1).reshape(k, 2, 2)
+        det = sxx * syy - sxy**2
+        m2 = (syy * a * a - 2 * sxy * a * b + sxx * b * b) / det
+        logp = np.log(weights) - 0.5 * (m2 + np.log(det) + 2 * np.log(2 * np.pi))
+        top = logp.max(1, keepdims=True)
+        lse = top[:, 0] + np.log(np.exp(logp - top).sum(1))
+        resp = np.exp(logp - lse[:, None])
+        ll = float(lse.sum())
+        if ll - prev < tol * n:
+            break
+        prev = ll
+    n_params = k * 6 - 1
+    return {
+        "weights": weights,
+        "means": means,
+        "covs": covs,
+        "labels": np.argmax(resp, 1),
+        "loglik": ll,
+        "bic": -2 * ll + n_params * np.log(n),
+    }
+
+
+def _ellipse_radius(X, own, mean, cov, purity: float = 0.9, cap: float = 9.21) -> float:
+    """Largest Mahalanobis radius^2 (<= ``cap``) at which the ellipse shell is still ``purity`` pure."""
+    d = X - mean
+    m2 = np.einsum("ij,jk,ik->i", d, np.linalg.inv(cov), d)
+    radii = np.linspace(1.0, cap, 40)
+    chosen = radii[0]
+    for r2_in, r2_out in zip(radii[:-1], radii[1:], strict=True):
+        shell = (m2 > r2_in) & (m2 <= r2_out)
+        if shell.sum() >= 5 and own[shell].mean() < purity:
+            break
+        chosen = r2_out
+    return float(chosen)
+
+
+def time_anomalies(
+    time: np.ndarray,
+    signal: np.ndarray | None = None,
+    *,
+    n_bins: int | None = None,
+    k: float = 5.0,
+    dims=("Time", "FSC-A"),
+) -> Placement:
+    """Acquisition QC: drop time bins whose event rate or median signal is anomalous (flowAI/PeacoQC idea).
+
+    Events are binned over Time; a bin is anomalous when its count or its median ``signal`` lies more
+    than ``k`` robust SDs from the median bin (the SD has a Poisson / standard-error floor, so a clean
+    file is never cut for noise). The kept time is exported as one polygon over (Time, ``dims[1]``): the
+    good segments as full-height bars joined by a strip below all the data, so it is a plain GatingML
+    polygon.
+    """
+    t = np.asarray(time, dtype=float)
+    if len(t) < MIN_EVENTS:
+        raise GatingError(f"too few events for time QC ({len(t)})")
+    y = np.zeros_like(t) if signal is None else np.asarray(signal, dtype=float)
+    n_bins = n_bins or int(np.clip(len(t) // 400, 10, 200))
+    t0, t1 = float(np.min(t)), float(np.max(t))
+    if t1 <= t0:
+        raise GatingError("time channel is constant")
+    edges = np.linspace(t0, t1, n_bins + 1)
+    which = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, n_bins - 1)
+    counts = np.bincount(which, minlength=n_bins).astype(float)
+    med_count = float(np.median(counts))
+    z_rate = (counts - med_count) / max(_robust_sd(counts), np.sqrt(max(med_count, 1.0)))
+    bad = np.abs(z_rate) > k
+    if signal is not None:
+        order = np.argsort(which, kind="stable")
+        splits = np.split(y[order], np.cumsum(counts[:-1]).astype(int))
+        meds = np.array([np.median(s) if len(s) else np.nan for s in splits])
+        valid = np.isfinite(meds)
+        se_floor = 1.2533 * _robust_sd(y) / np.sqrt(max(med_count, 1.0))
+        scale = max(_robust_sd(meds[valid]), se_floor)
+        z_sig = np.where(valid, (meds - np.nanmedian(meds)) / scale, 0.0)
+        bad |= np.abs(z_sig) > k
+    ymin, ymax = float(np.min(y)) - 1.0, float(np.max(y)) + 1.0
+    eps = 1e-6 * (t1 - t0)
+    lo_edges, hi_edges = edges[:-1].copy(), edges[1:].copy()
+    lo_edges[0], hi_edges[-1] = t0 - eps, t1 + eps
+    segments = _good_segments(~bad, lo_edges, hi_edges)
+    if not segments:
+        raise GatingError("every time bin is anomalous")
+    gate = PolygonGate(tuple(dims), _comb_polygon(segments, ymin, ymax))
+    frac = float(counts[bad].sum() / counts.sum())
+    details = {"n_bins": n_bins, "bad_bins": np.flatnonzero(bad).tolist(), "fraction_removed": frac}
+    return Placement(gate, "ok", "", details)
+
+
+def _good_segments(good: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> list[tuple[float, float]]:
+    segs: list[tuple[float, float]] = []
+    for i in np.flatnonzero(good):
+        if segs and segs[-1][1] == lo[i]:
+            segs[-1] = (segs[-1][0], float(hi[i]))
+        else:
+            segs.append((float(lo[i]), float(hi[i])))
+    return segs
+
+
+def _comb_polygon(segments, ymin: float, ymax: float) -> tuple[tuple[float, float], ...]:
+    """Union of full-height bars over ``segments`` joined by a strip below ``ymin + 0.5``."""
+    strip = ymin + 0.5
+    verts = [(segments[0][0], ymin), (segments[0][0], ymax)]
+    for i, (a, b) in enumerate(segments):
+        if i:
+            verts += [(a, strip), (a, ymax)]
+        verts += [(b, ymax)]
+        if i < len(segments) - 1:
+            verts += [(b, strip)]
+    verts += [(segments[-1][1], ymin)]
+    return tuple((float(px), float(py)) for px, py in verts)

@@ -1,0 +1,231 @@
+"""Trial figures from the summary table: per-patient trajectories, paired boxes with p-values, activation.
+
+All take the ``summary.csv`` frame (one row per sample with ``patient``, ``timepoint``, optional ``day``
+and readout columns) and return a matplotlib Figure; nothing is saved or shown here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from ..readouts import READOUT_LABELS, add_baseline_change, timepoint_order
+
+__all__ = ["activation", "paired_boxes", "trial_trajectories"]
+
+_TREG, _TEFF = "#c0392b", "#2c7fb8"
+
+# (title, Treg readout, Teff readout): the "Treg activation without effector activation" panels
+_ACTIVATION = [
+    ("Expansion (% of CD4)", "treg_pct_cd4", "teff_pct_cd4"),
+    ("Ki67+ (% of subset)", "treg_ki67_pct", "teff_ki67_pct"),
+    ("HLA-DR+ (% of subset)", "treg_hladr_pct", "teff_hladr_pct"),
+    ("CD25 (Treg median MFI; Teff % CD25+)", "treg_cd25_median_linear", "teff_cd25_pct"),
+]
+
+
+def _label(readout: str) -> str:
+    return READOUT_LABELS.get(readout, readout.replace("_", " "))
+
+
+def _x(summary: pd.DataFrame) -> tuple[pd.Series, str, dict[str, float]]:
+    """x of each row: ``day`` when every row has one, else the timepoint's rank; axis label; ticks."""
+    order = timepoint_order(summary)
+    tp = summary["timepoint"].astype(str)
+    day = pd.to_numeric(summary["day"], errors="coerce") if "day" in summary else None
+    if day is not None and day.notna().all() and len(day):
+        ticks = day.groupby(tp.values).median().to_dict()
+        return day.astype(float), "day", ticks
+    rank = {t: float(i) for i, t in enumerate(order)}
+    return tp.map(rank).astype(float), "timepoint", rank
+
+
+def _empty(ax: Axes, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=9, color="#555555")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _set_ticks(ax: Axes, ticks: dict[str, float], rotate: bool = False) -> None:
+    # several labels on the same day (or very close) would overlap: keep the first of each position
+    seen: dict[float, str] = {}
+    for t, v in sorted(ticks.items(), key=lambda kv: kv[1]):
+        if np.isfinite(v):
+            seen.setdefault(float(v), t)
+    ax.set_xticks(list(seen), list(seen.values()), fontsize=8, rotation=45 if rotate else 0)
+
+
+def trial_trajectories(summary: pd.DataFrame, readout: str) -> Figure:
+    """One line per patient of ``readout`` over day (spaghetti plot), with the median per timepoint.
+
+    Parameters
+    ----------
+    summary
+        The trial's summary table.
+    readout
+        A numeric column of ``summary`` (e.g. ``"treg_pct_cd4"``).
+
+    Returns
+    -------
+    The Figure; x is ``day`` when every sample has one, else the timepoints in order.
+    """
+    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_title(_label(readout), fontsize=11)
+    if readout not in summary or pd.to_numeric(summary[readout], errors="coerce").notna().sum() == 0:
+        _empty(ax, f"{readout}: not measured")
+        return fig
+    x, xlabel, ticks = _x(summary)
+    frame = pd.DataFrame(
+        {"x": x.values, "y": pd.to_numeric(summary[readout], errors="coerce").values,
+         "patient": summary["patient"].astype(str).values}
+    ).dropna()
+    colors = _patient_colors(frame["patient"])
+    for patient, rows in frame.groupby("patient", sort=False):
+        rows = rows.sort_values("x")
+        ax.plot(rows["x"], rows["y"], "-o", ms=3, lw=1, alpha=0.75, color=colors[patient], label=patient)
+    med = frame.groupby("x")["y"].median()
+    ax.plot(med.index, med.values, "-", color="black", lw=2.6, label="median", zorder=5)
+    ax.set_xlabel(xlabel, fontsize=9)
+    ax.set_ylabel(_label(readout), fontsize=9)
+    if xlabel == "timepoint":
+        _set_ticks(ax, ticks)
+    ax.tick_params(labelsize=8)
+    ax.grid(alpha=0.25)
+    if frame["patient"].nunique() <= 16:
+        ax.legend(fontsize=7, ncol=1, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    return fig
+
+
+def _patient_colors(patients: pd.Series) -> dict[str, tuple]:
+    from matplotlib import colormaps
+
+    names = list(dict.fromkeys(patients))
+    cmap = colormaps["tab20"]
+    return {p: cmap(i % 20) for i, p in enumerate(names)}
+
+
+def _format_p(p: float, prefix: str) -> str:
+    if not np.isfinite(p):
+        return f"{prefix} n/a"
+    return f"{prefix}={p:.2g}" if p >= 0.001 else f"{prefix}<0.001"
+
+
+def paired_boxes(summary: pd.DataFrame, stats: pd.DataFrame, readout: str) -> Figure:
+    """Box and points of ``readout`` per timepoint, each patient's points joined, p-values on top.
+
+    Parameters
+    ----------
+    summary
+        The trial's summary table.
+    stats
+        The table of :func:`cytokit.stats.paired_tests` (``p_value`` and ``p_adj`` per timepoint).
+    readout
+        A numeric column of ``summary``.
+
+    Returns
+    -------
+    The Figure; above each timepoint after baseline: ``p`` (Wilcoxon signed-rank vs baseline), ``q``
+    (Benjamini-Hochberg adjusted) and the number of pairs.
+    """
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_title(f"{_label(readout)} vs baseline", fontsize=11)
+    values = pd.to_numeric(summary.get(readout, pd.Series(dtype=float)), errors="coerce")
+    if values.notna().sum() == 0:
+        _empty(ax, f"{readout}: not measured")
+        return fig
+    order = timepoint_order(summary)
+    pos = {t: i for i, t in enumerate(order)}
+    frame = pd.DataFrame(
+        {"tp": summary["timepoint"].astype(str).values, "y": values.values,
+         "patient": summary["patient"].astype(str).values}
+    ).dropna()
+    frame["x"] = frame["tp"].map(pos).astype(float)
+    for _, rows in frame.groupby("patient", sort=False):
+        rows = rows.sort_values("x")
+        ax.plot(rows["x"], rows["y"], "-", color="#9aa5b1", lw=0.8, alpha=0.8, zorder=1)
+    groups = [frame.loc[frame["tp"] == t, "y"].to_numpy() for t in order]
+    ax.boxplot(groups, positions=list(range(len(order))), widths=0.5, showfliers=False,
+               patch_artist=True, boxprops={"facecolor": "#eef3f8"}, medianprops={"color": "black"})
+    ax.scatter(frame["x"], frame["y"], s=14, color=_TREG, zorder=3)
+    _annotate_p(ax, stats, readout, pos, frame["y"])
+    ax.set_xticks(range(len(order)), order, fontsize=8, rotation=45 if len(order) > 8 else 0)
+    ax.set_ylabel(_label(readout), fontsize=9)
+    ax.tick_params(labelsize=8)
+    ax.grid(axis="y", alpha=0.25)
+    return fig
+
+
+def _annotate_p(ax: Axes, stats: pd.DataFrame, readout: str, pos: dict, y: pd.Series) -> None:
+    if stats is None or stats.empty or "readout" not in stats:
+        return
+    rows = stats.loc[stats["readout"] == readout]
+    lo, hi = float(y.min()), float(y.max())
+    top = hi + 0.06 * (hi - lo if hi > lo else abs(hi) or 1.0)
+    for _, row in rows.iterrows():
+        x = pos.get(str(row["timepoint"]))
+        if x is None:
+            continue
+        text = f"{_format_p(float(row['p_value']), 'p')}\n{_format_p(float(row['p_adj']), 'q')}\nn={int(row['n_pairs'])}"
+        ax.text(x, top, text, ha="center", va="bottom", fontsize=7)
+    ax.set_ylim(top=top + 0.32 * (top - lo if top > lo else 1.0))
+
+
+def activation(summary: pd.DataFrame) -> Figure:
+    """Treg versus Teff over time as median fold of baseline: expansion, Ki67+, HLA-DR+ and CD25.
+
+    Each panel shows the patients' median fold change versus their own baseline (band: 25-75th
+    percentile) for Treg (red) and Teff (blue); a Treg response with flat Teff lines is the "Treg
+    expansion and activation without effector activation" of the ld-IL2 trials.
+
+    Parameters
+    ----------
+    summary
+        The trial's summary table; fold columns are computed when absent.
+
+    Returns
+    -------
+    The Figure (one panel per readout pair; "not measured" where the panel lacks the markers).
+    """
+    wanted = [r for _, a, b in _ACTIVATION for r in (a, b) if r in summary]
+    folded = summary
+    if any(f"{r}_fold_vs_baseline" not in summary for r in wanted):
+        folded = add_baseline_change(summary, readouts=wanted)
+    x, xlabel, ticks = _x(folded)
+    fig = Figure(figsize=(12.8, 3.4), layout="constrained")
+    axes = fig.subplots(1, len(_ACTIVATION), squeeze=False)[0]
+    for ax, (title, treg, teff) in zip(axes, _ACTIVATION, strict=True):
+        ax.set_title(title, fontsize=9)
+        drawn = [_fold_line(ax, folded, x, r, color, name)
+                 for r, color, name in ((treg, _TREG, "Treg"), (teff, _TEFF, "Teff"))]
+        if not any(drawn):
+            _empty(ax, "not measured")
+            continue
+        ax.axhline(1.0, color="black", lw=0.8, ls="--")
+        ax.set_yscale("log", base=2)
+        ax.set_xlabel(xlabel, fontsize=8)
+        if xlabel == "timepoint":
+            _set_ticks(ax, ticks, rotate=len(ticks) > 5)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.25)
+        ax.legend(fontsize=7, frameon=False)
+    axes[0].set_ylabel("fold vs baseline (median, IQR)", fontsize=8)
+    return fig
+
+
+def _fold_line(ax: Axes, summary: pd.DataFrame, x: pd.Series, readout: str, color, name) -> bool:
+    column = f"{readout}_fold_vs_baseline"
+    if column not in summary:
+        return False
+    fold = pd.to_numeric(summary[column], errors="coerce")
+    frame = pd.DataFrame({"x": x.values, "f": fold.values}).dropna()
+    frame = frame.loc[frame["f"] > 0]
+    if frame.empty:
+        return False
+    q = frame.groupby("x")["f"].quantile([0.25, 0.5, 0.75]).unstack()
+    ax.fill_between(q.index, q[0.25], q[0.75], color=color, alpha=0.18, lw=0)
+    ax.plot(q.index, q[0.5], "-o", ms=3, color=color, label=f"{name}: {_label(readout)}")
+    return True

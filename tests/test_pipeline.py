@@ -1,0 +1,205 @@
+"""End to end: `cytokit run` on a small simulated trial, bad inputs in a batch, cache reuse, exit codes."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cytokit.io import write_fcs
+
+CONTRACT_COLUMNS = {
+    "qc.csv": ["file", "sample", "status", "events", "message"],
+    "populations.csv": [
+        "sample",
+        "patient",
+        "timepoint",
+        "population",
+        "parent",
+        "count",
+        "pct_parent",
+        "pct_total",
+    ],
+    "summary.csv": [
+        "sample",
+        "patient",
+        "timepoint",
+        "day",
+        "cd4_count",
+        "treg_count",
+        "teff_count",
+        "treg_pct_cd4",
+        "teff_pct_cd4",
+        "treg_teff_ratio",
+    ],
+    "stats.csv": [
+        "readout",
+        "timepoint",
+        "n_pairs",
+        "baseline_median",
+        "median",
+        "median_fold_change",
+        "p_value",
+        "p_adj",
+    ],
+    "clusters.csv": ["sample", "cluster", "count", "pct", "label"],
+}
+
+
+def cytokit(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cytokit.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def trial_with_bad_files(small_trial, tmp_path_factory) -> Path:
+    """The small trial plus a corrupt, a truncated and a zero-event FCS file."""
+    folder = tmp_path_factory.mktemp("batch")
+    for f in small_trial.glob("*.fcs"):
+        shutil.copy(f, folder)
+    good = sorted(folder.glob("*.fcs"))[0].read_bytes()
+    (folder / "BAD_corrupt.fcs").write_bytes(b"this is not an FCS file at all" * 10)
+    (folder / "BAD_truncated.fcs").write_bytes(good[: len(good) // 2])
+    write_fcs(folder / "BAD_empty.fcs", np.zeros((0, 3), np.float32), ["FSC-A", "SSC-A", "Time"])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def run_out(trial_with_bad_files, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    proc = cytokit("run", str(trial_with_bad_files), "--out", str(out), "--jobs", "2")
+    return proc, out
+
+
+def test_run_writes_contract_files_and_exit_3_for_failed_samples(run_out):
+    proc, out = run_out
+    assert proc.returncode == 3, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for name, cols in CONTRACT_COLUMNS.items():
+        table = pd.read_csv(out / name)
+        assert set(cols) <= set(table.columns), (name, table.columns)
+    for name in ("cells.h5ad", "report.html"):
+        assert (out / name).is_file()
+
+
+def test_bad_files_fail_alone_with_one_line_messages(run_out):
+    _, out = run_out
+    qc = pd.read_csv(out / "qc.csv").set_index("sample")
+    assert qc.loc["BAD_corrupt", "status"] == "failed"
+    assert qc.loc["BAD_truncated", "status"] == "failed"
+    assert qc.loc["BAD_empty", "status"] == "failed"
+    assert "zero events" in qc.loc["BAD_empty", "message"]
+    for bad in ("BAD_corrupt", "BAD_truncated", "BAD_empty"):
+        message = qc.loc[bad, "message"]
+        assert f"{bad}.fcs" in message and "\n" not in message
+    good = qc.drop(index=["BAD_corrupt", "BAD_truncated", "BAD_empty"])
+    assert (good["status"] != "failed").all()
+    summary = pd.read_csv(out / "summary.csv")
+    assert set(summary["sample"]) == set(good.index)
+
+
+def test_summary_is_consistent_with_populations(run_out):
+    _, out = run_out
+    summary = pd.read_csv(out / "summary.csv").set_index("sample")
+    pops = pd.read_csv(out / "populations.csv")
+    counts = pops.pivot_table(index="sample", columns="population", values="count")
+    np.testing.assert_allclose(summary["cd4_count"], counts.loc[summary.index, "CD4"])
+    np.testing.assert_allclose(summary["treg_count"], counts.loc[summary.index, "Treg"])
+    np.testing.assert_allclose(
+        summary["treg_pct_cd4"], 100 * summary["treg_count"] / summary["cd4_count"]
+    )
+    np.testing.assert_allclose(
+        summary["treg_teff_ratio"], summary["treg_count"] / summary["teff_count"]
+    )
+
+
+def test_gates_are_gatingml_that_flowkit_loads(run_out):
+    import flowkit as fk
+
+    _, out = run_out
+    xml = sorted((out / "gates").glob("*.xml"))
+    assert len(xml) == 6
+    strategy = fk.parse_gating_xml(str(xml[0]))
+    ids = {g.gate_name for g in strategy.get_root_gates()} | {
+        name for name, _ in strategy.get_gate_ids()
+    }
+    assert {"CD4", "Treg", "Teff"} <= ids
+
+
+def test_cells_h5ad_traces_events_to_files(run_out):
+    import anndata as ad
+
+    _, out = run_out
+    cells = ad.read_h5ad(out / "cells.h5ad")
+    assert {"sample", "event", "patient", "timepoint", "population", "cluster"} <= set(
+        cells.obs.columns
+    )
+    assert cells.obsm["X_umap"].shape == (cells.n_obs, 2)
+    assert "FOXP3" in cells.var_names
+    assert (cells.obs["event"] >= 0).all()
+
+
+def test_rerun_reuses_finished_samples(run_out, trial_with_bad_files):
+    _, out = run_out
+    before = pd.read_csv(out / "summary.csv")
+    proc = cytokit(
+        "run", str(trial_with_bad_files), "--out", str(out), "--jobs", "1", "--no-cluster"
+    )
+    assert proc.returncode == 3
+    assert "reusing 6 finished sample(s)" in proc.stderr
+    after = pd.read_csv(out / "summary.csv")
+    pd.testing.assert_frame_equal(before, after)
+
+
+def test_usage_errors_exit_2_without_traceback(tmp_path, small_trial):
+    bad_manifest = tmp_path / "m.csv"
+    bad_manifest.write_text("file,patient\nx.fcs,P1\n")
+    for args in (
+        ["run", str(tmp_path / "missing")],
+        ["run", str(bad_manifest)],
+        ["run", str(small_trial), "--strategy", "no_such_strategy", "--out", str(tmp_path)],
+        ["run", str(small_trial), "--jobs", "0"],
+    ):
+        proc = cytokit(*args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr
+
+
+def test_inspect_shows_channels_markers_and_spillover(small_trial):
+    f = sorted(small_trial.glob("*.fcs"))[0]
+    proc = cytokit("inspect", str(f))
+    assert proc.returncode == 0, proc.stderr
+    assert "events" in proc.stdout and "FOXP3" in proc.stdout and "spillover" in proc.stdout
+
+
+def test_dask_scheduler_gives_identical_results(small_trial, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    from cytokit.pipeline import run
+
+    files = sorted(small_trial.glob("*.fcs"))[:2]
+    folder = tmp_path / "two"
+    folder.mkdir()
+    for f in files:
+        shutil.copy(f, folder)
+    local = run(folder, tmp_path / "local", jobs=1, cluster=False, figures=False)
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
+        remote = run(
+            folder,
+            tmp_path / "dask",
+            scheduler=cluster.scheduler_address,
+            cluster=False,
+            figures=False,
+        )
+    pd.testing.assert_frame_equal(local.summary, remote.summary)
