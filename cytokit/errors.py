@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 __all__ = [
+    "CompensationError",
     "CytokitError",
     "FCSError",
     "GatingError",
@@ -29,6 +30,10 @@ class CytokitError(Exception):
 
 class FCSError(CytokitError):
     """An FCS file that cannot be read: not FCS, truncated, inconsistent header or TEXT."""
+
+
+class CompensationError(CytokitError):
+    """A spillover matrix that is missing, does not fit the sample's channels, or cannot be inverted."""
 
 
 class PanelError(CytokitError):

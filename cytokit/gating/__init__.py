@@ -1,5 +1,36 @@
 """Automated gating: strategies as data, gates placed from each sample's data, GatingML export."""
 
+from ._engine import consensus_prior, gate, resolve_dims
 from ._gates import EllipseGate, Gate, PolygonGate, RangeGate, gate_from_dict
+from ._methods import (
+    Placement,
+    density_valley,
+    otsu_threshold,
+    scatter_mixture,
+    singlet_band,
+    tail_threshold,
+    time_anomalies,
+)
+from ._strategy import GateSpec, PopulationSpec, Strategy, load_strategy
 
-__all__ = ["EllipseGate", "Gate", "PolygonGate", "RangeGate", "gate_from_dict"]
+__all__ = [
+    "EllipseGate",
+    "Gate",
+    "GateSpec",
+    "Placement",
+    "PolygonGate",
+    "PopulationSpec",
+    "RangeGate",
+    "Strategy",
+    "consensus_prior",
+    "density_valley",
+    "gate",
+    "gate_from_dict",
+    "load_strategy",
+    "otsu_threshold",
+    "resolve_dims",
+    "scatter_mixture",
+    "singlet_band",
+    "tail_threshold",
+    "time_anomalies",
+]

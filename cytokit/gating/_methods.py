@@ -105,22 +105,33 @@ def _side_sign(side: str) -> int:
 
 
 def tail_threshold(
-    x: np.ndarray, *, k: float = 3.0, side: str = "high", mode: float | None = None, adjust: float = 1.0
+    x: np.ndarray,
+    *,
+    k: float = 3.0,
+    side: str = "high",
+    peak: str = "outside",
+    mode: float | None = None,
+    adjust: float = 1.0,
 ) -> Placement:
-    """Threshold ``k`` robust SDs beyond the main (negative) peak, for dim or rare positives.
+    """Threshold ``k`` robust SDs from the main peak, for dim/rare positives (openCyto's tailgate).
 
-    The spread is measured on the half of the negative peak that faces away from the positives
-    (mirrored), so a positive tail or shoulder cannot inflate it (openCyto's tailgate idea).
-    ``side="high"`` means positives lie above the threshold.
+    ``side`` is where the gated events lie relative to the threshold. ``peak="outside"``: the main peak
+    is the negative population and the threshold lies beyond it toward ``side`` (Ki67+ among CD4).
+    ``peak="gated"``: the main peak is the gated population and the threshold lies on its other side
+    (live cells below the viability-dye bright dead cells). The spread is measured on the half of the
+    peak that faces away from the threshold (mirrored), so the other population cannot inflate it.
     """
     x = _finite(x)
     sign = _side_sign(side)
+    if peak not in ("outside", "gated"):
+        raise GatingError(f"peak must be 'outside' or 'gated', not {peak!r}")
+    direction = sign if peak == "outside" else -sign
     if mode is None:
         grid, dens, _ = smooth_density(x, adjust=adjust)
         mode = float(grid[np.argmax(dens)])
-    far = x[(x - mode) * sign <= 0] - mode
+    far = x[(x - mode) * direction <= 0] - mode
     sd = float(np.sqrt(np.mean(far**2))) if len(far) >= 10 else _robust_sd(x)
-    value = mode + sign * k * sd
+    value = mode + direction * k * sd
     return Placement(value, "ok", "", {"mode": mode, "sd": sd, "k": k})
 
 
@@ -150,6 +161,7 @@ def density_valley(
     side: str = "high",
     min_prominence: float = 0.03,
     adjust: float = 1.0,
+    pair: str = "top2",
     search: tuple[float, float] | None = None,
     prior: float | None = None,
     window: float = 0.08,
@@ -168,15 +180,18 @@ def density_valley(
         Peaks less prominent than this fraction of the highest are noise.
     adjust
         Bandwidth multiplier of the density estimate.
+    pair
+        Which peaks the valley separates: ``"top2"`` (any two main peaks), ``"below_main"`` /
+        ``"above_main"`` (the highest peak and a peak below / above it, e.g. debris below the cells).
     search
         Only consider valleys inside this interval.
     prior
         A previous placement (e.g. the patient's consensus): the valley is searched within
         ``prior +/- window`` and the prior itself is the fallback.
     fallback
-        With no valley: ``"tail"`` (negative peak + ``k`` robust SDs, the main peak is taken as the
-        negative one), ``"tail_positive"`` (the main peak is the positive one), ``"otsu"`` or ``"none"``
-        (raise :class:`GatingError`).
+        With no valley: ``"tail"`` (the main peak is outside the gate: cut ``k`` robust SDs beyond it,
+        toward ``side``), ``"tail_main"`` (the main peak is the gated population: cut ``k`` robust SDs
+        from it on the other side), ``"otsu"`` or ``"none"`` (raise :class:`GatingError`).
     """
     x = _finite(x)
     grid, dens, bw = smooth_density(x, adjust=adjust)
@@ -186,9 +201,13 @@ def density_valley(
     details: dict = {"bandwidth": bw, "peaks": grid[peaks].round(4).tolist()}
     if len(peaks) >= 2:
         top = peaks[np.argsort(dens[peaks])[::-1]]
+        if pair not in ("top2", "below_main", "above_main"):
+            raise GatingError(f"unknown peak pair rule {pair!r}")
         candidates = []
         for i, p in enumerate(top):
             for q in top[i + 1 :]:
+                if pair != "top2" and (p != top[0] or (q < p) != (pair == "below_main")):
+                    continue
                 a, b = sorted((p, q))
                 v = _valley_between(grid, dens, a, b)
                 if search is None or search[0] <= grid[v] <= search[1]:
@@ -214,11 +233,10 @@ def _fallback(x, grid, dens, side, fallback, k, adjust, details) -> Placement:
     message = f"no valley between two peaks; {fallback} threshold used"
     if fallback == "otsu":
         p = otsu_threshold(x)
-    elif fallback in ("tail", "tail_positive"):
+    elif fallback in ("tail", "tail_main"):
         mode = float(grid[np.argmax(dens)])
-        # the main peak is negative: cut beyond it toward the positives; else cut below it
-        neg_side = side if fallback == "tail" else ("low" if side == "high" else "high")
-        p = tail_threshold(x, k=k, side=neg_side, mode=mode, adjust=adjust)
+        peak = "outside" if fallback == "tail" else "gated"
+        p = tail_threshold(x, k=k, side=side, peak=peak, mode=mode, adjust=adjust)
     else:
         raise GatingError("no valley between two peaks")
     details.update(p.details)
@@ -307,9 +325,11 @@ def scatter_mixture(
         pick = int(big[np.argmax(weights[big])])
     else:
         raise GatingError(f"unknown selection {select!r} for scatter_mixture")
-    mean, cov = means[pick], covs[pick]
+    members = _same_population(means, covs, pick)
+    own = np.isin(gm["labels"], members)
+    mean, cov = X[own].mean(0), np.cov(X[own].T)
     if distance_square is None:
-        distance_square = _ellipse_radius(X, gm["labels"] == pick, mean, cov)
+        distance_square = _ellipse_radius(X, own, mean, cov)
     gate = EllipseGate(
         tuple(dims),
         (float(mean[0]), float(mean[1])),
@@ -320,12 +340,26 @@ def scatter_mixture(
         "n_components": len(weights),
         "weights": weights.round(4).tolist(),
         "means": means.round(4).tolist(),
-        "picked": pick,
+        "picked": [int(m) for m in members],
     }
     return Placement(gate, "ok", "", details)
 
 
-def _gmm_2d(X: np.ndarray, k: int, *, seed: int = 0, n_iter: int = 200, tol: float = 1e-5) -> dict:
+def _same_population(means, covs, pick: int, radius2: float = 4.0) -> list[int]:
+    """Components overlapping the picked one (a population the mixture split in two) join it."""
+    members = [pick]
+    for j in range(len(means)):
+        if j == pick:
+            continue
+        d = means[j] - means[pick]
+        near_pick = d @ np.linalg.solve(covs[pick], d) <= radius2
+        near_j = d @ np.linalg.solve(covs[j], d) <= radius2
+        if near_pick or near_j:
+            members.append(j)
+    return members
+
+
+def _gmm_2d(X: np.ndarray, k: int, *, seed: int = 0, n_iter: int = 60, tol: float = 1e-4) -> dict:
     """Full-covariance Gaussian mixture in two dimensions by EM (k-means++ start), vectorised in numpy.
 
     Small and dependency-free (scikit-learn's import alone costs ~2 s); returns weights, means,
@@ -344,7 +378,7 @@ def _gmm_2d(X: np.ndarray, k: int, *, seed: int = 0, n_iter: int = 200, tol: flo
     resp = np.eye(k)[lab]
     floor = 1e-6 * np.trace(np.cov(X.T))
     prev = -np.inf
-    for _ in range(n_iter):
+    for it in range(n_iter):  # noqa: B007 (it is reported)
         nk = resp.sum(0) + 1e-12
         weights, means = nk / n, (resp.T @ X) / nk[:, None]
         d = X[:, None, :] - means[None]
@@ -371,6 +405,7 @@ def _gmm_2d(X: np.ndarray, k: int, *, seed: int = 0, n_iter: int = 200, tol: flo
         "labels": np.argmax(resp, 1),
         "loglik": ll,
         "bic": -2 * ll + n_params * np.log(n),
+        "n_iter": it + 1,
     }
 
 
@@ -395,6 +430,7 @@ def time_anomalies(
     n_bins: int | None = None,
     k: float = 5.0,
     dims=("Time", "FSC-A"),
+    max_signal_events: int = 100_000,
 ) -> Placement:
     """Acquisition QC: drop time bins whose event rate or median signal is anomalous (flowAI/PeacoQC idea).
 
@@ -413,17 +449,25 @@ def time_anomalies(
     if t1 <= t0:
         raise GatingError("time channel is constant")
     edges = np.linspace(t0, t1, n_bins + 1)
-    which = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, n_bins - 1)
+    which = np.minimum(((t - t0) * (n_bins / (t1 - t0))).astype(np.int64), n_bins - 1)
     counts = np.bincount(which, minlength=n_bins).astype(float)
     med_count = float(np.median(counts))
     z_rate = (counts - med_count) / max(_robust_sd(counts), np.sqrt(max(med_count, 1.0)))
     bad = np.abs(z_rate) > k
     if signal is not None:
-        order = np.argsort(which, kind="stable")
-        splits = np.split(y[order], np.cumsum(counts[:-1]).astype(int))
-        meds = np.array([np.median(s) if len(s) else np.nan for s in splits])
+        step = max(1, len(t) // max_signal_events)  # medians need far fewer events than rates
+        w, ys = which[::step], y[::step]
+        order = np.lexsort((ys, w))  # grouped by bin, sorted within: medians by index
+        sub_counts = np.bincount(w, minlength=n_bins)
+        starts = np.r_[0, np.cumsum(sub_counts)[:-1]]
+        lo_i = starts + np.maximum(sub_counts - 1, 0) // 2
+        hi_i = starts + sub_counts // 2
+        ys_sorted = ys[order]
+        lo_i, hi_i = np.minimum(lo_i, len(ys) - 1), np.minimum(hi_i, len(ys) - 1)
+        meds = 0.5 * (ys_sorted[lo_i] + ys_sorted[hi_i])
+        meds = np.where(sub_counts > 0, meds, np.nan)
         valid = np.isfinite(meds)
-        se_floor = 1.2533 * _robust_sd(y) / np.sqrt(max(med_count, 1.0))
+        se_floor = 1.2533 * _robust_sd(ys) / np.sqrt(max(float(np.median(sub_counts)), 1.0))
         scale = max(_robust_sd(meds[valid]), se_floor)
         z_sig = np.where(valid, (meds - np.nanmedian(meds)) / scale, 0.0)
         bad |= np.abs(z_sig) > k

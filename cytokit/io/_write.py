@@ -19,7 +19,7 @@ __all__ = ["write_fcs"]
 
 logger = logging.getLogger("cytokit")
 
-_DELIM = "/"
+_DELIMITERS = ("/", "|", "\\", "*", "\x0c")  # first one no key or value starts or ends with
 _HEADER_LEN = 58
 _MAX_HEADER_OFFSET = 99_999_999
 _DEFAULT_FLOAT_RANGE = 262144
@@ -123,7 +123,9 @@ def write_fcs(
     for key, value in (keywords or {}).items():
         key = str(key).upper() if str(key).startswith("$") else str(key)
         if key in _STRUCTURAL or key in {"$BEGINDATA", "$ENDDATA"}:
-            logger.debug("write_fcs: keyword %s is computed by the writer; given value ignored", key)
+            logger.debug(
+                "write_fcs: keyword %s is computed by the writer; given value ignored", key
+            )
             continue
         text.setdefault(key, str(value))
     _write_segments(path, text, payload)
@@ -199,23 +201,31 @@ def _spillover_text(spill: pd.DataFrame, channels: list[str], path: Path) -> str
     return f"{len(cols)},{','.join(cols)},{numbers}"
 
 
-def _escape(s: str) -> str:
+def _delimiter(text: dict[str, str]) -> str:
+    """A delimiter that no key or value starts or ends with (doubling cannot be read there)."""
+    words = [w for kv in text.items() for w in kv]
+    for d in _DELIMITERS:
+        if not any(w.startswith(d) or w.endswith(d) for w in words):
+            return d
+    raise ValueError("no usable FCS delimiter: keys or values start or end with every candidate")
+
+
+def _text_bytes(text: dict[str, str], delim: str) -> bytes:
     # FCS 3.1: a delimiter inside a key or value is written twice; empty values are not allowed
-    s = s if s != "" else " "
-    return s.replace(_DELIM, _DELIM * 2)
+    def esc(s: str) -> str:
+        return (s if s.strip() else " ").replace(delim, delim * 2)
 
-
-def _text_bytes(text: dict[str, str]) -> bytes:
-    body = _DELIM.join(f"{_escape(k)}{_DELIM}{_escape(v)}" for k, v in text.items())
-    return (_DELIM + body + _DELIM).encode("utf-8")
+    body = delim.join(f"{esc(k)}{delim}{esc(v)}" for k, v in text.items())
+    return (delim + body + delim).encode("utf-8")
 
 
 def _write_segments(path: Path, text: dict[str, str], payload: bytes) -> None:
     """Lay out HEADER, TEXT and DATA; $BEGINDATA/$ENDDATA depend on TEXT length, so iterate."""
     begin = end = 0
+    delim = _delimiter(text)
     for _ in range(10):
         text["$BEGINDATA"], text["$ENDDATA"] = str(begin), str(end)
-        raw = _text_bytes(text)
+        raw = _text_bytes(text, delim)
         text_end = _HEADER_LEN + len(raw) - 1
         new_begin = text_end + 1
         new_end = new_begin + len(payload) - 1 if payload else new_begin

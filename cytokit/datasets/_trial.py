@@ -1,0 +1,154 @@
+"""A whole simulated trial on disk: FCS files, ``manifest.csv`` and ``truth/``; reading the truth back."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cytokit.datasets import _biology as bio
+from cytokit.datasets._simulate import draw_trial, simulate_from
+
+logger = logging.getLogger("cytokit")
+
+DEFAULT_EVENTS = 8_000
+TRUTH_DIR = "truth"
+TRUTH_CSV = "truth.csv"
+_DISEASES = (
+    "rheumatoid arthritis",
+    "ankylosing spondylitis",
+    "systemic lupus erythematosus",
+    "psoriasis",
+    "Behcet's disease",
+    "granulomatosis with polyangiitis",
+    "Takayasu's arteritis",
+    "Crohn's disease",
+    "ulcerative colitis",
+    "autoimmune hepatitis",
+    "sclerosing cholangitis",
+)
+
+
+def simulate_trial(
+    out_dir: str | Path,
+    *,
+    n_patients: int = 6,
+    timepoints: Sequence[str] = ("D0", "D8", "D15", "D29"),
+    days: Sequence[float] = (0, 8, 15, 29),
+    n_events: int = DEFAULT_EVENTS,
+    seed: int = 0,
+    drift: str = "mild",
+    naming: str = "bd",
+    missing: Sequence[str] = (),
+    datatype: str = "F",
+    byteorder: str = "<",
+    compensated: bool = False,
+    respell: float = 0.1,
+) -> pd.DataFrame:
+    """Write a simulated ld-IL2 trial: ``<patient>_<timepoint>.fcs``, ``manifest.csv`` and ``truth/``.
+
+    Every file is :func:`simulate_sample` of its patient and day on one trial instrument and panel;
+    event counts vary +-15 % around ``n_events``; ``respell`` is the chance that a file spells a stain
+    differently from the panel (another operator's template). Truth: ``truth/truth.csv`` (one row per
+    sample, readouts from the labels) and ``truth/<sample>.npz`` (per-event labels and states).
+
+    Returns
+    -------
+    The manifest (``file, patient, timepoint, day, disease, age, sex``), also written as ``manifest.csv``.
+    """
+    if len(timepoints) != len(days):
+        raise ValueError(f"{len(timepoints)} timepoints but {len(days)} days")
+    start = time.perf_counter()
+    out = Path(out_dir)
+    (out / TRUTH_DIR).mkdir(parents=True, exist_ok=True)
+    trial = draw_trial(
+        seed,
+        naming=naming,
+        missing=tuple(missing),
+        drift=drift,
+        compensated=compensated,
+        respell=respell,
+    )
+    rows, truths = [], []
+    for p in range(n_patients):
+        meta = _patient_meta(np.random.default_rng([int(seed), 4, p]))
+        patient = bio.draw_patient(np.random.default_rng([int(seed), 1, p]))
+        name = f"P{p + 1:02d}"
+        for tp, day in zip(timepoints, days, strict=True):
+            sample = f"{name}_{tp}"
+            n = round(
+                n_events
+                * np.random.default_rng([int(seed), 3, p, round(day * 10)]).uniform(0.85, 1.15)
+            )
+            rng = np.random.default_rng([int(seed), 2, p, round(float(day) * 10)])
+            sim = simulate_from(trial, patient, day=day, n_events=n, sample=sample, rng=rng)
+            sim.write(out / f"{sample}.fcs", datatype=datatype, byteorder=byteorder)
+            _write_event_truth(out / TRUTH_DIR / f"{sample}.npz", sim.labels, sim.states)
+            row = {"file": f"{sample}.fcs", "patient": name, "timepoint": tp, "day": day, **meta}
+            rows.append(row)
+            truths.append(
+                {"sample": sample, "patient": name, "timepoint": tp, "day": day, **sim.truth}
+            )
+    manifest = pd.DataFrame(rows)
+    manifest.to_csv(out / "manifest.csv", index=False)
+    pd.DataFrame(truths).to_csv(out / TRUTH_DIR / TRUTH_CSV, index=False, float_format="%.6g")
+    logger.info("simulated %d files in %s (%.1f s)", len(rows), out, time.perf_counter() - start)
+    return manifest
+
+
+def _patient_meta(rng: np.random.Generator) -> dict:
+    return {
+        "disease": _DISEASES[rng.integers(len(_DISEASES))],
+        "age": int(rng.integers(19, 71)),
+        "sex": "F" if rng.random() < 0.6 else "M",
+    }
+
+
+def _write_event_truth(path: Path, labels: np.ndarray, states: dict[str, np.ndarray]) -> None:
+    arrays = {f"state_{k}": np.packbits(v) for k, v in states.items()}
+    np.savez_compressed(
+        path,
+        labels=labels.astype(np.uint8),
+        label_names=np.array(bio.LABELS),
+        n=np.array(labels.size),
+        **arrays,
+    )
+
+
+def _truth_dir(folder: str | Path) -> Path:
+    folder = Path(folder)
+    return folder if (folder / TRUTH_CSV).exists() else folder / TRUTH_DIR
+
+
+def load_truth(folder: str | Path) -> pd.DataFrame:
+    """Per-sample truth readouts of a simulated trial (``truth/truth.csv``), indexed by sample."""
+    path = _truth_dir(folder) / TRUTH_CSV
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no truth table (not a simulated trial folder?)")
+    return pd.read_csv(path).set_index("sample")
+
+
+def load_event_truth(folder: str | Path, sample: str) -> pd.DataFrame:
+    """Per-event truth of one sample, one row per DATA row: ``label`` and the contract's populations
+    (``cd4``, ``treg``, ``teff``), latent states (``Ki67``, ``HLA-DR``, ``Helios``, ``CD45RA``) and
+    ``anomaly`` (acquired during a clog or burst)."""
+    path = _truth_dir(folder) / f"{sample}.npz"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no per-event truth for sample {sample!r}")
+    with np.load(path) as z:
+        n = int(z["n"])
+        names = [str(s) for s in z["label_names"]]
+        labels = pd.Categorical.from_codes(z["labels"].astype(int), categories=names)
+        df = pd.DataFrame({"label": labels})
+        for key in z.files:
+            if key.startswith("state_"):
+                df[key[len("state_") :]] = np.unpackbits(z[key])[:n].astype(bool)
+    lab = df["label"].astype(str)
+    df["cd4"] = lab.isin(bio.CD4_LABELS)
+    df["treg"] = lab.isin(bio.TREG_LABELS)
+    df["teff"] = lab.isin(bio.TEFF_LABELS)
+    return df

@@ -1,0 +1,472 @@
+"""Apply a gating strategy to one sample: place every gate from the sample's data, then label events.
+
+``gate(adata, "treg")`` works on a compensated, transformed AnnData (see DEVELOPERS.md). Placement uses
+a subsample of each parent population (``fit_events`` of the strategy); gates are then applied to all
+events, vectorised. Results: ``obs[key_added]`` (deepest lineage population, every event has one),
+``obsm["populations"]`` (bool DataFrame, one column per population) and ``uns["gating"]``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .. import _keys as K
+from .._logging import timed
+from ..errors import GatingError, MarkerError
+from . import _methods as M
+from ._gates import RangeGate, gate_from_dict
+from ._strategy import ROOT, GateSpec, PopulationSpec, Strategy, load_strategy
+
+__all__ = ["consensus_prior", "gate", "resolve_dims"]
+
+logger = logging.getLogger("cytokit")
+
+_METHOD_KW = {
+    "valley": {"side", "min_prominence", "adjust", "pair", "search", "window", "fallback", "k"},
+    "tail": {"side", "k", "adjust", "peak"},
+    "otsu": {"nbins"},
+}
+_PLACEMENT_KEYS = {"within", "from", "method", "value", "fit_events", "max_shift"}
+
+
+def gate(
+    adata: AnnData,
+    strategy: str | Path | Strategy = "treg",
+    *,
+    prior: dict | None = None,
+    key_added: str = K.POPULATION,
+    copy: bool = False,
+) -> AnnData | None:
+    """Place and apply a gating strategy on one compensated, transformed sample.
+
+    Parameters
+    ----------
+    adata
+        Events x markers, ``X`` compensated and transformed (logicle 0..1, scatter/time linear).
+    strategy
+        Shipped name (``"treg"``), a YAML path, or a loaded :class:`Strategy`.
+    prior
+        Gate positions to stay consistent with (``uns["gating"]`` of another sample or
+        :func:`consensus_prior` of a patient's samples): valleys are searched near the prior's
+        thresholds, a failed placement falls back to the prior, and a large jump is warned about.
+    key_added
+        ``obs`` column of the deepest lineage population.
+    copy
+        Return a gated copy instead of writing into ``adata``.
+
+    Returns
+    -------
+    The gated copy when ``copy=True``, else ``None``.
+    """
+    adata = adata.copy() if copy else adata
+    start = time.perf_counter()
+    strat = load_strategy(strategy)
+    info = adata.uns.get(K.SAMPLE_INFO, {}) or {}
+    path = info.get("file")
+    run = _Run(adata, strat, prior, path)
+    run.place_all()
+    adata.obs[key_added] = run.labels()
+    present = [n.id for n in strat.nodes if n.id in run.masks]
+    adata.obsm[K.POPULATIONS] = pd.DataFrame(
+        {name: run.masks[name] for name in present}, index=adata.obs_names
+    )
+    adata.uns[K.GATING] = run.summary(present)
+    for w in run.warnings:
+        logger.warning("%s: %s", Path(path).name if path else "sample", w)
+    logger.info(timed(f"gated {adata.n_obs} events with strategy {strat.name!r}", start))
+    return adata if copy else None
+
+
+def resolve_dims(adata: AnnData, names) -> dict[str, int | None]:
+    """Column index of each marker name (var_name, marker, channel, or a recognised spelling)."""
+    var_names = [str(v) for v in adata.var_names]
+    fields = [var_names]
+    for col in (K.MARKER, K.CHANNEL, K.STAIN):
+        if col in adata.var:
+            fields.append([str(v) for v in adata.var[col]])
+    canon = _canonical()
+    out: dict[str, int | None] = {}
+    for name in names:
+        out[name] = _find_column(name, fields, canon)
+    return out
+
+
+def _canonical():
+    try:
+        from ..panels import canonical_marker
+    except ImportError:  # the panels module is older than this one
+        return None
+    return canonical_marker
+
+
+def _find_column(name: str, fields: list[list[str]], canon) -> int | None:
+    for values in fields:  # exact first, then case-insensitive, then recognised spellings
+        if name in values:
+            return values.index(name)
+    low = name.lower()
+    for values in fields:
+        hits = [i for i, v in enumerate(values) if v.lower() == low]
+        if hits:
+            return hits[0]
+    if canon is not None:
+        target = _safe(canon, name) or name
+        for values in fields:
+            hits = [i for i, v in enumerate(values) if v and _safe(canon, v) == target]
+            if hits:
+                return hits[0]
+    return None
+
+
+def _safe(canon, text):
+    try:
+        return canon(text)
+    except Exception:  # a spelling the recogniser cannot parse is just not a match
+        return None
+
+
+class _Run:
+    """State of one sample's gating: masks, thresholds, statuses (one-shot, not public)."""
+
+    def __init__(self, adata: AnnData, strat: Strategy, prior: dict | None, path):
+        self.adata, self.strat, self.path = adata, strat, path
+        self.n = adata.n_obs
+        self.rng = np.random.default_rng(strat.seed)
+        self.prior_thr = prior_thresholds(prior)
+        self.prior_gates = prior_gates(prior)
+        dims = {d for n in strat.nodes if isinstance(n, GateSpec) for d in n.dims}
+        self.cols = resolve_dims(adata, sorted(dims))
+        self._col_cache: dict[int, np.ndarray] = {}
+        self._root = np.ones(self.n, dtype=bool)
+        self.masks: dict[str, np.ndarray] = {}
+        self.thresholds: dict[tuple[str, str], float] = {}
+        self.records: dict[str, dict] = {}
+        self.warnings: list[str] = []
+
+    # ---------------------------------------------------------------- data access
+    def column(self, dim: str) -> np.ndarray:
+        j = self.cols[dim]
+        if not self._col_cache:  # one gather + transpose: contiguous columns, much faster than strides
+            needed = sorted({c for c in self.cols.values() if c is not None})
+            X = self.adata.X
+            X = X[:, needed].toarray() if hasattr(X, "toarray") else np.asarray(X[:, needed])
+            block = np.ascontiguousarray(X.T, dtype=np.float32)
+            self._col_cache = dict(zip(needed, block, strict=True))
+        return self._col_cache[j]
+
+    def mask(self, name: str) -> np.ndarray:
+        if name == ROOT:
+            return self._root
+        if name not in self.masks:
+            raise GatingError(f"population {name!r} is not available")
+        return self.masks[name]
+
+    def sample_idx(self, name: str, limit: int) -> np.ndarray:
+        idx = np.flatnonzero(self.mask(name))
+        if limit and len(idx) > limit:
+            idx = np.sort(self.rng.choice(idx, limit, replace=False))
+        return idx
+
+    # ---------------------------------------------------------------- placement
+    def place_all(self) -> None:
+        for node in self.strat.nodes:
+            if isinstance(node, GateSpec):
+                self.place_gate(node)
+            else:
+                self.evaluate(node)
+
+    def fail(self, node, message: str, *, status: str, missing_marker: bool = False) -> None:
+        """Handle a node that cannot be placed: raise if required, else skip/pass with a warning."""
+        if node.required:
+            err = MarkerError if missing_marker else GatingError
+            raise err(f"gate {node.id!r}: {message}", self.path)
+        parent_ok = node.parent == ROOT or node.parent in self.masks
+        passes = getattr(node, "when_missing", "drop") == "pass" and parent_ok
+        if passes:
+            self.masks[node.id] = self.mask(node.parent).copy()
+        self.records[node.id] = _record(None, "", {}, status, message)
+        self.warnings.append(f"{node.id} {status}: {message}" + ("; all parent events kept" if passes else ""))
+
+    def place_gate(self, spec: GateSpec) -> None:
+        if spec.parent != ROOT and spec.parent not in self.masks:
+            self.fail(spec, f"parent {spec.parent!r} is not available", status="skipped")
+            return
+        missing = [d for d in spec.dims if self.cols.get(d) is None]
+        if missing:
+            self.fail(spec, f"marker {', '.join(missing)} not found", status="skipped", missing_marker=True)
+            return
+        try:
+            g, status, message, details = self.placement(spec)
+        except GatingError as err:
+            fallback = self.prior_gates.get(spec.id)
+            if fallback is None:
+                self.fail(spec, err.message, status="failed")
+                return
+            g, status, message, details = fallback, "fallback", f"{err.message}; prior gate used", {}
+        X = np.column_stack([self.column(d) for d in spec.dims])
+        self.masks[spec.id] = g.apply(X) & self.mask(spec.parent)
+        self.records[spec.id] = _record(g, spec.method, spec.params, status, message, details)
+        if status == "fallback":
+            self.warnings.append(f"{spec.id}: {message}")
+
+    def placement(self, spec: GateSpec):
+        """The gate object for ``spec`` with its status, message and diagnostics."""
+        p = spec.params
+        limit = int(p.get("fit_events", self.strat.fit_events))
+        if spec.method == "fixed":
+            return gate_from_dict({**spec.gate, "dims": list(spec.dims)}), "ok", "fixed", {}
+        if spec.method in ("valley", "tail", "otsu"):
+            return self.range_gate(spec, {spec.dims[0]: {**p, "method": spec.method}})
+        if spec.method == "range":
+            return self.range_gate(spec, p["bounds"])
+        idx = self.sample_idx(spec.parent, 0 if spec.method == "time_qc" else limit)
+        if len(idx) < M.MIN_EVENTS:
+            raise GatingError(f"only {len(idx)} events in {spec.parent!r}")
+        cols = [self.column(d)[idx] for d in spec.dims]
+        kw = {k: v for k, v in p.items() if k not in _PLACEMENT_KEYS}
+        if spec.method == "singlets":
+            res = M.singlet_band(cols[0], cols[1], dims=spec.dims, **kw)
+        elif spec.method == "scatter_mixture":
+            n_fit = int(p.get("fit_events", 2000))
+            res = M.scatter_mixture(np.column_stack(cols)[:n_fit], dims=spec.dims, seed=self.strat.seed, **kw)
+        else:  # time_qc
+            res = M.time_anomalies(cols[0], cols[1] if len(cols) > 1 else None, dims=spec.dims, **kw)
+        return res.value, res.status, res.message, res.details
+
+    def range_gate(self, spec: GateSpec, bounds: dict):
+        lows, highs, statuses, messages, details = [], [], [], [], {}
+        for dim in spec.dims:
+            b = bounds[dim]
+            value, status, message, det = self.threshold(spec, dim, b)
+            self.thresholds[(spec.id, dim)] = value
+            side = b.get("side", "high")
+            lows.append(value if side == "high" else None)
+            highs.append(value if side == "low" else None)
+            statuses.append(status)
+            if message:
+                messages.append(f"{dim}: {message}")
+            details[dim] = {"threshold": value, **det}
+        status = "fallback" if "fallback" in statuses else "ok"
+        g = RangeGate(tuple(spec.dims), tuple(lows), tuple(highs))
+        return g, status, "; ".join(messages), details
+
+    def threshold(self, spec: GateSpec, dim: str, b: dict) -> tuple[float, str, str, dict]:
+        """One threshold on ``dim``: reused (``from``), fixed (``value``) or placed by a 1-D method."""
+        if b.get("from"):
+            key = (b["from"], dim)
+            if key not in self.thresholds:
+                raise GatingError(f"no threshold on {dim} from gate {b['from']!r}")
+            return self.thresholds[key], "ok", "", {"from": b["from"]}
+        if b.get("value") is not None or b.get("method") == "fixed":
+            return float(b["value"]), "ok", "", {}
+        within = b.get("within", spec.parent)
+        idx = self.sample_idx(within, int(b.get("fit_events", self.strat.fit_events)))
+        if len(idx) < M.MIN_EVENTS:
+            raise GatingError(f"only {len(idx)} events in {within!r} to place {dim}")
+        x = self.column(dim)[idx]
+        method = b.get("method", "valley")
+        kw = {k: v for k, v in b.items() if k in _METHOD_KW.get(method, set())}
+        prior = self.prior_thr.get((spec.id, dim))
+        res = _one_d(method, x, kw)
+        value = float(res.value)
+        if prior is not None:
+            # the sample's own placement wins when it agrees with the prior; else search near it
+            max_shift = float(b.get("max_shift", kw.get("window", 0.08)))
+            if abs(value - prior) > max_shift or res.status != "ok":
+                if res.status == "ok":
+                    self.warnings.append(
+                        f"{spec.id}: own {dim} threshold {value:.3f} is far from the prior "
+                        f"{prior:.3f}; placed near the prior"
+                    )
+                res = M.density_valley(x, prior=prior, **kw) if method == "valley" else res
+                value = float(res.value)
+        return value, res.status, res.message, {"n_fit": len(idx), **_jsonable(res.details)}
+
+    def evaluate(self, spec: PopulationSpec) -> None:
+        try:
+            mask = _eval(spec.tree, self.mask) & self.mask(spec.parent)
+        except GatingError as err:
+            self.fail(spec, err.message, status="skipped")
+            return
+        self.masks[spec.id] = mask
+        self.records[spec.id] = _record(None, "boolean", {"expr": spec.expr}, "ok", "")
+
+    # ---------------------------------------------------------------- results
+    def labels(self) -> pd.Categorical:
+        """Deepest labelled population of every event; parent events failing a gate get its ``outside``."""
+        nodes = [n for n in self.strat.nodes if n.label and n.id in self.masks]
+        depth = {ROOT: 0}
+        for n in self.strat.nodes:  # dependency order: parents first
+            depth[n.id] = depth.get(n.parent, 0) + 1
+        names = ["ungated"]
+        codes = np.zeros(self.n, dtype=np.int16)
+
+        def code(name: str) -> int:
+            if name not in names:
+                names.append(name)
+            return names.index(name)
+
+        for name in [ROOT, *sorted((n.id for n in nodes), key=lambda i: depth[i])]:
+            parent_mask = self.mask(name)
+            if name != ROOT:
+                codes[parent_mask] = code(name)
+            for child in nodes:
+                outside = getattr(child, "outside", None)
+                if child.parent == name and outside:
+                    codes[parent_mask & ~self.masks[child.id]] = code(outside)
+        used = np.bincount(codes, minlength=len(names)) > 0
+        remap = np.cumsum(used) - 1
+        return pd.Categorical.from_codes(remap[codes], [c for c, u in zip(names, used, strict=True) if u])
+
+    def summary(self, present: list[str]) -> dict:
+        counts = {name: int(self.masks[name].sum()) for name in present}
+        pops = []
+        for n in self.strat.nodes:
+            entry = {"name": n.id, "parent": n.parent, "label": bool(n.label)}
+            if isinstance(n, PopulationSpec):
+                entry["expr"] = n.expr
+            pops.append(entry)
+            if n.id in counts and n.expect is not None:
+                parent_count = self.n if n.parent == ROOT else counts.get(n.parent, 0)
+                pct = 100.0 * counts[n.id] / max(parent_count, 1)
+                lo, hi = n.expect
+                if not lo <= pct <= hi:
+                    self.warnings.append(
+                        f"{n.id} is {pct:.1f}% of {n.parent}, outside its usual {lo:g}-{hi:g}%"
+                    )
+        return {
+            "strategy": self.strat.name,
+            "populations": pops,
+            "gates": self.records,
+            "counts": counts,
+            "warnings": list(self.warnings),
+        }
+
+
+def _one_d(method: str, x: np.ndarray, kw: dict) -> M.Placement:
+    if method == "valley":
+        return M.density_valley(x, **kw)
+    if method == "tail":
+        return M.tail_threshold(x, **kw)
+    if method == "otsu":
+        return M.otsu_threshold(x, **kw)
+    raise GatingError(f"unknown threshold method {method!r}")
+
+
+def _eval(tree: tuple, lookup) -> np.ndarray:
+    op = tree[0]
+    if op == "name":
+        return lookup(tree[1])
+    if op == "not":
+        return ~_eval(tree[1], lookup)
+    left, right = _eval(tree[1], lookup), _eval(tree[2], lookup)
+    return left & right if op == "and" else left | right
+
+
+def _jsonable(obj):
+    """Plain Python numbers/lists/dicts (no numpy scalars, no None) so uns can be written to h5ad."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def _record(g, method: str, params: dict, status: str, message: str, details=None) -> dict:
+    return {
+        "gate": g.to_dict() if g is not None else {},
+        "method": method,
+        "params": _jsonable(params),
+        "status": status,
+        "message": message,
+        "details": _jsonable(details or {}),
+    }
+
+
+
+# ------------------------------------------------------------------------------------- priors
+def consensus_prior(gatings: list[dict]) -> dict:
+    """Median placement over several samples' ``uns["gating"]`` (e.g. one patient's timepoints).
+
+    Range-gate thresholds and ellipse parameters are medians over the samples whose gate was placed
+    (``ok`` or ``fallback``); polygons with the same number of vertices are averaged vertex-wise by
+    median. The result can be passed as ``prior=`` to :func:`gate`.
+    """
+    by_gate: dict[str, list[dict]] = {}
+    for g in gatings:
+        for gid, rec in (g or {}).get("gates", {}).items():
+            if rec.get("status") in ("ok", "fallback") and rec.get("gate"):
+                by_gate.setdefault(gid, []).append(rec["gate"])
+    out = {}
+    for gid, gates in by_gate.items():
+        merged = _median_gate(gates)
+        if merged is not None:
+            out[gid] = {"gate": merged, "status": "ok", "n_samples": len(gates)}
+    return {"strategy": "consensus", "gates": out}
+
+
+def _median_gate(gates: list[dict]) -> dict | None:
+    kind = gates[0]["kind"]
+    same = [g for g in gates if g["kind"] == kind and list(g["dims"]) == list(gates[0]["dims"])]
+    if kind == "range":
+        low = [_median_bound([g["low"][j] for g in same]) for j in range(len(same[0]["low"]))]
+        high = [_median_bound([g["high"][j] for g in same]) for j in range(len(same[0]["high"]))]
+        return {"kind": "range", "dims": list(same[0]["dims"]), "low": low, "high": high}
+    if kind == "ellipse":
+        return {
+            "kind": "ellipse",
+            "dims": list(same[0]["dims"]),
+            "mean": np.median([g["mean"] for g in same], axis=0).tolist(),
+            "covariance": np.median([g["covariance"] for g in same], axis=0).tolist(),
+            "distance_square": float(np.median([g["distance_square"] for g in same])),
+        }
+    if kind == "polygon":
+        n = len(same[0]["vertices"])
+        same = [g for g in same if len(g["vertices"]) == n]
+        verts = np.median([g["vertices"] for g in same], axis=0).tolist()
+        return {"kind": "polygon", "dims": list(same[0]["dims"]), "vertices": verts}
+    return None
+
+
+def _median_bound(values: list) -> float | None:
+    vals = [v for v in values if v is not None]
+    return float(np.median(vals)) if len(vals) * 2 > len(values) else None
+
+
+def prior_thresholds(prior: dict | None) -> dict[tuple[str, str], float]:
+    """``{(gate_id, dim): threshold}`` of the range gates of a prior placement."""
+    out: dict[tuple[str, str], float] = {}
+    for gid, rec in _prior_records(prior).items():
+        g = rec.get("gate") or {}
+        if g.get("kind") != "range":
+            continue
+        for dim, lo, hi in zip(g["dims"], g["low"], g["high"], strict=True):
+            value = lo if lo is not None else hi
+            if value is not None:
+                out[(gid, dim)] = float(value)
+    return out
+
+
+def prior_gates(prior: dict | None) -> dict:
+    """Gate objects of a prior placement, used when a sample's own placement fails."""
+    out = {}
+    for gid, rec in _prior_records(prior).items():
+        if rec.get("gate"):
+            try:
+                out[gid] = gate_from_dict(rec["gate"])
+            except (KeyError, TypeError, ValueError):
+                continue
+    return out
+
+
+def _prior_records(prior: dict | None) -> dict:
+    if not prior:
+        return {}
+    return prior.get("gates", prior)

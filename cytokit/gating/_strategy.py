@@ -1,0 +1,324 @@
+"""Gating strategies as data: a YAML tree of named gates and boolean populations -> :class:`Strategy`.
+
+A strategy file (see the shipped ``gating/treg.yaml``, documented inline) holds::
+
+    name: treg
+    fit_events: 20000          # events (per parent population) the data-driven methods see
+    gates:                     # ordered; each gate's id is the population name it defines
+      - id: CD3
+        parent: live
+        dims: [CD3]            # marker names (var_names of the sample, panel spellings resolved)
+        method: valley         # valley | tail | otsu | range | singlets | scatter_mixture | time_qc | fixed
+        params: {side: high}
+        outside: B/NK          # name of the parent's events that fail this gate (obs label)
+        required: true         # false: skipped with a warning when a marker is missing
+    populations:               # boolean combinations of gates
+      - id: Teff
+        parent: CD4
+        expr: CD4 and not FOXP3+
+
+Only loading and validation live here; placement is in ``_engine.py``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from .._resources import resolve_definition
+from ..errors import CytokitError, StrategyError
+
+__all__ = ["METHODS", "GateSpec", "PopulationSpec", "Strategy", "load_strategy", "parse_expr"]
+
+ROOT = "root"
+METHODS = frozenset(
+    {"valley", "tail", "otsu", "range", "singlets", "scatter_mixture", "time_qc", "fixed"}
+)
+ONE_D = frozenset({"valley", "tail", "otsu"})
+_GATE_KEYS = {
+    "id", "parent", "dims", "method", "params", "gate", "outside", "required",
+    "when_missing", "label", "expect", "description",
+}  # fmt: skip
+_POP_KEYS = {"id", "parent", "expr", "label", "required", "expect", "description"}
+
+
+@dataclass(frozen=True)
+class GateSpec:
+    """One gate of a strategy; ``id`` is the name of the population it defines."""
+
+    id: str
+    parent: str
+    dims: tuple[str, ...]
+    method: str
+    params: dict = field(default_factory=dict)
+    gate: dict | None = None  # fixed coordinates (a gate dict, transformed units) for method "fixed"
+    outside: str | None = None
+    required: bool = True
+    when_missing: str = "drop"  # "drop": population absent; "pass": population = parent (QC gates)
+    label: bool = True  # False: functional/helper population, does not change obs["population"]
+    expect: tuple[float, float] | None = None  # plausible % of parent; outside it -> warning
+    description: str = ""
+
+    def references(self) -> set[str]:
+        """Populations this gate needs placed first (parent, ``within``/``from`` of its bounds)."""
+        refs = {self.parent}
+        bounds = self.params.get("bounds", {}) if self.method == "range" else {}
+        for spec in [self.params, *bounds.values()]:
+            for key in ("within", "from"):
+                if isinstance(spec, dict) and spec.get(key):
+                    refs.add(spec[key])
+        return refs - {ROOT}
+
+
+@dataclass(frozen=True)
+class PopulationSpec:
+    """A boolean population, e.g. ``CD4 and not FOXP3+``."""
+
+    id: str
+    parent: str
+    expr: str
+    tree: tuple
+    label: bool = True
+    required: bool = True
+    expect: tuple[float, float] | None = None
+    description: str = ""
+
+    def references(self) -> set[str]:
+        return ({self.parent} | expr_names(self.tree)) - {ROOT}
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A validated gating strategy: nodes (gates and boolean populations) in dependency order."""
+
+    name: str
+    nodes: tuple[GateSpec | PopulationSpec, ...]
+    fit_events: int = 20000
+    seed: int = 0
+    description: str = ""
+    path: Path | None = None
+
+    @property
+    def names(self) -> list[str]:
+        return [n.id for n in self.nodes]
+
+    def node(self, name: str) -> GateSpec | PopulationSpec:
+        for n in self.nodes:
+            if n.id == name:
+                return n
+        raise KeyError(name)
+
+
+# --------------------------------------------------------------------------------- boolean expressions
+_TOKEN = re.compile(r"\(|\)|[^\s()]+")
+
+
+def parse_expr(text: str) -> tuple:
+    """Parse ``a and not (b or c)`` into a small tree: ``("name", a)``, ``("not", t)``, ``("and", t, u)``."""
+    tokens = _TOKEN.findall(text)
+    pos = 0
+
+    def peek():
+        return tokens[pos] if pos < len(tokens) else None
+
+    def take():
+        nonlocal pos
+        pos += 1
+        return tokens[pos - 1]
+
+    def parse_or():
+        node = parse_and()
+        while peek() and peek().lower() == "or":
+            take()
+            node = ("or", node, parse_and())
+        return node
+
+    def parse_and():
+        node = parse_not()
+        while peek() and peek().lower() == "and":
+            take()
+            node = ("and", node, parse_not())
+        return node
+
+    def parse_not():
+        tok = peek()
+        if tok is None:
+            raise ValueError("expression ends too early")
+        if tok.lower() == "not":
+            take()
+            return ("not", parse_not())
+        if tok == "(":
+            take()
+            node = parse_or()
+            if take() != ")":
+                raise ValueError("missing ')'")
+            return node
+        if tok == ")" or tok.lower() in ("and", "or"):
+            raise ValueError(f"unexpected {tok!r}")
+        return ("name", take())
+
+    tree = parse_or()
+    if pos != len(tokens):
+        raise ValueError(f"unexpected {tokens[pos]!r}")
+    return tree
+
+
+def expr_names(tree: tuple) -> set[str]:
+    """Population names an expression tree refers to."""
+    if tree[0] == "name":
+        return {tree[1]}
+    return set().union(*(expr_names(t) for t in tree[1:]))
+
+
+# --------------------------------------------------------------------------------- loading
+def load_strategy(name_or_path: str | Path | Strategy) -> Strategy:
+    """Load a shipped strategy by name (``"treg"``) or a YAML file, validated and in dependency order."""
+    if isinstance(name_or_path, Strategy):
+        return name_or_path
+    try:
+        path = resolve_definition("gating", name_or_path)
+    except CytokitError as err:
+        raise StrategyError(str(err)) from None
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError as err:
+        raise StrategyError(f"cannot read strategy: {err.strerror}", path) from None
+    return _load_cached(path.resolve(), stamp)
+
+
+@lru_cache(maxsize=32)
+def _load_cached(path: Path, stamp: int) -> Strategy:
+    """Parse once per file version (YAML parsing costs more than gating a small sample)."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)  # noqa: S506 (safe loader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise StrategyError(f"cannot read strategy: {first}", path) from None
+    return strategy_from_dict(doc, path=path)
+
+
+def strategy_from_dict(doc: dict, *, path: Path | None = None) -> Strategy:
+    """Build a :class:`Strategy` from its parsed YAML form; :class:`StrategyError` names the problem."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("gates"), list):
+        raise StrategyError("a strategy needs a 'gates:' list", path)
+    nodes: list[GateSpec | PopulationSpec] = [_gate_spec(g, path) for g in doc["gates"]]
+    nodes += [_population_spec(p, path) for p in doc.get("populations") or []]
+    ids = [n.id for n in nodes]
+    dup = {i for i in ids if ids.count(i) > 1}
+    if dup:
+        raise StrategyError(f"duplicate population id(s): {', '.join(sorted(dup))}", path)
+    return Strategy(
+        name=str(doc.get("name") or (path.stem if path else "strategy")),
+        nodes=tuple(_dependency_order(nodes, path)),
+        fit_events=int(doc.get("fit_events", 20000)),
+        seed=int(doc.get("seed", 0)),
+        description=str(doc.get("description", "")).strip(),
+        path=path,
+    )
+
+
+def _expect(value, where: str, path) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    if not (isinstance(value, list | tuple) and len(value) == 2):
+        raise StrategyError(f"{where}: 'expect' must be [low, high] percent of parent", path)
+    return float(value[0]), float(value[1])
+
+
+def _gate_spec(g: dict, path) -> GateSpec:
+    if not isinstance(g, dict) or "id" not in g:
+        raise StrategyError(f"every gate needs an 'id' (got {g!r:.60})", path)
+    gid = str(g["id"])
+    unknown = set(g) - _GATE_KEYS
+    if unknown:
+        raise StrategyError(f"gate {gid!r}: unknown key(s) {', '.join(sorted(unknown))}", path)
+    method = g.get("method", "fixed" if "gate" in g else None)
+    if method not in METHODS:
+        raise StrategyError(f"gate {gid!r}: unknown method {method!r}", path)
+    dims = g.get("dims")
+    if isinstance(dims, str):
+        dims = [dims]
+    if not dims:
+        raise StrategyError(f"gate {gid!r}: 'dims' is missing", path)
+    if method in ONE_D and len(dims) != 1:
+        raise StrategyError(f"gate {gid!r}: method {method!r} takes one dimension", path)
+    if method == "fixed" and not isinstance(g.get("gate"), dict):
+        raise StrategyError(f"gate {gid!r}: method 'fixed' needs 'gate:' coordinates", path)
+    params = dict(g.get("params") or {})
+    if method == "range":
+        bounds = params.get("bounds")
+        if not isinstance(bounds, dict) or set(bounds) != {str(d) for d in dims}:
+            raise StrategyError(f"gate {gid!r}: 'range' needs params.bounds for each of its dims", path)
+    when_missing = g.get("when_missing", "drop")
+    if when_missing not in ("drop", "pass"):
+        raise StrategyError(f"gate {gid!r}: when_missing must be 'drop' or 'pass'", path)
+    return GateSpec(
+        id=gid,
+        parent=str(g.get("parent", ROOT)),
+        dims=tuple(str(d) for d in dims),
+        method=method,
+        params=params,
+        gate=g.get("gate"),
+        outside=None if g.get("outside") is None else str(g["outside"]),
+        required=bool(g.get("required", True)),
+        when_missing=when_missing,
+        label=bool(g.get("label", True)),
+        expect=_expect(g.get("expect"), f"gate {gid!r}", path),
+        description=str(g.get("description", "")),
+    )
+
+
+def _population_spec(p: dict, path) -> PopulationSpec:
+    if not isinstance(p, dict) or "id" not in p or "expr" not in p:
+        raise StrategyError(f"every population needs 'id' and 'expr' (got {p!r:.60})", path)
+    pid = str(p["id"])
+    unknown = set(p) - _POP_KEYS
+    if unknown:
+        raise StrategyError(f"population {pid!r}: unknown key(s) {', '.join(sorted(unknown))}", path)
+    try:
+        tree = parse_expr(str(p["expr"]))
+    except ValueError as err:
+        raise StrategyError(f"population {pid!r}: bad expression ({err})", path) from None
+    return PopulationSpec(
+        id=pid,
+        parent=str(p.get("parent", ROOT)),
+        expr=str(p["expr"]),
+        tree=tree,
+        label=bool(p.get("label", True)),
+        required=bool(p.get("required", True)),
+        expect=_expect(p.get("expect"), f"population {pid!r}", path),
+        description=str(p.get("description", "")),
+    )
+
+
+def _dependency_order(nodes: list, path) -> list:
+    """Order nodes so every reference comes first (stable: file order otherwise); reject cycles."""
+    by_id = {n.id: n for n in nodes}
+    for n in nodes:
+        missing = n.references() - set(by_id)
+        if missing:
+            raise StrategyError(f"{n.id!r} refers to unknown population(s) {sorted(missing)}", path)
+    done: list = []
+    seen: set[str] = set()
+    state: dict[str, int] = {}
+
+    def visit(n, chain):
+        if state.get(n.id) == 1:
+            raise StrategyError(f"cycle in strategy: {' -> '.join([*chain, n.id])}", path)
+        if n.id in seen:
+            return
+        state[n.id] = 1
+        for ref in sorted(n.references(), key=[m.id for m in nodes].index):
+            visit(by_id[ref], [*chain, n.id])
+        state[n.id] = 2
+        seen.add(n.id)
+        done.append(n)
+
+    for n in nodes:
+        visit(n, [])
+    return done

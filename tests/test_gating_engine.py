@@ -1,0 +1,245 @@
+"""The gating engine on hand-made transformed samples: labels, populations, uns, priors, strategies."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from anndata import AnnData
+
+from cytokit import _keys as K
+from cytokit.errors import GatingError, MarkerError, StrategyError
+from cytokit.gating import consensus_prior, gate, gate_from_dict, load_strategy
+from cytokit.gating._strategy import parse_expr, strategy_from_dict
+
+MARKERS = ["CD3", "CD4", "CD8", "CD25", "CD127", "FOXP3", "CD45RA", "Ki67", "HLA-DR", "Helios", "CD56"]
+DIMS = ["FSC-A", "FSC-H", "SSC-A", "Time", "Viability", *MARKERS]
+
+
+def synthetic_sample(n=20000, *, seed=0, treg=0.08, shift=0.0, time_anomaly=True, drop=()):
+    """A transformed sample (0..1 units) with per-event truth in obs["truth"]."""
+    rng = np.random.default_rng(seed)
+    kinds = ["debris", "doublet", "mono", "gran", "dead", "B/NK", "CD8", "DN", "Treg", "Teff"]
+    lymph_live = np.array([0.25, 0.22, 0.03, 0.5 * treg, 0.5 * (1 - treg)]) * 0.72
+    p = np.array([0.05, 0.03, 0.1, 0.04, 0.06, *lymph_live])
+    kind = rng.choice(len(kinds), n, p=p / p.sum())
+    names = np.array(kinds, dtype=object)[kind]
+    X = {d: rng.normal(0.2, 0.035, n) for d in MARKERS}
+    X["Viability"] = rng.normal(0.2, 0.04, n)
+    fsc = rng.normal(0.35, 0.03, n)
+    ssc = rng.normal(0.12, 0.02, n)
+    set_ = {
+        "debris": {"fsc": (0.08, 0.03), "ssc": (0.04, 0.02)},
+        "mono": {"fsc": (0.55, 0.04), "ssc": (0.35, 0.05), "CD4": (0.4, 0.04), "HLA-DR": (0.6, 0.05)},
+        "gran": {"fsc": (0.6, 0.04), "ssc": (0.7, 0.07)},
+        "dead": {"fsc": (0.3, 0.03), "Viability": (0.65, 0.05)},
+        "B/NK": {"CD56": (0.45, 0.08)},
+        "CD8": {"CD3": (0.6, 0.04), "CD8": (0.65, 0.05), "CD45RA": (0.55, 0.08)},
+        "DN": {"CD3": (0.6, 0.04)},
+        "Treg": {"CD3": (0.6, 0.04), "CD4": (0.62, 0.04), "CD25": (0.62, 0.05), "FOXP3": (0.58, 0.05),
+                 "CD127": (0.25, 0.04), "Helios": (0.55, 0.06)},
+        "Teff": {"CD3": (0.6, 0.04), "CD4": (0.62, 0.04), "CD25": (0.3, 0.05), "CD127": (0.5, 0.05)},
+    }  # fmt: skip
+    for k, spec in set_.items():
+        sel = names == k
+        for dim, (mu, sd) in spec.items():
+            vals = rng.normal(mu, sd, sel.sum())
+            if dim == "fsc":
+                fsc[sel] = vals
+            elif dim == "ssc":
+                ssc[sel] = vals
+            else:
+                X[dim][sel] = vals
+    nk = (names == "B/NK") & (rng.random(n) < 0.5)
+    X["CD56"][nk] = 0.2 + rng.random(nk.sum()) * 0.0
+    memory = rng.random(n) < 0.5
+    X["CD45RA"][np.isin(names, ["Treg", "Teff"]) & ~memory] = 0.55
+    X["Ki67"][rng.random(n) < 0.1] += 0.35
+    for d in MARKERS:
+        X[d] += shift
+    height = fsc * 0.85 + rng.normal(0, 0.006, n)
+    dbl = names == "doublet"
+    fsc[dbl] = rng.normal(0.35, 0.03, dbl.sum()) * 1.9
+    height[dbl] = fsc[dbl] * 0.55
+    X["FSC-A"], X["FSC-H"], X["SSC-A"] = fsc, height, ssc
+    t = np.sort(rng.uniform(0, 1, n))
+    if time_anomaly:
+        bad = (t > 0.6) & (t < 0.64)
+        X["FSC-A"][bad] += 0.15
+        names = names.copy()
+        names[bad] = "time_anomaly"
+    X["Time"] = t
+    dims = [d for d in DIMS if d not in drop]
+    ad = AnnData(np.column_stack([X[d] for d in dims]).astype(np.float32))
+    ad.var_names = dims
+    ad.var[K.MARKER] = dims
+    ad.var[K.CHANNEL] = [f"ch{i}" for i in range(len(dims))]
+    ad.obs["truth"] = pd.Categorical(names)
+    ad.uns[K.SAMPLE_INFO] = {"file": "synthetic.fcs", "sample": "synthetic", "warnings": []}
+    return ad
+
+
+def treg_pct(ad, key="population"):
+    pops = ad.obsm[K.POPULATIONS]
+    return 100 * pops["Treg"].sum() / pops["CD4"].sum()
+
+
+def truth_pct(ad):
+    t = ad.obs["truth"].astype(str)
+    return 100 * (t == "Treg").sum() / t.isin(["Treg", "Teff"]).sum()
+
+
+def test_gate_fills_obs_obsm_uns():
+    ad = synthetic_sample()
+    assert gate(ad) is None
+    pops = ad.obsm[K.POPULATIONS]
+    assert pops.dtypes.eq(bool).all()
+    for name in ["time_ok", "cells", "singlets", "lymphocytes", "live", "CD3", "CD4", "CD8", "Treg",
+                 "Teff", "Treg_CD45RAneg", "Treg_Ki67pos", "NK_CD56bright"]:  # fmt: skip
+        assert name in pops
+    labels = ad.obs["population"]
+    assert isinstance(labels.dtype, pd.CategoricalDtype)
+    assert not (labels == "ungated").any()
+    # every event carries exactly its deepest lineage population
+    assert set(labels.cat.categories) <= {
+        "Treg", "Teff", "CD4", "CD8", "DN/DP T", "B/NK", "dead", "non-lymphocyte", "doublet",
+        "debris", "time_anomaly",
+    }  # fmt: skip
+    assert (labels == "Treg").sum() == pops["Treg"].sum()
+    assert not (pops["Treg"] & pops["Teff"]).any()
+    assert (pops["Treg"] <= pops["CD4"]).all() and (pops["CD4"] <= pops["CD3"]).all()
+    uns = ad.uns[K.GATING]
+    assert uns["strategy"] == "treg"
+    assert {p["name"]: p["parent"] for p in uns["populations"]}["Treg"] == "CD4"
+    rec = uns["gates"]["Treg"]
+    assert rec["status"] in ("ok", "fallback") and gate_from_dict(rec["gate"]).dims == ("CD25", "FOXP3")
+    assert isinstance(uns["warnings"], list)
+
+
+def test_labels_match_truth_on_clean_sample():
+    ad = synthetic_sample(seed=1)
+    gate(ad)
+    truth, got = ad.obs["truth"].astype(str).to_numpy(), ad.obs["population"].astype(str).to_numpy()
+    for name in ["Treg", "Teff", "CD8", "debris", "doublet", "dead", "time_anomaly"]:
+        sel = truth == name
+        assert (got[sel] == name).mean() > 0.9, name
+    assert abs(treg_pct(ad) - truth_pct(ad)) < 1.0
+
+
+def test_drifted_intensities_still_gate_well():
+    ad = synthetic_sample(seed=2, shift=0.12, treg=0.05)
+    gate(ad)
+    assert abs(treg_pct(ad) - truth_pct(ad)) < 1.0
+
+
+def test_copy_leaves_input_untouched():
+    ad = synthetic_sample(n=5000)
+    out = gate(ad, copy=True, key_added="gated")
+    assert "gated" in out.obs and "gated" not in ad.obs and K.GATING not in ad.uns
+
+
+def test_marker_spellings_resolve_through_channel_and_case():
+    ad = synthetic_sample(n=8000, seed=3)
+    names = list(ad.var_names)
+    ad.var[K.CHANNEL] = names
+    ad.var_names = [f"ch{i}" for i in range(len(names))]  # only the channel column names markers
+    ad.var[K.MARKER] = [n.lower() if n == "FOXP3" else "" for n in names]
+    gate(ad)
+    assert ad.obsm[K.POPULATIONS]["Treg"].sum() > 0
+
+
+def test_missing_optional_marker_is_skipped_with_warning():
+    ad = synthetic_sample(n=8000, drop=("Helios", "CD56"))
+    gate(ad)
+    pops = ad.obsm[K.POPULATIONS]
+    assert "Treg_Heliospos" not in pops and "NK_CD56bright" not in pops and "Treg" in pops
+    rec = ad.uns[K.GATING]["gates"]["Treg_Heliospos"]
+    assert rec["status"] == "skipped" and "Helios" in rec["message"]
+    assert any("Treg_Heliospos" in w for w in ad.uns[K.GATING]["warnings"])
+
+
+def test_missing_time_passes_all_events():
+    ad = synthetic_sample(n=8000, drop=("Time",), time_anomaly=False)
+    gate(ad)
+    assert ad.obsm[K.POPULATIONS]["time_ok"].all()
+    assert ad.uns[K.GATING]["gates"]["time_ok"]["status"] == "skipped"
+
+
+def test_missing_required_marker_raises_marker_error_naming_file():
+    ad = synthetic_sample(n=5000, drop=("FOXP3",))
+    with pytest.raises(MarkerError, match=r"synthetic\.fcs.*FOXP3"):
+        gate(ad)
+
+
+def test_too_few_events_raise_gating_error():
+    ad = synthetic_sample(n=5000)[:15].copy()
+    with pytest.raises(GatingError, match="synthetic.fcs"):
+        gate(ad)
+
+
+def test_prior_keeps_placement_and_flags_jump():
+    ad = synthetic_sample(seed=4)
+    gate(ad)
+    prior = consensus_prior([ad.uns[K.GATING]])
+    thr = prior["gates"]["FOXP3+"]["gate"]["low"][0]
+    again = gate(ad, prior=prior, copy=True)
+    assert abs(again.uns[K.GATING]["gates"]["FOXP3+"]["gate"]["low"][0] - thr) < 0.02
+    moved = {"gates": {"FOXP3+": {"gate": {"kind": "range", "dims": ["FOXP3"], "low": [thr + 0.25], "high": [None]}}}}
+    third = gate(ad, prior=moved, copy=True)
+    assert any("far from the prior" in w for w in third.uns[K.GATING]["warnings"])
+
+
+def test_consensus_prior_is_median_of_thresholds():
+    mk = lambda v: {"gates": {"CD3": {"status": "ok", "gate": {"kind": "range", "dims": ["CD3"], "low": [v], "high": [None]}}}}  # noqa: E731
+    prior = consensus_prior([mk(0.3), mk(0.5), mk(0.35)])
+    assert prior["gates"]["CD3"]["gate"]["low"] == [0.35]
+    assert prior["gates"]["CD3"]["gate"]["high"] == [None]
+
+
+def test_fixed_gate_strategy_and_boolean():
+    doc = {
+        "name": "mini",
+        "gates": [
+            {"id": "pos", "dims": ["CD3"], "gate": {"kind": "range", "low": [0.4], "high": [None]}},
+            {"id": "cd4", "parent": "pos", "dims": ["CD4"], "method": "valley", "outside": "other"},
+        ],
+        "populations": [{"id": "notcd4", "parent": "pos", "expr": "pos and not cd4", "label": False}],
+    }
+    ad = synthetic_sample(n=6000)
+    gate(ad, strategy_from_dict(doc))
+    pops = ad.obsm[K.POPULATIONS]
+    x = ad[:, "CD3"].X.ravel()
+    assert (pops["pos"] == (x >= 0.4)).all()
+    assert (pops["notcd4"] == (pops["pos"] & ~pops["cd4"])).all()
+    assert set(ad.obs["population"].cat.categories) <= {"pos", "cd4", "other", "ungated"}
+
+
+def test_strategy_errors_are_clear(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("gates:\n  - id: a\n    dims: [CD3]\n    method: magic\n")
+    with pytest.raises(StrategyError, match="bad.yaml.*unknown method 'magic'"):
+        load_strategy(bad)
+    cyc = {"gates": [{"id": "a", "parent": "b", "dims": ["x"], "method": "valley"},
+                     {"id": "b", "parent": "a", "dims": ["x"], "method": "valley"}]}  # fmt: skip
+    with pytest.raises(StrategyError, match="cycle"):
+        strategy_from_dict(cyc)
+    with pytest.raises(StrategyError, match="unknown population"):
+        strategy_from_dict({"gates": [{"id": "a", "parent": "zz", "dims": ["x"], "method": "tail"}]})
+    with pytest.raises(StrategyError, match="no gating definition"):
+        load_strategy("no_such_strategy")
+
+
+def test_parse_expr_precedence():
+    assert parse_expr("a and not b or c") == ("or", ("and", ("name", "a"), ("not", ("name", "b"))), ("name", "c"))
+    assert parse_expr("CD4 and not (FOXP3+ or B/NK)")[2][1][0] == "or"
+    with pytest.raises(ValueError):
+        parse_expr("a and")
+
+
+def test_shipped_strategy_has_contract_population_names():
+    names = set(load_strategy("treg").names)
+    needed = {"time_ok", "cells", "singlets", "lymphocytes", "live", "CD3", "CD4", "CD8", "Treg", "Teff",
+              "Treg_CD127lo", "Treg_CD45RAneg", "Treg_CD45RApos", "Treg_Ki67pos", "Treg_HLADRpos",
+              "Treg_Heliospos", "Teff_CD45RAneg", "Teff_Ki67pos", "Teff_HLADRpos", "Teff_CD25pos",
+              "NK_CD56bright"}  # fmt: skip
+    assert needed <= names

@@ -1,0 +1,196 @@
+"""Readouts: population table, per-sample readouts, fold change and AUC versus baseline.
+
+``make_gated`` builds a small gated AnnData of the engine's shape (obsm["populations"], uns["gating"])
+from real gate objects, so the expected counts are known exactly; test_pl and test_report reuse it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from anndata import AnnData
+
+from cytokit import readouts
+from cytokit.gating import EllipseGate, PolygonGate, RangeGate
+
+MARKERS = ["FSC-A", "FSC-H", "SSC-A", "Viability", "CD3", "CD4", "CD8", "CD25", "FOXP3", "Ki67", "HLA-DR"]
+
+# population -> (parent, gate or None for a boolean population)
+_TREE = {
+    "cells": (None, RangeGate(("FSC-A",), (0.1,), (None,))),
+    "singlets": (
+        "cells",
+        PolygonGate(("FSC-A", "FSC-H"), ((0.0, 0.0), (1.0, 0.8), (1.0, 1.2), (0.0, 0.2))),
+    ),
+    "lymphocytes": (
+        "singlets",
+        EllipseGate(("FSC-A", "SSC-A"), (0.5, 0.3), ((0.05, 0.0), (0.0, 0.03)), 4.0),
+    ),
+    "live": ("lymphocytes", RangeGate(("Viability",), (None,), (0.6,))),
+    "CD3": ("live", RangeGate(("CD3",), (0.4,), (None,))),
+    "CD4": ("CD3", RangeGate(("CD4", "CD8"), (0.5, None), (None, 0.5))),
+    "Treg": ("CD4", RangeGate(("CD25", "FOXP3"), (0.6, 0.6), (None, None))),
+    "Teff": ("CD4", None),  # CD4 and FOXP3-
+    "Treg_Ki67pos": ("Treg", RangeGate(("Ki67",), (0.5,), (None,))),
+    "Teff_Ki67pos": ("Teff", RangeGate(("Ki67",), (0.5,), (None,))),
+    "Treg_HLADRpos": ("Treg", RangeGate(("HLA-DR",), (0.5,), (None,))),
+}
+
+
+def make_gated(n: int = 4000, seed: int = 0, treg_shift: float = 0.0, transform: bool = False) -> AnnData:
+    """A gated sample: uniform-ish events, populations from real gates (counts known exactly)."""
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(0, 1, size=(n, len(MARKERS))).astype(np.float32)
+    j = {m: i for i, m in enumerate(MARKERS)}
+    X[:, j["FSC-H"]] = X[:, j["FSC-A"]] + rng.normal(0, 0.05, n)
+    X[:, j["SSC-A"]] = rng.normal(0.3, 0.15, n)
+    X[:, j["FOXP3"]] = np.clip(X[:, j["FOXP3"]] + treg_shift, 0, 1)
+    adata = AnnData(X, var=pd.DataFrame(index=MARKERS))
+    adata.obs_names = [str(i) for i in range(n)]
+    adata.var["marker"] = MARKERS
+    adata.var["channel"] = [f"ch{i}" for i in range(len(MARKERS))]
+    pops = {}
+    gates = {}
+    for name, (parent, gate) in _TREE.items():
+        base = np.ones(n, bool) if parent is None else pops[parent]
+        if gate is None:
+            inside = ~RangeGate(("FOXP3",), (0.6,), (None,)).apply(X[:, [j["FOXP3"]]])
+        else:
+            inside = gate.apply(X[:, [j[d] for d in gate.dims]])
+            gates[name] = {"gate": gate.to_dict(), "method": "test", "status": "ok", "message": ""}
+        pops[name] = base & inside
+    adata.obsm["populations"] = pd.DataFrame(pops, index=adata.obs_names)
+    adata.uns["gating"] = {
+        "strategy": "test",
+        "populations": [{"name": k, "parent": v[0]} for k, v in _TREE.items()],
+        "gates": gates,
+        "warnings": [],
+    }
+    adata.uns["sample_info"] = {"file": "S1.fcs", "sample": "S1", "warnings": []}
+    if transform:
+        adata.uns["transform"] = {m: {"kind": "linear", "T": 1000.0, "A": 0.0} for m in MARKERS}
+    return adata
+
+
+def test_population_table_counts_and_percentages():
+    adata = make_gated()
+    pops = adata.obsm["populations"]
+    table = readouts.population_table(adata).set_index("population")
+    assert list(table.columns) == ["parent", "count", "pct_parent", "pct_total"]
+    assert table.loc["Treg", "count"] == pops["Treg"].sum()
+    assert table.loc["Treg", "parent"] == "CD4"
+    assert table.loc["Treg", "pct_parent"] == pytest.approx(100 * pops["Treg"].sum() / pops["CD4"].sum())
+    assert table.loc["cells", "pct_parent"] == pytest.approx(100 * pops["cells"].mean())
+    assert table.loc["CD4", "pct_total"] == pytest.approx(100 * pops["CD4"].sum() / adata.n_obs)
+    assert (table["pct_parent"].dropna().between(0, 100)).all()
+
+
+def test_failed_gate_gives_nan_not_zero_down_the_tree():
+    adata = make_gated()
+    adata.uns["gating"]["gates"]["Treg"]["status"] = "failed"
+    table = readouts.population_table(adata).set_index("population")
+    assert pd.isna(table.loc["Treg", "count"]) and np.isnan(table.loc["Treg", "pct_parent"])
+    assert np.isnan(table.loc["Treg_Ki67pos", "pct_parent"])  # child of a failed gate
+    assert table.loc["Teff", "count"] > 0  # a sibling is unaffected
+    r = readouts.sample_readouts(adata)
+    assert np.isnan(r["treg_pct_cd4"]) and np.isnan(r["treg_ki67_pct"]) and np.isnan(r["treg_teff_ratio"])
+    assert np.isfinite(r["teff_pct_cd4"])
+
+
+def test_sample_readouts_definitions():
+    adata = make_gated(seed=3)
+    pops = adata.obsm["populations"]
+    r = readouts.sample_readouts(adata)
+    assert list(r) == list(readouts.READOUTS)
+    cd4, treg, teff = (pops[k].sum() for k in ("CD4", "Treg", "Teff"))
+    assert r["cd4_count"] == cd4 and r["treg_count"] == treg and r["teff_count"] == teff
+    assert r["treg_pct_cd4"] == pytest.approx(100 * treg / cd4)
+    assert r["treg_teff_ratio"] == pytest.approx(treg / teff)
+    assert r["treg_ki67_pct"] == pytest.approx(100 * pops["Treg_Ki67pos"].sum() / treg)
+    assert r["teff_ki67_pct"] == pytest.approx(100 * pops["Teff_Ki67pos"].sum() / teff)
+    cd25 = adata[:, "CD25"].X[:, 0][pops["Treg"].to_numpy()]
+    assert r["treg_cd25_median"] == pytest.approx(float(np.median(cd25)), rel=1e-6)
+    # populations the panel lacks are NaN, never 0
+    for key in ("treg_cd127lo_pct_cd4", "treg_helios_pct", "nk_cd56bright_pct_lymph", "teff_hladr_pct"):
+        assert np.isnan(r[key]), key
+
+
+def test_no_transform_means_linear_median_equals_median():
+    r = readouts.sample_readouts(make_gated(seed=4))
+    assert r["treg_cd25_median_linear"] == r["treg_cd25_median"]
+
+
+def test_linear_median_uses_inverse_transform():
+    pp = pytest.importorskip("cytokit.pp")
+    if not hasattr(pp, "inverse_transform"):
+        pytest.skip("cytokit.pp.inverse_transform not available yet")
+    adata = make_gated(seed=5, transform=True)
+    r = readouts.sample_readouts(adata)
+    cd25 = adata[:, "CD25"].X[:, 0][adata.obsm["populations"]["Treg"].to_numpy()].astype(float)
+    linear = pp.inverse_transform(cd25, adata.uns["transform"]["CD25"])
+    assert r["treg_cd25_median_linear"] == pytest.approx(float(np.median(linear)), rel=1e-5)
+
+
+def test_empty_denominator_is_nan():
+    adata = make_gated(n=300)
+    adata.obsm["populations"]["Treg"] = False
+    adata.obsm["populations"]["Treg_Ki67pos"] = False
+    r = readouts.sample_readouts(adata)
+    assert r["treg_count"] == 0 and r["treg_pct_cd4"] == 0
+    assert np.isnan(r["treg_ki67_pct"]) and np.isnan(r["treg_cd25_median"])
+
+
+def _summary(days=True):
+    rows = []
+    values = {"P1": [5.0, 10.0, 8.0], "P2": [4.0, 6.0, 2.0], "P3": [np.nan, 5.0, 6.0]}
+    for patient, vals in values.items():
+        for tp, day, v in zip(["D0", "D8", "D29"], [0, 8, 29], vals, strict=True):
+            rows.append({"sample": f"{patient}_{tp}", "patient": patient, "timepoint": tp, "day": day,
+                         "treg_pct_cd4": v, "teff_ki67_pct": 2.0})
+    frame = pd.DataFrame(rows).iloc[::-1].reset_index(drop=True)  # order of rows must not matter
+    return frame if days else frame.drop(columns="day")
+
+
+def test_fold_vs_baseline_and_auc():
+    out = readouts.add_baseline_change(_summary()).set_index("sample")
+    assert out.loc["P1_D8", "treg_fold_vs_baseline"] == pytest.approx(2.0)
+    assert out.loc["P1_D8", "treg_pct_cd4_fold_vs_baseline"] == pytest.approx(2.0)
+    assert out.loc["P1_D0", "treg_fold_vs_baseline"] == pytest.approx(1.0)
+    assert out.loc["P2_D29", "treg_fold_vs_baseline"] == pytest.approx(0.5)
+    assert np.isnan(out.loc["P3_D8", "treg_fold_vs_baseline"])  # baseline missing -> NaN, not 0 or inf
+    assert out.loc["P1_D8", "teff_ki67_pct_fold_vs_baseline"] == pytest.approx(1.0)
+    # P1: change 0, 5, 3 at days 0, 8, 29: trapezoid = 8*2.5 + 21*4 = 104
+    assert out.loc["P1_D29", "treg_change_auc"] == pytest.approx(104.0)
+    assert out.loc["P1_D0", "treg_change_auc_per_day"] == pytest.approx(104.0 / 29)
+    # P2: change 0, 2, -2: 8*1 + 21*0 = 8
+    assert out.loc["P2_D8", "treg_change_auc"] == pytest.approx(8.0)
+    assert np.isnan(out.loc["P3_D8", "treg_change_auc"])
+    assert set(out["baseline_timepoint"]) == {"D0"}
+
+
+def test_auc_window_interpolates_edges():
+    out = readouts.add_baseline_change(_summary(), auc_window=(8, 29)).set_index("sample")
+    assert out.loc["P1_D8", "treg_change_auc"] == pytest.approx(21 * 4.0)
+    out = readouts.add_baseline_change(_summary(), auc_window=(4, 8)).set_index("sample")
+    assert out.loc["P1_D8", "treg_change_auc"] == pytest.approx(4 * (2.5 + 5) / 2)
+
+
+def test_baseline_without_day_is_first_timepoint_in_manifest_order():
+    frame = _summary(days=False).iloc[::-1].reset_index(drop=True)  # manifest order D0, D8, D29
+    out = readouts.add_baseline_change(frame).set_index("sample")
+    assert out.loc["P1_D29", "treg_fold_vs_baseline"] == pytest.approx(8.0 / 5.0)
+    assert np.isnan(out.loc["P1_D29", "treg_change_auc"])
+
+
+def test_baseline_is_smallest_day_per_patient():
+    frame = _summary()
+    frame.loc[(frame["patient"] == "P2") & (frame["timepoint"] == "D0"), "day"] = np.nan
+    base = readouts.baseline_rows(frame)
+    chosen = frame.loc[base].set_index("patient")["timepoint"]
+    assert chosen["P1"] == "D0" and chosen["P2"] == "D8"
+
+
+def test_timepoint_order_by_day():
+    frame = pd.DataFrame({"timepoint": ["W4", "D0", "D8", "W4"], "day": [28, 0, 8, 28]})
+    assert readouts.timepoint_order(frame) == ["D0", "D8", "W4"]

@@ -1,0 +1,114 @@
+"""Paired Wilcoxon tests versus baseline and Benjamini-Hochberg adjustment."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.stats import wilcoxon
+
+from cytokit import stats
+
+
+def _trial(n_patients=8, seed=0, days=(0, 8, 29)):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n_patients):
+        base = rng.uniform(3, 8)
+        for d in days:
+            rows.append(
+                {
+                    "sample": f"P{i}_D{d}",
+                    "patient": f"P{i}",
+                    "timepoint": f"D{d}",
+                    "day": d,
+                    "treg_pct_cd4": base * (1 + d / 10 * rng.uniform(0.2, 1.0)),
+                    "treg_teff_ratio": rng.uniform(0.05, 0.1),
+                }
+            )
+    return pd.DataFrame(rows).sample(frac=1, random_state=seed).reset_index(drop=True)
+
+
+def test_p_values_equal_scipy_wilcoxon_on_pairs():
+    summary = _trial()
+    table = stats.paired_tests(summary)
+    assert list(table.columns) == stats.STATS_COLUMNS
+    assert set(table["timepoint"]) == {"D8", "D29"}
+    for readout in ("treg_pct_cd4", "treg_teff_ratio"):
+        wide = summary.pivot(index="patient", columns="timepoint", values=readout)
+        for tp in ("D8", "D29"):
+            row = table.loc[(table["readout"] == readout) & (table["timepoint"] == tp)].iloc[0]
+            expected = wilcoxon(wide[tp], wide["D0"]).pvalue
+            assert row["p_value"] == pytest.approx(expected, rel=1e-12)
+            assert row["n_pairs"] == 8
+            assert row["baseline_median"] == pytest.approx(wide["D0"].median())
+            assert row["median"] == pytest.approx(wide[tp].median())
+            assert row["median_fold_change"] == pytest.approx((wide[tp] / wide["D0"]).median())
+    # every Treg % rose for every patient: exact two-sided p = 2 / 2**8
+    d8 = table.loc[(table["readout"] == "treg_pct_cd4") & (table["timepoint"] == "D8")].iloc[0]
+    assert d8["p_value"] == pytest.approx(2 / 2**8)
+
+
+def test_missing_values_drop_pairs_and_too_few_pairs_give_note():
+    summary = _trial(n_patients=5)
+    summary.loc[summary["patient"].isin(["P0", "P1", "P2"]) & (summary["day"] == 29), "treg_pct_cd4"] = np.nan
+    table = stats.paired_tests(summary, ["treg_pct_cd4"])
+    d29 = table.loc[table["timepoint"] == "D29"].iloc[0]
+    assert d29["n_pairs"] == 2 and np.isnan(d29["p_value"]) and "fewer than" in d29["note"]
+    d8 = table.loc[table["timepoint"] == "D8"].iloc[0]
+    assert d8["n_pairs"] == 5 and np.isfinite(d8["p_value"]) and "0.05" in d8["note"]
+
+
+def test_all_zero_differences_is_not_an_error():
+    summary = _trial(n_patients=6)
+    summary["treg_teff_ratio"] = 1.0
+    table = stats.paired_tests(summary, ["treg_teff_ratio"])
+    assert table["p_value"].isna().all()
+    assert (table["note"] == "all differences are zero").all()
+    assert table["median_fold_change"].eq(1.0).all()
+
+
+def test_fixed_baseline_label_and_missing_baseline():
+    summary = _trial(n_patients=7)
+    summary = summary.loc[~((summary["patient"] == "P0") & (summary["timepoint"] == "D0"))]
+    table = stats.paired_tests(summary, ["treg_pct_cd4"], baseline="D0")
+    assert set(table["timepoint"]) == {"D8", "D29"}
+    assert (table["n_pairs"] == 6).all()  # P0 has no D0 and drops out
+    # default: P0's baseline is its own smallest day (D8), so it pairs only at D29
+    table = stats.paired_tests(summary, ["treg_pct_cd4"])
+    n = table.set_index("timepoint")["n_pairs"]
+    assert n["D8"] == 6 and n["D29"] == 7
+
+
+def test_p_adj_is_bh_over_whole_table():
+    table = stats.paired_tests(_trial(seed=2))
+    assert np.allclose(table["p_adj"], stats.bh_adjust(table["p_value"].to_numpy()), equal_nan=True)
+    assert (table["p_adj"] >= table["p_value"]).all()
+
+
+def test_bh_hand_computed():
+    p = np.array([0.01, 0.04, 0.03, 0.005, np.nan])
+    # sorted 0.005, 0.01, 0.03, 0.04 with m = 4: 0.02, 0.02, 0.04, 0.04 (step-up minimum)
+    expected = np.array([0.02, 0.04, 0.04, 0.02, np.nan])
+    assert np.allclose(stats.bh_adjust(p), expected, equal_nan=True)
+    assert np.allclose(stats.bh_adjust([0.5, 0.9]), [0.9, 0.9])
+    assert stats.bh_adjust([]).shape == (0,)
+    assert np.isnan(stats.bh_adjust([np.nan, np.nan])).all()
+
+
+def _bh_reference(p):
+    """Direct definition: q_i = min over j with p_j >= p_i of m p_j / rank_j."""
+    p = np.asarray(p, float)
+    m = len(p)
+    ranks = np.argsort(np.argsort(p, kind="stable"), kind="stable") + 1
+    return np.array([min(1.0, min(m * p[j] / ranks[j] for j in range(m) if p[j] >= p[i])) for i in range(m)])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0, 1), min_size=1, max_size=30))
+def test_bh_matches_definition(values):
+    q = stats.bh_adjust(values)
+    assert np.allclose(q, _bh_reference(values), atol=1e-12)
+    assert np.all(q >= np.asarray(values) - 1e-15) and np.all(q <= 1)
