@@ -20,7 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 import cytokit as ck
@@ -82,9 +81,11 @@ def fold_errors(table: pd.DataFrame, mode: str) -> pd.Series:
 
 def summarise(table: pd.DataFrame) -> pd.DataFrame:
     rows = []
-    for (drift, mode), _ in pd.MultiIndex.from_product(
-        [sorted(table.drift.unique()), ["per_sample", "patient_prior"]]
-    ).to_frame().groupby(level=[0, 1]):
+    for (drift, mode), _ in (
+        pd.MultiIndex.from_product([sorted(table.drift.unique()), ["per_sample", "patient_prior"]])
+        .to_frame()
+        .groupby(level=[0, 1])
+    ):
         t = table[table.drift == drift]
         err = (t[mode] - t.truth).abs()
         fold = fold_errors(t, mode)

@@ -46,15 +46,19 @@ def format_table(rows: list[dict]) -> str:
 
     cells = [list(COLUMNS)] + [[cell(r, k) for k in COLUMNS] for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(len(COLUMNS))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in cells]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller data, one repeat (smoke test)")
-    parser.add_argument("--only", nargs="*", help="run only benchmarks whose module name contains these")
+    parser.add_argument(
+        "--quick", action="store_true", help="smaller data, one repeat (smoke test)"
+    )
+    parser.add_argument(
+        "--only", nargs="*", help="run only benchmarks whose module name contains these"
+    )
     args = parser.parse_args(argv)
     rows, failed = [], 0
     for path in discover(args.only):

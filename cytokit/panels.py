@@ -124,8 +124,8 @@ _FLUOR_RE = re.compile(
     r"(?:bv|buv|bb|bux|bup|sb|rb|ry|nfb|nfr|nfy|nfv|nf|af|alexa|alexafluor|a|ef|efluor|e|dy|dylight|atto|cf"
     r"|spark|sparkblue|sparkviolet|sparkyg|sparkred|sparkuv|sparknir|cfluor|qdot|qd|vio|pe|apc|percp|pecf"
     r"|pedazzle|apcr|apcfire|pefire|pevio|apcvio|kiravia|realblue|realyellow|rb|ry|nova|novafluor|ibright)"
-    r"\d{3}[a-z]{0,2}"
-    r"|(?:uv|v|b|r|y|g|yg|bl|rl|vl|yl)[3-8]\d\d(?:[a-z]{0,2})?"  # detector by wavelength (B530, V450)
+    r"\d{3}(?:uv|v|nc)?"
+    r"|(?:uv|v|b|r|y|g|yg|bl|rl|vl|yl)[3-8]\d\d"  # detector by wavelength (B530, V450)
     r"|(?:fl|uv|v|b|r|y|g|yg|bl|rl|vl|yl|ch|channel|fluor)\d{1,2}"  # detector by number (FL1, BL1, V2)
     r"|\d{2,3}(?:la|ce|pr|nd|sm|eu|gd|tb|dy|ho|er|tm|yb|lu|in|cd|pt|ir|y|bi|rh|ba|cs|pd|sn|i)"  # isotope
     r"|(?:la|ce|pr|nd|sm|eu|gd|tb|dy|ho|er|tm|yb|lu|in|cd|pt|ir|y|bi|rh|ba|cs|pd|sn|i)\d{2,3}d[id]"
@@ -153,7 +153,7 @@ _TIME_KEYS = {"time", "hdrt", "clock", "timems", "timeticks", "timelsw", "timems
 _CD_RE = re.compile(
     r"^(?:h|hu)?cd(?P<num>\d{1,3})(?P<suffix>ra|ro|rb|rc|[a-z])?(?:hi|lo|dim|bright|bri|pos|neg|high|low)?$"
 )
-_VIABILITY_RE = re.compile(r"^(?:fvs|fvd|lda|ld|zombie|ghost)\d{3}[a-z]{0,2}$")
+_VIABILITY_RE = re.compile(r"^(?:fvs|fvd|lda|ld|zombie|ghost)\d{3}(?:uv|v)?$")
 _GREEK = str.maketrans(
     {"α": "a", "β": "b", "γ": "g", "δ": "d", "κ": "k", "λ": "l", "ε": "e", "µ": "u"}
 )
@@ -366,6 +366,11 @@ def _lookup(key: str, panel: Panel | None) -> str | None:
     return found
 
 
+def _pulse_suffix(pair: list[str]) -> bool:
+    """A CD number and a separate single letter ("CD4-A", "CD25 (M-A251)") is not "CD4a"/"CD25m"."""
+    return len(pair[1]) == 1 and re.fullmatch(r"(?:h|hu)?cd\d+", pair[0]) is not None
+
+
 def _recognise(text: str, panel: Panel | None) -> tuple[str | None, list[str]]:
     """Canonical name found in ``text`` (or None) and the tokens left once fluorochromes are set aside."""
     if str(text).strip().lower() in _EMPTY:
@@ -375,7 +380,7 @@ def _recognise(text: str, panel: Panel | None) -> tuple[str | None, list[str]]:
     max_n = 6
     for i in range(len(tokens)):
         for n in range(min(max_n, len(tokens) - i), 0, -1):
-            if any(fluor[i : i + n]):
+            if any(fluor[i : i + n]) or (n > 1 and _pulse_suffix(tokens[i + n - 2 : i + n])):
                 continue
             found = _lookup("".join(tokens[i : i + n]), panel)
             if found:

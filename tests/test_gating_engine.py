@@ -12,7 +12,19 @@ from cytokit.errors import GatingError, MarkerError, StrategyError
 from cytokit.gating import consensus_prior, gate, gate_from_dict, load_strategy
 from cytokit.gating._strategy import parse_expr, strategy_from_dict
 
-MARKERS = ["CD3", "CD4", "CD8", "CD25", "CD127", "FOXP3", "CD45RA", "Ki67", "HLA-DR", "Helios", "CD56"]
+MARKERS = [
+    "CD3",
+    "CD4",
+    "CD8",
+    "CD25",
+    "CD127",
+    "FOXP3",
+    "CD45RA",
+    "Ki67",
+    "HLA-DR",
+    "Helios",
+    "CD56",
+]
 DIMS = ["FSC-A", "FSC-H", "SSC-A", "Time", "Viability", *MARKERS]
 
 
@@ -112,7 +124,10 @@ def test_gate_fills_obs_obsm_uns():
     assert uns["strategy"] == "treg"
     assert {p["name"]: p["parent"] for p in uns["populations"]}["Treg"] == "CD4"
     rec = uns["gates"]["Treg"]
-    assert rec["status"] in ("ok", "fallback") and gate_from_dict(rec["gate"]).dims == ("CD25", "FOXP3")
+    assert rec["status"] in ("ok", "fallback") and gate_from_dict(rec["gate"]).dims == (
+        "CD25",
+        "FOXP3",
+    )
     assert isinstance(uns["warnings"], list)
 
 
@@ -173,7 +188,7 @@ def test_missing_required_marker_raises_marker_error_naming_file():
 
 def test_too_few_events_raise_gating_error():
     ad = synthetic_sample(n=5000)[:15].copy()
-    with pytest.raises(GatingError, match="synthetic.fcs"):
+    with pytest.raises(GatingError, match=r"synthetic\.fcs"):
         gate(ad)
 
 
@@ -184,13 +199,25 @@ def test_prior_keeps_placement_and_flags_jump():
     thr = prior["gates"]["FOXP3+"]["gate"]["low"][0]
     again = gate(ad, prior=prior, copy=True)
     assert abs(again.uns[K.GATING]["gates"]["FOXP3+"]["gate"]["low"][0] - thr) < 0.02
-    moved = {"gates": {"FOXP3+": {"gate": {"kind": "range", "dims": ["FOXP3"], "low": [thr + 0.25], "high": [None]}}}}
+    moved = {
+        "gates": {
+            "FOXP3+": {
+                "gate": {"kind": "range", "dims": ["FOXP3"], "low": [thr + 0.25], "high": [None]}
+            }
+        }
+    }
     third = gate(ad, prior=moved, copy=True)
     assert any("far from the prior" in w for w in third.uns[K.GATING]["warnings"])
 
 
 def test_consensus_prior_is_median_of_thresholds():
-    mk = lambda v: {"gates": {"CD3": {"status": "ok", "gate": {"kind": "range", "dims": ["CD3"], "low": [v], "high": [None]}}}}  # noqa: E731
+    def mk(v):
+        rec = {
+            "status": "ok",
+            "gate": {"kind": "range", "dims": ["CD3"], "low": [v], "high": [None]},
+        }
+        return {"gates": {"CD3": rec}}
+
     prior = consensus_prior([mk(0.3), mk(0.5), mk(0.35)])
     assert prior["gates"]["CD3"]["gate"]["low"] == [0.35]
     assert prior["gates"]["CD3"]["gate"]["high"] == [None]
@@ -203,7 +230,9 @@ def test_fixed_gate_strategy_and_boolean():
             {"id": "pos", "dims": ["CD3"], "gate": {"kind": "range", "low": [0.4], "high": [None]}},
             {"id": "cd4", "parent": "pos", "dims": ["CD4"], "method": "valley", "outside": "other"},
         ],
-        "populations": [{"id": "notcd4", "parent": "pos", "expr": "pos and not cd4", "label": False}],
+        "populations": [
+            {"id": "notcd4", "parent": "pos", "expr": "pos and not cd4", "label": False}
+        ],
     }
     ad = synthetic_sample(n=6000)
     gate(ad, strategy_from_dict(doc))
@@ -217,20 +246,26 @@ def test_fixed_gate_strategy_and_boolean():
 def test_strategy_errors_are_clear(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("gates:\n  - id: a\n    dims: [CD3]\n    method: magic\n")
-    with pytest.raises(StrategyError, match="bad.yaml.*unknown method 'magic'"):
+    with pytest.raises(StrategyError, match=r"bad\.yaml.*unknown method 'magic'"):
         load_strategy(bad)
     cyc = {"gates": [{"id": "a", "parent": "b", "dims": ["x"], "method": "valley"},
                      {"id": "b", "parent": "a", "dims": ["x"], "method": "valley"}]}  # fmt: skip
     with pytest.raises(StrategyError, match="cycle"):
         strategy_from_dict(cyc)
     with pytest.raises(StrategyError, match="unknown population"):
-        strategy_from_dict({"gates": [{"id": "a", "parent": "zz", "dims": ["x"], "method": "tail"}]})
+        strategy_from_dict(
+            {"gates": [{"id": "a", "parent": "zz", "dims": ["x"], "method": "tail"}]}
+        )
     with pytest.raises(StrategyError, match="no gating definition"):
         load_strategy("no_such_strategy")
 
 
 def test_parse_expr_precedence():
-    assert parse_expr("a and not b or c") == ("or", ("and", ("name", "a"), ("not", ("name", "b"))), ("name", "c"))
+    assert parse_expr("a and not b or c") == (
+        "or",
+        ("and", ("name", "a"), ("not", ("name", "b"))),
+        ("name", "c"),
+    )
     assert parse_expr("CD4 and not (FOXP3+ or B/NK)")[2][1][0] == "or"
     with pytest.raises(ValueError):
         parse_expr("a and")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import anndata as ad
 import flowkit as fk
@@ -10,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cytokit.errors import MarkerError, StrategyError
+import cytokit as ck
+from cytokit.errors import GatingError, MarkerError, StrategyError
 from cytokit.gating._gates import EllipseGate, PolygonGate, RangeGate
 from cytokit.gating._gatingml import (
     _xml_id,
@@ -57,29 +59,13 @@ def _simulate(n: int, seed: int) -> tuple[np.ndarray, pd.DataFrame]:
     return events.astype(np.float32), spill
 
 
-def _preprocess(adata: ad.AnnData, *, asinh: str | None = None) -> ad.AnnData:
-    """Compensate with the file's matrix, logicle (or asinh for one channel) fluorescence, linear rest."""
-    from flowkit import transforms as fkt
-
+def _preprocess(adata: ad.AnnData, *, asinh: str | None = None, user: bool = False) -> ad.AnnData:
+    """The pipeline's preprocessing: compensate (file or user matrix), logicle (asinh for one channel)."""
     adata = adata.copy()
-    spill = adata.uns["spillover"]
-    idx = [list(adata.var["channel"]).index(c) for c in spill.columns]
-    adata.X[:, idx] = adata.X[:, idx] @ np.linalg.inv(spill.to_numpy())
-    adata.uns["compensation"] = {"source": "FCS", "matrix": spill}
-    params = {}
-    for j, (var, channel) in enumerate(zip(adata.var_names, adata.var["channel"], strict=True)):
-        if channel == asinh:
-            p = {"kind": "asinh", "cofactor": 150.0}
-            adata.X[:, j] = np.arcsinh(adata.X[:, j] / 150.0)
-        elif channel in FLUOR:
-            p = {"kind": "logicle", "T": 262144.0, "W": 0.6, "M": 4.5, "A": 0.0}
-            adata.X[:, j] = fkt.LogicleTransform(262144.0, 0.6, 4.5, 0.0).apply(adata.X[:, j])
-        else:
-            top = 262144.0 if channel != "Time" else 500.0
-            p = {"kind": "linear", "T": top, "A": 0.0}
-            adata.X[:, j] = adata.X[:, j] / top
-        params[var] = p
-    adata.uns["transform"] = params
+    ck.pp.compensate(adata, adata.uns["spillover"].copy() if user else None)
+    if asinh is not None:
+        ck.pp.transform(adata, "arcsinh", cofactor=150.0, channels=[_var(adata, asinh)])
+    ck.pp.transform(adata)
     return adata
 
 
@@ -112,7 +98,11 @@ def _place(adata: ad.AnnData) -> None:
     }
     parents = {"lymphocytes": "root", "CD3": "lymphocytes", "CD4": "CD3", "FOXP3+": "CD4"}
     parents |= {"Treg": "CD4", "blob": "CD4"}
+    outside = {"lymphocytes": "non-lymphocyte", "CD3": "B/NK"}
     pops = [{"name": g, "parent": parents[g], "label": True} for g in gates]
+    for pop in pops:
+        if pop["name"] in outside:
+            pop["outside"] = outside[pop["name"]]
     pops += [
         {"name": "Teff", "parent": "CD4", "label": True, "expr": "CD4 and not FOXP3+"},
         {"name": "odd", "parent": "CD3", "label": False, "expr": "CD4 and not (Treg or blob)"},
@@ -187,6 +177,40 @@ def test_flowkit_on_raw_file_reproduces_counts(sample):
         assert abs(counts[ids[name]] - ours[name]) <= 0.01 * ours[name], name
 
 
+@pytest.mark.parametrize(
+    ("seed", "naming", "drift"),
+    [(11, "bd", "strong"), (23, "beckman", "mild")],
+    ids=["bd", "beckman"],
+)
+def test_pipeline_gates_reproduced_by_flowkit(tmp_path, seed, naming, drift):
+    """read_fcs -> compensate -> transform -> gate(treg) -> export; FlowKit on the raw file agrees."""
+    from cytokit.datasets import simulate_sample
+
+    sim = simulate_sample(20000, seed=seed, day=8, naming=naming, drift=drift)
+    path = sim.write(tmp_path / f"P01_D8_{naming}.fcs")
+    adata = read_fcs(path)
+    ck.pp.compensate(adata)
+    ck.pp.transform(adata)
+    ck.gate(adata, strategy="treg")
+    _, counts = _flowkit_counts(export_gatingml(adata), path)
+    pops = adata.obsm["populations"]
+    for name in ("CD4", "Treg", "Teff"):
+        ours = int(pops[name].sum())
+        assert ours > 100 and abs(counts[name] - ours) <= 0.01 * ours, name
+    ids = {_xml_id(p, set()): p for p in pops.columns}
+    assert set(counts) <= set(ids)  # gate ids are the population names (XML-safe)
+    for gid, count in counts.items():
+        assert abs(count - pops[ids[gid]].sum()) <= max(0.01 * pops[ids[gid]].sum(), 1), gid
+    # and back: the exported file applied to the file as read gives the engine's populations
+    xml_path = export_gatingml(adata, tmp_path / "gates.xml") and tmp_path / "gates.xml"
+    back = apply_gatingml(read_fcs(path), xml_path, copy=True)
+    for name in back.obsm["populations"]:
+        assert (back.obsm["populations"][name] != pops[name]).sum() <= 0.001 * len(pops), name
+    engine, again = adata.obs["population"].astype(str), back.obs["population"].astype(str)
+    named = engine.isin(pops.columns)  # events the engine labels with a population (not "debris")
+    assert (engine[named] == again[named]).mean() > 0.999
+
+
 def test_round_trip_ids_and_coordinates(sample, tmp_path):
     _, adata = sample
     out = tmp_path / "gates.xml"
@@ -218,22 +242,30 @@ def test_round_trip_ids_and_coordinates(sample, tmp_path):
     assert [(r["ref"], r["complement"]) for r in odd.gate_refs] == [("CD4", False), ("odd_1", True)]
     assert strategy.get_gate("odd_1").type == "or"
     xform = strategy.get_transform(treg.dimensions[0].transformation_ref)
-    assert isinstance(xform, fk.transforms.LogicleTransform) and xform.param_w == 0.6
+    recorded = adata.uns["transform"][_var(adata, "FL3-A")]
+    assert isinstance(xform, fk.transforms.LogicleTransform)
+    assert (xform.param_t, xform.param_w, xform.param_m) == (
+        recorded["T"],
+        recorded["W"],
+        recorded["M"],
+    )
 
 
 def test_asinh_and_user_matrix(sample):
     path, _ = sample
-    raw = read_fcs(path)
-    other = _preprocess(raw, asinh="FL3-A")  # CD25 on asinh(x/150)
+    other = _preprocess(read_fcs(path), asinh="FL3-A", user=True)  # CD25 on asinh(x/150)
+    assert other.uns["compensation"]["source"] == "user"
     _place(other)
-    spill = other.uns["compensation"]["matrix"]
-    other.uns["compensation"] = {"source": "user", "matrix": spill}
     xml = export_gatingml(other)
     strategy, counts = _flowkit_counts(xml, path)
     assert list(strategy.comp_matrices) == ["cytokit_compensation"]
     cd25 = strategy.get_gate("Treg").dimensions[0]
     assert cd25.compensation_ref == "cytokit_compensation"
     assert isinstance(strategy.get_transform(cd25.transformation_ref), fk.transforms.AsinhTransform)
+    # asinh(x/c) is FlowKit's fasinh up to a factor (1 with M = 1/ln10): coordinates are unchanged
+    assert cd25.min == pytest.approx(
+        other.uns["gating"]["gates"]["Treg"]["gate"]["low"][0], rel=1e-12
+    )
     for name, mask in _cytokit_masks(other).items():
         gid = _xml_id(name, set())
         assert abs(counts[gid] - mask.sum()) <= max(0.01 * mask.sum(), 1), name
@@ -246,6 +278,21 @@ def test_failed_gate_and_its_children_are_left_out(sample):
     other.uns["gating"]["gates"]["CD4"] = {"gate": {}, "status": "failed", "message": "no valley"}
     names = {n for n, _ in to_gating_strategy(other).get_gate_ids()}
     assert names == {"lymphocytes", "CD3"}
+
+
+def test_skipped_pass_through_gate_hands_its_children_to_its_parent(sample):
+    _, adata = sample
+    other = adata.copy()
+    gating = other.uns["gating"] = {
+        **adata.uns["gating"],
+        "gates": dict(adata.uns["gating"]["gates"]),
+    }
+    gating["gates"]["lymphocytes"] = {"gate": {}, "status": "skipped", "message": "no SSC-A"}
+    gating["counts"] = {"lymphocytes": other.n_obs}  # kept: its population is all parent events
+    strategy = to_gating_strategy(other)
+    names = {n for n, _ in strategy.get_gate_ids()}
+    assert "lymphocytes" not in names and {"CD3", "CD4", "Treg", "Teff"} <= names
+    assert strategy.find_matching_gate_paths("CD3") == [("root",)]
 
 
 def test_export_errors_name_the_problem(sample):
@@ -265,6 +312,22 @@ def test_xml_ids_are_valid_and_unique():
     assert ids == ["FOXP3pos", "B_NK", "DN_DP_T", "CD45RAneg", "_1st", "B_NK_2"]
 
 
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        ("CD4 and not FOXP3+", ("not", ("name", "FOXP3+"))),
+        ("CD3 or Treg", True),  # the parent's events: no gate of its own
+        ("not CD4", False),
+        ("(CD4 or A) and (B or not CD3)", ("name", "B")),
+        ("A and not (B or CD4)", False),
+    ],
+)
+def test_references_to_ancestors_fold_away(expr, expected):
+    from cytokit.gating._gatingml import _simplify
+
+    assert _simplify(parse_expr(expr), {"CD3", "CD4"}) == expected
+
+
 # --------------------------------------------------------------------------------------------- import
 @pytest.mark.parametrize("preprocessed", [True, False], ids=["preprocessed", "as_read"])
 def test_apply_exported_gates_matches_cytokit(sample, tmp_path, preprocessed):
@@ -274,20 +337,44 @@ def test_apply_exported_gates_matches_cytokit(sample, tmp_path, preprocessed):
     target = adata.copy() if preprocessed else read_fcs(path)
     assert apply_gatingml(target, xml_path) is None
     pops = target.obsm["populations"]
-    for name, mask in _cytokit_masks(adata).items():
-        got = pops[_xml_id(name, set())].to_numpy()
-        assert (got != mask).sum() <= max(0.001 * mask.sum(), 2), name
+    expected = _cytokit_masks(adata)
+    assert list(pops.columns) == list(expected)  # cytokit's names back (FOXP3+), no helper gates
+    for name, mask in expected.items():
+        assert (pops[name].to_numpy() != mask).sum() <= max(0.001 * mask.sum(), 2), name
     gating = target.uns["gating"]
-    parents = {p["name"]: p["parent"] for p in gating["populations"]}
-    assert parents["Treg"] == "CD4" and parents["lymphocytes"] is None
-    teff = next(p for p in gating["populations"] if p["name"] == "Teff")
-    assert teff["boolean"] == "not FOXP3pos"
-    assert gating["gates"]["Treg"]["gate"]["kind"] == "range"
-    label = target.obs["population"]
-    assert label.dtype == "category"
-    assert (label == "ungated").sum() == (~pops["lymphocytes"]).sum()
-    deepest = pops["Treg"] & ~pops["blob"] & ~pops["odd"] & ~pops["Teff"]
-    assert set(label[deepest.to_numpy()]) == {"Treg"}
+    assert gating["counts"]["Treg"] == pops["Treg"].sum()
+    rows = {p["name"]: p for p in gating["populations"]}
+    assert rows["Treg"]["parent"] == "CD4" and rows["lymphocytes"]["parent"] is None
+    assert rows["Teff"]["expr"] == "not FOXP3+" and rows["odd"]["label"] is False
+    shape = gating["gates"]["Treg"]["params"]["geometry"]
+    assert shape["dims"] == ["FL3-A", "FL4-A"] and shape["transforms"][0].startswith("logicle")
+    assert shape["low"] == pytest.approx(adata.uns["gating"]["gates"]["Treg"]["gate"]["low"])
+    # labels as the engine gives them: deepest labelled population, else the gate's outside label
+    label = target.obs["population"].to_numpy()
+    assert target.obs["population"].dtype == "category"
+    assert set(label[~pops["lymphocytes"].to_numpy()]) == {"non-lymphocyte"}
+    assert set(label[(pops["lymphocytes"] & ~pops["CD3"]).to_numpy()]) == {"B/NK"}
+    assert set(label[(pops["Treg"] & ~pops["blob"]).to_numpy()]) == {"Treg"}
+    assert "odd" not in set(label)  # label: false
+
+
+def test_gate_added_to_an_exported_file_is_kept(sample, tmp_path):
+    path, adata = sample
+    xml = export_gatingml(adata).decode()
+    added = (
+        '<gating:RectangleGate gating:id="CD3bright" gating:parent_id="CD3">'
+        '<gating:dimension gating:compensation-ref="FCS" gating:min="12000">'
+        '<data-type:fcs-dimension data-type:name="FL1-A"/></gating:dimension>'
+        "</gating:RectangleGate></gating:Gating-ML>"
+    )
+    edited = tmp_path / "edited.xml"
+    edited.write_text(xml.replace("</gating:Gating-ML>", added))
+    gated = apply_gatingml(read_fcs(path), edited, copy=True)
+    pops = gated.obsm["populations"]
+    assert "CD3bright" in pops and "odd_1" not in pops  # the helper gate stays hidden
+    assert pops.loc[pops["CD3bright"], "CD3"].all() and 0 < pops["CD3bright"].sum()
+    row = next(p for p in gated.uns["gating"]["populations"] if p["name"] == "CD3bright")
+    assert row["parent"] == "CD3" and row["label"] is True
 
 
 def test_apply_copy_and_key_added(sample, tmp_path):
@@ -311,6 +398,19 @@ def test_apply_missing_channel_names_gate_and_file(sample, tmp_path):
         apply_gatingml(raw, xml_path)
 
 
+def test_flowkit_failure_is_a_one_line_gating_error(sample):
+    class Broken(fk.GatingStrategy):
+        def gate_sample(self, sample, cache_events=False, verbose=False):
+            raise ValueError("matrix detectors missing\nsecond line")
+
+    path, _ = sample
+    with pytest.raises(
+        GatingError, match=r"^S01_D0.fcs: GatingStrategy could not be applied: matrix"
+    ) as err:
+        apply_gatingml(read_fcs(path), Broken())
+    assert "\n" not in str(err.value)
+
+
 def test_load_errors(tmp_path):
     with pytest.raises(StrategyError, match="not found"):
         load_gatingml(tmp_path / "absent.xml")
@@ -321,7 +421,7 @@ def test_load_errors(tmp_path):
 
 
 def test_flowjo_workspace_import(sample, tmp_path):
-    """A .wsp written by FlowKit (rectangle + polygon gates) is read and applied like GatingML."""
+    """A .wsp (polygon; rectangle on a Comp- channel, FlowKit #265) is read and applied like GatingML."""
     path, _ = sample
     session = fk.Session(fcs_samples=[fk.Sample(str(path))])
     xform = fk.transforms.LogicleTransform(262144.0, 0.6, 4.5, 0.0)
@@ -330,8 +430,10 @@ def test_flowjo_workspace_import(sample, tmp_path):
     session.add_gate(
         fk.gates.PolygonGate("Lymph", dims, [[3e4, 0], [1e5, 0], [1e5, 4e4], [3e4, 4e4]]), ("root",)
     )
+    spill = read_fcs(path).uns["spillover"]
+    session.add_comp_matrix("spill", fk.Matrix(spill.to_numpy(), list(spill.columns)))
     cd4 = fk.Dimension(
-        "FL2-A", compensation_ref="uncompensated", transformation_ref="logicle", range_min=0.5
+        "FL2-A", compensation_ref="spill", transformation_ref="logicle", range_min=0.5
     )
     session.add_gate(fk.gates.RectangleGate("CD4hi", [cd4]), ("root", "Lymph"))
     wsp = tmp_path / "gates.wsp"
@@ -342,3 +444,50 @@ def test_flowjo_workspace_import(sample, tmp_path):
     for name in ("Lymph", "CD4hi"):
         expected = session.get_gate_membership(session.get_sample_ids()[0], name)
         assert np.array_equal(gated.obsm["populations"][name].to_numpy(), expected), name
+
+
+# ------------------------------------------------------------------------------- real instruments
+REAL_FILES = [
+    "Fortessa/FCS_3.0_Fortessa_PBS_Specimen_001_A1_A01.fcs",  # $SPILLOVER: compensation_ref="FCS"
+    "HTS_BD_LSR-II/HTS_BD_LSR_II_Mixed_Specimen_001_D6_D06.fcs",
+    "FACSCaliburHTS/Sample_Well_A02.fcs",  # log-amplified integer channels
+    "MiltenyiBiotec/FCS2.0/EY_2013-07-19_PBS_FCS_2.0_Custom_Without_Add_Well_A1.001.fcs",
+    "cyflow_cube_8/cyflow_cube_8.fcs",
+]
+
+
+@pytest.mark.parametrize("name", REAL_FILES, ids=lambda n: n.split("/")[0])
+def test_real_instrument_files(name, tmp_path):
+    """Chained thresholds on real files: FlowKit on the raw file and apply_gatingml agree exactly."""
+    fcsparser = pytest.importorskip("fcsparser")
+    path = Path(fcsparser.__file__).parent / "tests" / "data" / "FlowCytometers" / name
+    if not path.is_file():
+        pytest.skip(f"{path} not shipped with this fcsparser")
+    adata = read_fcs(path)
+    if "spillover" in adata.uns:
+        ck.pp.compensate(adata)
+    ck.pp.transform(adata)
+    X = np.asarray(adata.X, dtype=float)
+    inside, pops, gates, parent = np.ones(adata.n_obs, bool), [], {}, "root"
+    channels = list(adata.var["channel"])
+    chosen = [v for v, c in zip(adata.var_names, channels, strict=True) if "time" not in c.lower()]
+    for var in chosen[-6:]:  # fluorescence where the file has it
+        j = list(adata.var_names).index(var)
+        values = np.unique(X[inside, j])
+        k = len(values) // 2
+        cut = float(values[k - 1] + values[k]) / 2  # between two data values, as a valley is
+        gates[f"g{len(pops)}"] = {
+            "gate": RangeGate((var,), (cut,), (None,)).to_dict(),
+            "status": "ok",
+        }
+        pops.append({"name": f"g{len(pops)}", "parent": parent})
+        parent, inside = pops[-1]["name"], inside & (X[:, j] >= cut)
+    adata.uns["gating"] = {"strategy": "t", "populations": pops, "gates": gates}
+    xml_path = tmp_path / "g.xml"
+    xml = export_gatingml(adata, xml_path)
+    if "compensation" in adata.uns:  # the file's own matrix is referenced, not copied
+        assert b'compensation-ref="FCS"' in xml and b"spectrumMatrix" not in xml
+    _, counts = _flowkit_counts(xml, path)
+    assert counts[parent] == inside.sum() > 0
+    back = apply_gatingml(adata, xml_path, copy=True)
+    assert np.array_equal(back.obsm["populations"][parent].to_numpy(), inside)

@@ -86,6 +86,7 @@ def test_quadrants_are_populations(applied, truth):
     pops = gated.obsm["populations"]
     assert {"FL2P-FL4P", "FL2N-FL4P", "FL2N-FL4N", "FL2P-FL4N"} <= set(pops.columns)
     assert "Quadrant1" not in pops.columns  # the QuadrantGate itself is not a population
-    entry = gated.uns["gating"]["gates"]["FL2P-FL4P"]
-    assert entry["gate"]["kind"] == "range" and entry["params"]["quadrant_of"] == "Quadrant1"
+    shape = gated.uns["gating"]["gates"]["FL2P-FL4P"]["params"]["geometry"]
+    assert shape["kind"] == "range" and shape["quadrant_of"] == "Quadrant1"
+    assert shape["dims"] == ["FL2-H", "FL4-H"]
     assert pops.to_numpy().sum(axis=1).max() <= 1  # quadrants partition the plane

@@ -17,7 +17,11 @@ def test_folder_names_give_patient_timepoint_and_day(tmp_path):
     _touch(tmp_path, "P01_D0.fcs", "P01_D8.FCS", "ctrl.fcs", "notes.txt")
     specs = {s.sample: s for s in discover_samples(tmp_path)}
     assert set(specs) == {"P01_D0", "P01_D8", "ctrl"}
-    assert (specs["P01_D8"].patient, specs["P01_D8"].timepoint, specs["P01_D8"].day) == ("P01", "D8", 8.0)
+    assert (specs["P01_D8"].patient, specs["P01_D8"].timepoint, specs["P01_D8"].day) == (
+        "P01",
+        "D8",
+        8.0,
+    )
     assert specs["ctrl"].patient is None and specs["ctrl"].day is None
 
 

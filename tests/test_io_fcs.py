@@ -207,6 +207,11 @@ def test_text_whitespace_delimiter(final):
     assert _parse_text(raw.encode())[0] == {"$BEGINDATA": "15", "$ENDDATA": "500"}
 
 
+def test_text_end_offset_one_byte_too_far_is_tolerated():
+    kw, warns = _parse_text(b"/$PAR/1/$TOT/5/\x9a")
+    assert kw == {"$PAR": "1", "$TOT": "5"} and not warns
+
+
 def test_text_empty_value_before_standard_keyword():
     kw, warns = _parse_text(b"/$P1S//$P1N/FSC-A/$PAR/1/")
     assert kw == {"$P1S": "", "$P1N": "FSC-A", "$PAR": "1"}
@@ -511,3 +516,18 @@ def test_round_trip_with_write_fcs(tmp_path, datatype, byteorder):
     assert fcs.channels == chans and fcs.stains == ["", "CD25 BB515", "FOXP3 AF647", ""]
     pd.testing.assert_frame_equal(fcs.spillover, spill.astype(float))
     assert not fcs.warnings
+
+
+def test_read_fcs_loads_a_panel_given_by_name(tmp_path, monkeypatch):
+    import cytokit.panels as panels
+
+    seen = {}
+    monkeypatch.setattr(panels, "load_panel", lambda name: f"<panel {name}>", raising=False)
+
+    def fake(channels, stains, panel=None):
+        seen["panel"] = panel
+        return [""] * len(channels), [""] * len(channels)
+
+    monkeypatch.setattr(panels, "resolve_markers", fake)
+    read_fcs(_write(tmp_path, build_fcs(FLOATS, ["A", "B", "C"])), panel="ldil2_treg")
+    assert seen["panel"] == "<panel ldil2_treg>"

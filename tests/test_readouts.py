@@ -14,7 +14,19 @@ from anndata import AnnData
 from cytokit import readouts
 from cytokit.gating import EllipseGate, PolygonGate, RangeGate
 
-MARKERS = ["FSC-A", "FSC-H", "SSC-A", "Viability", "CD3", "CD4", "CD8", "CD25", "FOXP3", "Ki67", "HLA-DR"]
+MARKERS = [
+    "FSC-A",
+    "FSC-H",
+    "SSC-A",
+    "Viability",
+    "CD3",
+    "CD4",
+    "CD8",
+    "CD25",
+    "FOXP3",
+    "Ki67",
+    "HLA-DR",
+]
 
 # population -> (parent, gate or None for a boolean population)
 _TREE = {
@@ -38,7 +50,9 @@ _TREE = {
 }
 
 
-def make_gated(n: int = 4000, seed: int = 0, treg_shift: float = 0.0, transform: bool = False) -> AnnData:
+def make_gated(
+    n: int = 4000, seed: int = 0, treg_shift: float = 0.0, transform: bool = False
+) -> AnnData:
     """A gated sample: uniform-ish events, populations from real gates (counts known exactly)."""
     rng = np.random.default_rng(seed)
     X = rng.uniform(0, 1, size=(n, len(MARKERS))).astype(np.float32)
@@ -80,7 +94,9 @@ def test_population_table_counts_and_percentages():
     assert list(table.columns) == ["parent", "count", "pct_parent", "pct_total"]
     assert table.loc["Treg", "count"] == pops["Treg"].sum()
     assert table.loc["Treg", "parent"] == "CD4"
-    assert table.loc["Treg", "pct_parent"] == pytest.approx(100 * pops["Treg"].sum() / pops["CD4"].sum())
+    assert table.loc["Treg", "pct_parent"] == pytest.approx(
+        100 * pops["Treg"].sum() / pops["CD4"].sum()
+    )
     assert table.loc["cells", "pct_parent"] == pytest.approx(100 * pops["cells"].mean())
     assert table.loc["CD4", "pct_total"] == pytest.approx(100 * pops["CD4"].sum() / adata.n_obs)
     assert (table["pct_parent"].dropna().between(0, 100)).all()
@@ -94,7 +110,11 @@ def test_failed_gate_gives_nan_not_zero_down_the_tree():
     assert np.isnan(table.loc["Treg_Ki67pos", "pct_parent"])  # child of a failed gate
     assert table.loc["Teff", "count"] > 0  # a sibling is unaffected
     r = readouts.sample_readouts(adata)
-    assert np.isnan(r["treg_pct_cd4"]) and np.isnan(r["treg_ki67_pct"]) and np.isnan(r["treg_teff_ratio"])
+    assert (
+        np.isnan(r["treg_pct_cd4"])
+        and np.isnan(r["treg_ki67_pct"])
+        and np.isnan(r["treg_teff_ratio"])
+    )
     assert np.isfinite(r["teff_pct_cd4"])
 
 
@@ -112,7 +132,12 @@ def test_sample_readouts_definitions():
     cd25 = adata[:, "CD25"].X[:, 0][pops["Treg"].to_numpy()]
     assert r["treg_cd25_median"] == pytest.approx(float(np.median(cd25)), rel=1e-6)
     # populations the panel lacks are NaN, never 0
-    for key in ("treg_cd127lo_pct_cd4", "treg_helios_pct", "nk_cd56bright_pct_lymph", "teff_hladr_pct"):
+    for key in (
+        "treg_cd127lo_pct_cd4",
+        "treg_helios_pct",
+        "nk_cd56bright_pct_lymph",
+        "teff_hladr_pct",
+    ):
         assert np.isnan(r[key]), key
 
 
@@ -146,8 +171,16 @@ def _summary(days=True):
     values = {"P1": [5.0, 10.0, 8.0], "P2": [4.0, 6.0, 2.0], "P3": [np.nan, 5.0, 6.0]}
     for patient, vals in values.items():
         for tp, day, v in zip(["D0", "D8", "D29"], [0, 8, 29], vals, strict=True):
-            rows.append({"sample": f"{patient}_{tp}", "patient": patient, "timepoint": tp, "day": day,
-                         "treg_pct_cd4": v, "teff_ki67_pct": 2.0})
+            rows.append(
+                {
+                    "sample": f"{patient}_{tp}",
+                    "patient": patient,
+                    "timepoint": tp,
+                    "day": day,
+                    "treg_pct_cd4": v,
+                    "teff_ki67_pct": 2.0,
+                }
+            )
     frame = pd.DataFrame(rows).iloc[::-1].reset_index(drop=True)  # order of rows must not matter
     return frame if days else frame.drop(columns="day")
 
@@ -158,7 +191,9 @@ def test_fold_vs_baseline_and_auc():
     assert out.loc["P1_D8", "treg_pct_cd4_fold_vs_baseline"] == pytest.approx(2.0)
     assert out.loc["P1_D0", "treg_fold_vs_baseline"] == pytest.approx(1.0)
     assert out.loc["P2_D29", "treg_fold_vs_baseline"] == pytest.approx(0.5)
-    assert np.isnan(out.loc["P3_D8", "treg_fold_vs_baseline"])  # baseline missing -> NaN, not 0 or inf
+    assert np.isnan(
+        out.loc["P3_D8", "treg_fold_vs_baseline"]
+    )  # baseline missing -> NaN, not 0 or inf
     assert out.loc["P1_D8", "teff_ki67_pct_fold_vs_baseline"] == pytest.approx(1.0)
     # P1: change 0, 5, 3 at days 0, 8, 29: trapezoid = 8*2.5 + 21*4 = 104
     assert out.loc["P1_D29", "treg_change_auc"] == pytest.approx(104.0)

@@ -53,7 +53,9 @@ def test_p_values_equal_scipy_wilcoxon_on_pairs():
 
 def test_missing_values_drop_pairs_and_too_few_pairs_give_note():
     summary = _trial(n_patients=5)
-    summary.loc[summary["patient"].isin(["P0", "P1", "P2"]) & (summary["day"] == 29), "treg_pct_cd4"] = np.nan
+    summary.loc[
+        summary["patient"].isin(["P0", "P1", "P2"]) & (summary["day"] == 29), "treg_pct_cd4"
+    ] = np.nan
     table = stats.paired_tests(summary, ["treg_pct_cd4"])
     d29 = table.loc[table["timepoint"] == "D29"].iloc[0]
     assert d29["n_pairs"] == 2 and np.isnan(d29["p_value"]) and "fewer than" in d29["note"]
@@ -103,7 +105,9 @@ def _bh_reference(p):
     p = np.asarray(p, float)
     m = len(p)
     ranks = np.argsort(np.argsort(p, kind="stable"), kind="stable") + 1
-    return np.array([min(1.0, min(m * p[j] / ranks[j] for j in range(m) if p[j] >= p[i])) for i in range(m)])
+    return np.array(
+        [min(1.0, min(m * p[j] / ranks[j] for j in range(m) if p[j] >= p[i])) for i in range(m)]
+    )
 
 
 @settings(max_examples=60, deadline=None)

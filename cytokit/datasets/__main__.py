@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import pandas as pd
+
 from cytokit.datasets._panel import NAMING_STYLES, OPTIONAL_MARKERS
 from cytokit.datasets._trial import DEFAULT_EVENTS, simulate_trial
 
@@ -35,8 +37,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--compensated", action="store_true", help="write compensated data without $SPILLOVER"
     )
+    ap.add_argument("--extra-scatter", action="store_true", help="also record FSC-W, SSC-H, SSC-W")
+    ap.add_argument(
+        "--respell", type=float, default=0.1, help="chance a file re-spells a stain (0.1)"
+    )
     args = ap.parse_args(argv)
-    manifest = simulate_trial(
+    try:
+        manifest = _run(args)
+    except ValueError as err:  # bad option values: a usage error, not a traceback
+        ap.error(str(err))
+    print(f"wrote {len(manifest)} FCS files, manifest.csv and truth/ to {args.out}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> pd.DataFrame:
+    return simulate_trial(
         args.out,
         n_patients=args.patients,
         timepoints=tuple(args.timepoints.split(",")),
@@ -49,9 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         datatype=args.datatype,
         byteorder=args.byteorder,
         compensated=args.compensated,
+        extra_scatter=args.extra_scatter,
+        respell=args.respell,
     )
-    print(f"wrote {len(manifest)} FCS files, manifest.csv and truth/ to {args.out}")
-    return 0
 
 
 if __name__ == "__main__":

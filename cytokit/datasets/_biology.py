@@ -39,7 +39,6 @@ STATES = ("Ki67", "HLA-DR", "Helios", "CD45RA")  # per-event latent states store
 NEG = (1.3, 0.35)  # log10 mean / sd of unspecific staining of marker-negative cells
 NEG_INTRA = (1.9, 0.3)  # higher after fixation/permeabilisation (intranuclear stains)
 INTRACELLULAR = ("FOXP3", "Ki67", "Helios")
-_LYMPH = ("B", "NK_CD56dim", "NK_CD56bright", "CD8_T", "DN_T", "DP_T", *CD4_LABELS)
 
 
 def treatment_effect(day: float) -> float:
@@ -63,6 +62,7 @@ class Patient:
     treg_fold: float  # peak Treg expansion (x baseline)
     nk_fold: float  # peak CD56bright expansion
     activation: float  # patient's Treg activation strength (0.6-1.4)
+    enrolled: int = 0  # day of the trial's calendar the patient started treatment
 
 
 def draw_patient(rng: np.random.Generator) -> Patient:
@@ -91,6 +91,7 @@ def draw_patient(rng: np.random.Generator) -> Patient:
         treg_fold=u(1.4, 3.0),
         nk_fold=u(1.5, 3.0),
         activation=u(0.6, 1.4),
+        enrolled=int(rng.integers(0, 300)),
     )
 
 
@@ -120,6 +121,9 @@ def event_fractions(
 ) -> dict[str, float]:
     """Fraction of events in each truth label (doublets included), summing to 1."""
     f = {k: v * float(np.exp(rng.normal(0, 0.1))) for k, v in patient.fractions.items()}
+    if rng.random() < 0.1:  # a poorly thawed vial now and then: many dead cells and debris
+        f["dead"] *= rng.uniform(2.0, 3.0)
+        f["debris"] *= rng.uniform(1.5, 2.0)
     lymph_total = 1.0 - sum(f.values())
     lym = {k: v * float(np.exp(rng.normal(0, 0.06))) for k, v in patient.lymph.items()}
     s = sum(lym.values())
@@ -146,113 +150,127 @@ def event_fractions(
     return {k: out[k] / total for k in LABELS}
 
 
+_T = {"CD3": (1, 4.2, 0.15), "CD127": (0.85, 3.25, 0.2), "Helios": (0.06, 2.9, 0.2)}
+_NAIVE_RA = (0.97, 3.9, 0.15)
+_MEMORY_RA = (0.05, 3.1, 0.3)
+# marker: (positive fraction, log10 mean, log10 sd) per live population at baseline; markers not
+# listed are negative (unspecific staining only). sample_state() moves the ld-IL2-sensitive ones.
+_PHENOTYPES = {
+    "granulocyte": {"CD4": (0.3, 2.4, 0.3), "CD45RA": (0.2, 2.6, 0.3), "CD25": (0.2, 2.3, 0.3)},
+    "monocyte": {
+        "CD4": (0.95, 3.3, 0.2),
+        "HLA-DR": (0.97, 3.9, 0.25),
+        "CD45RA": (0.5, 3.0, 0.3),
+        "CD25": (0.3, 2.4, 0.3),
+        "CD56": (0.05, 3.0, 0.3),
+    },
+    "B": {
+        "HLA-DR": (1, 4.1, 0.2),
+        "CD45RA": (0.98, 4.0, 0.15),
+        "CD25": (0.2, 2.6, 0.3),
+        "Ki67": (0.02, 3.2, 0.25),
+    },
+    "NK_CD56dim": {
+        "CD56": (1, 3.4, 0.22),
+        "CD8": (0.35, 3.5, 0.3),
+        "CD45RA": (0.95, 3.8, 0.2),
+        "Helios": (0.85, 2.9, 0.2),
+        "Ki67": (0.06, 3.2, 0.25),
+        "HLA-DR": (0.08, 2.9, 0.3),
+    },
+    "NK_CD56bright": {
+        "CD56": (1, 4.15, 0.15),
+        "CD25": (0.7, 2.9, 0.25),
+        "CD127": (0.8, 2.9, 0.25),
+        "CD45RA": (0.9, 3.6, 0.2),
+        "Helios": (0.9, 3.0, 0.2),
+        "Ki67": (0.12, 3.2, 0.25),
+    },
+    "CD8_T": {
+        **_T,
+        "CD8": (1, 4.4, 0.15),
+        "CD45RA": (0.6, 3.9, 0.2),
+        "CD127": (0.8, 3.2, 0.2),
+        "CD25": (0.1, 2.5, 0.3),
+        "Ki67": (0.03, 3.2, 0.25),
+        "HLA-DR": (0.08, 3.0, 0.3),
+        "CD56": (0.08, 3.2, 0.3),
+        "Helios": (0.1, 2.9, 0.2),
+    },
+    "DN_T": {
+        **_T,
+        "CD8": (0.3, 3.0, 0.3),
+        "CD45RA": (0.5, 3.7, 0.2),
+        "CD56": (0.1, 3.2, 0.3),
+        "Helios": (0.3, 2.9, 0.2),
+    },
+    "DP_T": {**_T, "CD4": (1, 3.95, 0.15), "CD8": (1, 4.0, 0.2), "CD45RA": (0.4, 3.7, 0.2)},
+    "CD4_naive": {
+        **_T,
+        "CD4": (1, 4.15, 0.12),
+        "CD45RA": _NAIVE_RA,
+        "CD127": (1, 3.4, 0.15),
+        "CD25": (0.35, 2.5, 0.25),
+        "Ki67": (0.01, 3.2, 0.25),
+    },
+    "CD4_memory": {
+        **_T,
+        "CD4": (1, 4.15, 0.12),
+        "CD45RA": _MEMORY_RA,
+        "CD127": (1, 3.3, 0.2),
+        "CD25": (0.75, 2.8, 0.3),
+        "Ki67": (0.04, 3.2, 0.25),
+        "HLA-DR": (0.06, 3.0, 0.3),
+    },
+    "CD4_activated": {
+        **_T,
+        "CD4": (1, 4.1, 0.14),
+        "CD45RA": _MEMORY_RA,
+        "CD127": (1, 2.9, 0.25),
+        "CD25": (1, 3.3, 0.3),
+        "FOXP3": (0.35, 2.7, 0.22),
+        "Ki67": (0.6, 3.3, 0.25),
+        "HLA-DR": (0.6, 3.1, 0.3),
+        "Helios": (0.1, 2.9, 0.2),
+    },
+    "Treg_naive": {
+        **_T,
+        "CD4": (1, 4.1, 0.12),
+        "CD45RA": (1, 3.7, 0.15),
+        "CD127": (0.9, 2.3, 0.3),
+        "CD25": (1, 3.35, 0.22),
+        "FOXP3": (1, 3.2, 0.2),
+        "Helios": (0.9, 3.2, 0.2),
+        "Ki67": (0.02, 3.3, 0.25),
+        "HLA-DR": (0.02, 3.0, 0.3),
+    },
+    "Treg_memory": {
+        **_T,
+        "CD4": (1, 4.1, 0.12),
+        "CD45RA": _MEMORY_RA,
+        "CD127": (0.9, 2.3, 0.3),
+        "CD25": (1, 3.6, 0.25),
+        "FOXP3": (1, 3.38, 0.2),
+        "Helios": (0.75, 3.2, 0.2),
+        "Ki67": (0.06, 3.3, 0.25),
+        "HLA-DR": (0.15, 3.1, 0.3),
+    },
+}
+
+
 def phenotypes(state: dict[str, float]) -> dict[str, dict[str, tuple[float, float, float]]]:
     """Marker (positive fraction, log10 mean, log10 sd) per live population for one blood draw."""
-    cd25, fox = state["treg_cd25_shift"], state["treg_foxp3_shift"]
-    t = {"CD3": (1, 4.2, 0.15), "CD127": (0.85, 3.25, 0.2), "Helios": (0.06, 2.9, 0.2)}
-    naive_ra = (0.97, 3.9, 0.15)
-    mem_ra = (0.05, 3.1, 0.3)
-    p = {
-        "granulocyte": {"CD4": (0.3, 2.4, 0.3), "CD45RA": (0.2, 2.6, 0.3), "CD25": (0.2, 2.3, 0.3)},
-        "monocyte": {
-            "CD4": (0.95, 3.3, 0.2),
-            "HLA-DR": (0.97, 3.9, 0.25),
-            "CD45RA": (0.5, 3.0, 0.3),
-            "CD25": (0.3, 2.4, 0.3),
-            "CD56": (0.05, 3.0, 0.3),
-        },
-        "B": {
-            "HLA-DR": (1, 4.1, 0.2),
-            "CD45RA": (0.98, 4.0, 0.15),
-            "CD25": (0.2, 2.6, 0.3),
-            "Ki67": (0.02, 3.2, 0.25),
-        },
-        "NK_CD56dim": {
-            "CD56": (1, 3.4, 0.22),
-            "CD8": (0.35, 3.5, 0.3),
-            "CD45RA": (0.95, 3.8, 0.2),
-            "Helios": (0.85, 2.9, 0.2),
-            "Ki67": (state["nk_ki67"], 3.2, 0.25),
-            "HLA-DR": (0.08, 2.9, 0.3),
-        },
-        "NK_CD56bright": {
-            "CD56": (1, 4.15, 0.15),
-            "CD25": (0.7, 2.9, 0.25),
-            "CD127": (0.8, 2.9, 0.25),
-            "CD45RA": (0.9, 3.6, 0.2),
-            "Helios": (0.9, 3.0, 0.2),
-            "Ki67": (min(2 * state["nk_ki67"], 0.8), 3.2, 0.25),
-        },
-        "CD8_T": {
-            **t,
-            "CD8": (1, 4.4, 0.15),
-            "CD45RA": (0.6, 3.9, 0.2),
-            "CD127": (0.8, 3.2, 0.2),
-            "CD25": (0.1, 2.5, 0.3),
-            "Ki67": (0.03, 3.2, 0.25),
-            "HLA-DR": (0.08, 3.0, 0.3),
-            "CD56": (0.08, 3.2, 0.3),
-            "Helios": (0.1, 2.9, 0.2),
-        },
-        "DN_T": {
-            **t,
-            "CD8": (0.3, 3.0, 0.3),
-            "CD45RA": (0.5, 3.7, 0.2),
-            "CD56": (0.1, 3.2, 0.3),
-            "Helios": (0.3, 2.9, 0.2),
-        },
-        "DP_T": {**t, "CD4": (1, 3.95, 0.15), "CD8": (1, 4.0, 0.2), "CD45RA": (0.4, 3.7, 0.2)},
-        "CD4_naive": {
-            **t,
-            "CD4": (1, 4.15, 0.12),
-            "CD45RA": naive_ra,
-            "CD127": (1, 3.4, 0.15),
-            "CD25": (0.35, 2.5, 0.25),
-            "Ki67": (0.01, 3.2, 0.25),
-        },
-        "CD4_memory": {
-            **t,
-            "CD4": (1, 4.15, 0.12),
-            "CD45RA": mem_ra,
-            "CD127": (1, 3.3, 0.2),
-            "CD25": (0.75, 2.8, 0.3),
-            "Ki67": (0.04, 3.2, 0.25),
-            "HLA-DR": (0.06, 3.0, 0.3),
-        },
-        "CD4_activated": {
-            **t,
-            "CD4": (1, 4.1, 0.14),
-            "CD45RA": mem_ra,
-            "CD127": (1, 2.9, 0.25),
-            "CD25": (1, 3.3, 0.3),
-            "FOXP3": (0.35, 2.7, 0.22),
-            "Ki67": (0.6, 3.3, 0.25),
-            "HLA-DR": (0.6, 3.1, 0.3),
-            "Helios": (0.1, 2.9, 0.2),
-        },
-        "Treg_naive": {
-            **t,
-            "CD4": (1, 4.1, 0.12),
-            "CD45RA": (1, 3.7, 0.15),
-            "CD127": (0.9, 2.3, 0.3),
-            "CD25": (1, 3.35 + cd25, 0.22),
-            "FOXP3": (1, 3.2 + fox, 0.2),
-            "Helios": (0.9, 3.2, 0.2),
-            "Ki67": (state["treg_ki67"] * 0.5, 3.3, 0.25),
-            "HLA-DR": (0.02, 3.0, 0.3),
-        },
-        "Treg_memory": {
-            **t,
-            "CD4": (1, 4.1, 0.12),
-            "CD45RA": mem_ra,
-            "CD127": (0.9, 2.3, 0.3),
-            "CD25": (1, 3.6 + cd25, 0.25),
-            "FOXP3": (1, 3.38 + fox, 0.2),
-            "Helios": (0.75, 3.2, 0.2),
-            "Ki67": (min(state["treg_ki67"] * 1.3, 0.8), 3.3, 0.25),
-            "HLA-DR": (state["treg_hladr"], 3.1, 0.3),
-        },
-    }
+    p = {label: dict(spec) for label, spec in _PHENOTYPES.items()}
+    cd25, fox, ki67 = state["treg_cd25_shift"], state["treg_foxp3_shift"], state["treg_ki67"]
+    for label in TREG_LABELS:
+        for marker, shift in (("CD25", cd25), ("FOXP3", fox)):
+            frac, mu, sd = p[label][marker]
+            p[label][marker] = (frac, mu + shift, sd)
+    p["Treg_naive"]["Ki67"] = (ki67 * 0.5, 3.3, 0.25)
+    p["Treg_memory"]["Ki67"] = (min(ki67 * 1.3, 0.8), 3.3, 0.25)
+    p["Treg_memory"]["HLA-DR"] = (state["treg_hladr"], 3.1, 0.3)
+    p["NK_CD56dim"]["Ki67"] = (state["nk_ki67"], 3.2, 0.25)
+    p["NK_CD56bright"]["Ki67"] = (min(2 * state["nk_ki67"], 0.8), 3.2, 0.25)
     return p
 
 
@@ -280,7 +298,7 @@ def draw_phenotype(
 def scatter_profile(label: str) -> tuple[float, float, float, float]:
     """FSC-A mean, log sd, SSC-A mean, log sd of a population at nominal scatter gains."""
     if label == "granulocyte":
-        return 115_000, 0.10, 120_000, 0.18
+        return 110_000, 0.10, 95_000, 0.2
     if label == "monocyte":
         return 100_000, 0.12, 45_000, 0.22
     if label == "CD4_activated":
@@ -293,8 +311,3 @@ def scatter_profile(label: str) -> tuple[float, float, float, float]:
 def autofluorescence(label: str) -> float:
     """Relative autofluorescence of a population (lymphocytes = 1)."""
     return {"granulocyte": 4.0, "monocyte": 2.5, "dead": 1.6, "debris": 0.6}.get(label, 1.0)
-
-
-def is_lymphocyte(label: str) -> bool:
-    """Whether a label is a lymphocyte population (the scatter gate's target)."""
-    return label in _LYMPH

@@ -39,12 +39,12 @@ def draw_instrument(rng: np.random.Generator, panel: Panel) -> Instrument:
     """Draw a trial's instrument within realistic ranges."""
     n = len(panel.markers)
     lasers = np.array([DETECTORS[d][0] for d in panel.detectors])
-    red = np.isin(lasers, (640, 355))
+    few_photons = np.isin(lasers, (640, 355))  # red and UV detectors count fewer photons
     af = np.array([_AF[int(las)] for las in lasers]) * np.exp(rng.normal(0, 0.25, n))
     wavelength = np.array([DETECTORS[d][1] for d in panel.detectors])
     af *= np.where(wavelength > 700, 0.35, 1.0)
     return Instrument(
-        photon=rng.uniform(1.5, 5.0, n) * np.where(red, 1.8, 1.0),
+        photon=rng.uniform(1.5, 5.0, n) * np.where(few_photons, 1.8, 1.0),
         electronic=rng.uniform(12, 35, n),
         af=af,
         fsc_gain=rng.uniform(0.75, 1.3),
@@ -111,14 +111,8 @@ def detect(
     return np.minimum(out, TOP)
 
 
-def scatter(
-    rng: np.random.Generator,
-    fsc_a: np.ndarray,
-    fsc_h: np.ndarray,
-    ssc_a: np.ndarray,
-    gains: tuple[float, float],
-) -> np.ndarray:
-    """Scatter pulses with small detector noise, clipped to the instrument's range."""
-    out = np.column_stack([fsc_a * gains[0], fsc_h * gains[0], ssc_a * gains[1]])
-    out = out + rng.normal(0, 1, out.shape) * np.sqrt(20.0 * np.maximum(out, 0) + 200.0**2)
+def scatter(rng: np.random.Generator, pulses: np.ndarray, gains: np.ndarray) -> np.ndarray:
+    """Scatter pulses (n x parameters) with gains and small detector noise, clipped to the range."""
+    out = pulses * gains[None, :]
+    out = out + rng.standard_normal(out.shape) * np.sqrt(20.0 * np.maximum(out, 0) + 200.0**2)
     return np.clip(out, 0.0, TOP)

@@ -7,7 +7,8 @@ from a small spectral model (laser excitation x emission collected in each detec
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,7 @@ MARKERS = (
 )
 OPTIONAL_MARKERS = ("Helios", "CD56", "HLA-DR", "Ki67", "CD45RA", "CD127")
 SCATTER = ("FSC-A", "FSC-H", "SSC-A")
+SCATTER_WIDE = ("FSC-A", "FSC-H", "FSC-W", "SSC-A", "SSC-H", "SSC-W")  # as BD instruments record
 
 # detector: (laser nm, band centre nm, band width nm); BD-style names of a Symphony/Fortessa
 DETECTORS = {
@@ -54,23 +56,38 @@ DETECTORS = {
 }
 LASERS = (355, 405, 488, 561, 640)
 
-# fluorochrome: detector, brightness, emission peak, emission sd, {laser: excitation}, donor (tandems),
-# spellings used in stain names
+
+class Fluor(NamedTuple):
+    """A fluorochrome: its detector, relative brightness, emission, excitation and stain spellings."""
+
+    detector: str
+    brightness: float
+    peak: float  # emission peak (nm)
+    sd: float  # emission sd (nm) on the blue side; the red tail is longer
+    excitation: dict[int, float]  # relative excitation by laser (nm)
+    donor: str | None  # tandem dyes: the donor whose own emission leaks
+    names: tuple[str, ...]  # spellings used in stain names
+
+
 _F = {
-    "BUV395": ("BUV395", 0.35, 395, 12, {355: 1.0, 405: 0.04}, None, ("BUV395",)),
-    "BUV496": ("BUV496", 0.45, 500, 16, {355: 1.0, 405: 0.05}, None, ("BUV496",)),
-    "BUV737": ("BUV737", 0.5, 737, 18, {355: 1.0, 405: 0.03, 640: 0.03}, "BUV395", ("BUV737",)),
-    "BUV805": ("BUV805", 0.3, 805, 20, {355: 1.0, 405: 0.03}, "BUV395", ("BUV805",)),
-    "BV421": ("BV421", 0.9, 421, 12, {405: 1.0, 355: 0.3}, None, ("BV421", "BV 421")),
-    "eF450": ("BV421", 0.45, 450, 14, {405: 1.0, 355: 0.2}, None, ("eF450", "eFluor 450", "e450")),
-    "V450": ("BV421", 0.35, 448, 14, {405: 1.0, 355: 0.2}, None, ("V450",)),
-    "BV510": ("BV510", 0.45, 510, 16, {405: 1.0, 355: 0.15}, None, ("BV510", "V500")),
-    "BV605": ("BV605", 0.65, 603, 12, {405: 1.0, 355: 0.25, 488: 0.05}, "BV421", ("BV605",)),
-    "BV650": ("BV650", 0.55, 645, 13, {405: 1.0, 355: 0.25, 640: 0.06}, "BV421", ("BV650",)),
-    "BV711": ("BV711", 0.55, 711, 14, {405: 1.0, 355: 0.25, 640: 0.04}, "BV421", ("BV711",)),
-    "BV786": ("BV786", 0.4, 786, 18, {405: 1.0, 355: 0.25, 640: 0.02}, "BV421", ("BV786",)),
-    "FITC": ("FITC", 0.3, 520, 14, {488: 1.0, 405: 0.03}, None, ("FITC",)),
-    "AF488": (
+    "BUV395": Fluor("BUV395", 0.35, 395, 12, {355: 1.0, 405: 0.04}, None, ("BUV395",)),
+    "BUV496": Fluor("BUV496", 0.45, 500, 16, {355: 1.0, 405: 0.05}, None, ("BUV496",)),
+    "BUV737": Fluor(
+        "BUV737", 0.5, 737, 18, {355: 1.0, 405: 0.03, 640: 0.03}, "BUV395", ("BUV737",)
+    ),
+    "BUV805": Fluor("BUV805", 0.3, 805, 20, {355: 1.0, 405: 0.03}, "BUV395", ("BUV805",)),
+    "BV421": Fluor("BV421", 0.9, 421, 12, {405: 1.0, 355: 0.3}, None, ("BV421", "BV 421")),
+    "eF450": Fluor(
+        "BV421", 0.45, 450, 14, {405: 1.0, 355: 0.2}, None, ("eF450", "eFluor 450", "e450")
+    ),
+    "V450": Fluor("BV421", 0.35, 448, 14, {405: 1.0, 355: 0.2}, None, ("V450",)),
+    "BV510": Fluor("BV510", 0.45, 510, 16, {405: 1.0, 355: 0.15}, None, ("BV510", "V500")),
+    "BV605": Fluor("BV605", 0.65, 603, 12, {405: 1.0, 355: 0.25, 488: 0.05}, "BV421", ("BV605",)),
+    "BV650": Fluor("BV650", 0.55, 645, 13, {405: 1.0, 355: 0.25, 640: 0.06}, "BV421", ("BV650",)),
+    "BV711": Fluor("BV711", 0.55, 711, 14, {405: 1.0, 355: 0.25, 640: 0.04}, "BV421", ("BV711",)),
+    "BV786": Fluor("BV786", 0.4, 786, 18, {405: 1.0, 355: 0.25, 640: 0.02}, "BV421", ("BV786",)),
+    "FITC": Fluor("FITC", 0.3, 520, 14, {488: 1.0, 405: 0.03}, None, ("FITC",)),
+    "AF488": Fluor(
         "FITC",
         0.38,
         519,
@@ -79,8 +96,8 @@ _F = {
         None,
         ("AF488", "Alexa Fluor 488", "A488"),
     ),
-    "BB515": ("FITC", 0.7, 515, 14, {488: 1.0, 405: 0.03}, None, ("BB515",)),
-    "PerCP-Cy5.5": (
+    "BB515": Fluor("FITC", 0.7, 515, 14, {488: 1.0, 405: 0.03}, None, ("BB515",)),
+    "PerCP-Cy5.5": Fluor(
         "PerCP-Cy5-5",
         0.3,
         695,
@@ -89,8 +106,8 @@ _F = {
         None,
         ("PerCP-Cy5.5", "PerCP-Cy5-5", "PerCPCy55", "PerCP Cy5.5"),
     ),
-    "PE": ("PE", 1.0, 578, 10, {561: 1.0, 488: 0.1}, None, ("PE",)),
-    "PE-CF594": (
+    "PE": Fluor("PE", 1.0, 578, 10, {561: 1.0, 488: 0.1}, None, ("PE",)),
+    "PE-CF594": Fluor(
         "PE-CF594",
         0.7,
         612,
@@ -99,10 +116,14 @@ _F = {
         "PE",
         ("PE-CF594", "PE-Dazzle594"),
     ),
-    "PE-Cy5": ("PE-Cy5", 0.8, 667, 12, {561: 1.0, 640: 0.35, 488: 0.05}, "PE", ("PE-Cy5", "PECy5")),
-    "PE-Cy7": ("PE-Cy7", 0.6, 780, 18, {561: 1.0, 640: 0.03, 488: 0.05}, "PE", ("PE-Cy7", "PECy7")),
-    "APC": ("APC", 0.8, 660, 12, {640: 1.0, 561: 0.08}, None, ("APC",)),
-    "AF647": (
+    "PE-Cy5": Fluor(
+        "PE-Cy5", 0.8, 667, 12, {561: 1.0, 640: 0.35, 488: 0.05}, "PE", ("PE-Cy5", "PECy5")
+    ),
+    "PE-Cy7": Fluor(
+        "PE-Cy7", 0.6, 780, 18, {561: 1.0, 640: 0.03, 488: 0.05}, "PE", ("PE-Cy7", "PECy7")
+    ),
+    "APC": Fluor("APC", 0.8, 660, 12, {640: 1.0, 561: 0.08}, None, ("APC",)),
+    "AF647": Fluor(
         "APC",
         0.8,
         668,
@@ -111,8 +132,8 @@ _F = {
         None,
         ("AF647", "Alexa Fluor 647", "A647"),
     ),
-    "AF700": ("Alexa Fluor 700", 0.2, 719, 12, {640: 1.0, 561: 0.02}, None, ("AF700", "A700")),
-    "APC-H7": (
+    "AF700": Fluor("Alexa Fluor 700", 0.2, 719, 12, {640: 1.0, 561: 0.02}, None, ("AF700", "A700")),
+    "APC-H7": Fluor(
         "APC-Cy7",
         0.3,
         785,
@@ -121,7 +142,7 @@ _F = {
         "APC",
         ("APC-H7", "APCH7", "APC-Cy7"),
     ),
-    "APC-Cy7": ("APC-Cy7", 0.3, 785, 18, {640: 1.0, 561: 0.05}, "APC", ("APC-Cy7", "APCCy7")),
+    "APC-Cy7": Fluor("APC-Cy7", 0.3, 785, 18, {640: 1.0, 561: 0.05}, "APC", ("APC-Cy7", "APCCy7")),
 }
 
 # realistic reagent choices per marker (what vendors sell and panels use)
@@ -170,7 +191,31 @@ _VIABILITY_TEMPLATES = (
     "Live/Dead {d}",
     "Viability Dye {d}",
 )
-_TEMPLATES = ("{m} {f}", "{f} - {m}", "{m}", "{m}-{f}", "{m} ({f})", "{f} {m}", "{m}_{f}")
+_TEMPLATES = (
+    "{m} {f}",
+    "{f} - {m}",
+    "{m}",
+    "{m}-{f}",
+    "{m} ({f})",
+    "{f} {m}",
+    "{m}_{f}",
+    "{m} {f} {c}",  # with the antibody clone, as vendors' panel sheets write them
+    "{m} ({c}) {f}",
+)
+# antibody clones sold for each marker (appear in stains next to the marker)
+CLONES = {
+    "CD3": ("UCHT1", "SK7", "OKT3", "HIT3a"),
+    "CD4": ("SK3", "RPA-T4", "OKT4"),
+    "CD8": ("SK1", "RPA-T8"),
+    "CD25": ("M-A251", "2A3", "BC96"),
+    "CD127": ("A019D5", "HIL-7R-M21"),
+    "FOXP3": ("259D/C7", "PCH101", "236A/E7"),
+    "CD45RA": ("HI100",),
+    "Ki67": ("B56", "SolA15"),
+    "HLA-DR": ("L243", "G46-6"),
+    "Helios": ("22F6",),
+    "CD56": ("NCAM16.2", "B159", "HCD56"),
+}
 _PLAIN = {"Viability": ("Viability", "LiveDead", "Live_Dead", "LD")}
 NAMING_STYLES = ("bd", "beckman", "plain")
 CYTOMETERS = {
@@ -194,11 +239,6 @@ class Panel:
     naming: str
     cytometer: str
     time_name: str
-    stain_variants: dict[str, list[str]] = field(default_factory=dict)
-
-    @property
-    def all_channels(self) -> list[str]:
-        return [*SCATTER, *self.channels, self.time_name]
 
 
 def _assign_fluors(rng: np.random.Generator, markers: list[str]) -> dict[str, str]:
@@ -207,11 +247,11 @@ def _assign_fluors(rng: np.random.Generator, markers: list[str]) -> dict[str, st
         used: set[str] = set()
         out: dict[str, str] = {}
         for m in rng.permutation(markers):
-            options = [f for f in CANDIDATES[m] if _F[f][0] not in used]
+            options = [f for f in CANDIDATES[m] if _F[f].detector not in used]
             if not options:
                 break
-            f = options[rng.integers(len(options))]
-            out[str(m)], _ = f, used.add(_F[f][0])
+            out[str(m)] = options[rng.integers(len(options))]
+            used.add(_F[out[str(m)]].detector)
         else:
             return out
     raise RuntimeError("could not assign fluorochromes to the panel")  # pragma: no cover
@@ -219,8 +259,7 @@ def _assign_fluors(rng: np.random.Generator, markers: list[str]) -> dict[str, st
 
 def _emission(f: str, centre: float, width: float, peak_shift: float) -> float:
     """Fraction of a skewed-Gaussian emission (long red tail) collected in a band pass."""
-    _, _, peak, sd, _, _, _ = _F[f]
-    peak = peak + peak_shift
+    peak, sd = _F[f].peak + peak_shift, _F[f].sd
     lo, hi = centre - width / 2, centre + width / 2
 
     def cdf(x: float, s: float) -> float:
@@ -245,14 +284,13 @@ def _spillover(rng: np.random.Generator, fluors: list[str], detectors: list[str]
     n = len(fluors)
     raw = np.zeros((n, n))
     for i, f in enumerate(fluors):
-        shift = rng.normal(0, 3)
-        donor = _F[f][5]
+        shift = rng.normal(0, 3)  # lot-to-lot and filter differences
+        donor = _F[f].donor
         leak = rng.uniform(0.02, 0.08) if donor else 0.0
+        excitation = {las: e * np.exp(rng.normal(0, 0.3)) for las, e in _F[f].excitation.items()}
         for j, d in enumerate(detectors):
             laser, centre, width = DETECTORS[d]
-            exc = _F[f][4].get(laser, 0.0) * (
-                np.exp(rng.normal(0, 0.3)) if _F[f][4].get(laser) else 1
-            )
+            exc = excitation.get(laser, 0.0)
             em = _emission(f, centre, width, shift)
             if donor:  # a tandem leaks some of its donor's own emission
                 em = (1 - leak) * em + leak * _emission(donor, centre, width, 0.0)
@@ -264,13 +302,14 @@ def _spillover(rng: np.random.Generator, fluors: list[str], detectors: list[str]
 
 
 def _stain(rng: np.random.Generator, marker: str, fluor: str, detector: str, template: str) -> str:
-    fl = _F[fluor][6][rng.integers(len(_F[fluor][6]))]
+    fl = _F[fluor].names[rng.integers(len(_F[fluor].names))]
     if marker == "Viability":
         dyes = _VIABILITY_DYES[detector]
         dye = dyes[rng.integers(len(dyes))]
         return _VIABILITY_TEMPLATES[rng.integers(len(_VIABILITY_TEMPLATES))].format(d=dye)
-    spellings = SPELLINGS[marker]
-    return template.format(m=spellings[rng.integers(len(spellings))], f=fl)
+    spellings, clones = SPELLINGS[marker], CLONES[marker]
+    m, c = spellings[rng.integers(len(spellings))], clones[rng.integers(len(clones))]
+    return template.format(m=m, f=fl, c=c)
 
 
 def stain_names(rng: np.random.Generator, panel: Panel, *, p_change: float) -> list[str]:
@@ -307,10 +346,12 @@ def draw_panel(
     markers = [m for m in MARKERS if m not in missing]
     assign = _assign_fluors(rng, markers)
     # channel order: by laser, then wavelength, as instruments list their detectors
-    order = sorted(markers, key=lambda m: DETECTORS[_F[assign[m]][0]][:2])
+    order = sorted(markers, key=lambda m: DETECTORS[_F[assign[m]].detector][:2])
     fluors = [assign[m] for m in order]
-    detectors = [_F[f][0] for f in fluors]
-    brightness = np.array([_F[f][1] for f in fluors]) * np.exp(rng.normal(0, 0.15, len(fluors)))
+    detectors = [_F[f].detector for f in fluors]
+    brightness = np.array([_F[f].brightness for f in fluors]) * np.exp(
+        rng.normal(0, 0.15, len(fluors))
+    )
     template = _TEMPLATES[rng.integers(len(_TEMPLATES))]
     if naming == "bd":
         channels = [f"{d}-A" for d in detectors]

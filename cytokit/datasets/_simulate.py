@@ -12,12 +12,18 @@ import pandas as pd
 
 from cytokit.datasets import _biology as bio
 from cytokit.datasets import _instrument as ins
-from cytokit.datasets._panel import Panel, draw_panel, spillover_frame, stain_names
+from cytokit.datasets._cells import LIVE_CELLS, draw_cells
+from cytokit.datasets._panel import (
+    SCATTER,
+    SCATTER_WIDE,
+    Panel,
+    draw_panel,
+    spillover_frame,
+    stain_names,
+)
 from cytokit.io._write import write_fcs
 
 logger = logging.getLogger("cytokit")
-
-_LIVE_CELLS = tuple(lab for lab in bio.LABELS if lab not in ("debris", "doublet", "dead"))
 
 
 @dataclass
@@ -41,17 +47,30 @@ class SimulatedSample:
     markers: dict[str, str] = field(default_factory=dict)  # channel -> canonical marker
 
     def write(self, path: str | Path, *, datatype: str = "F", byteorder: str = "<") -> Path:
-        """Write the sample as an FCS 3.1 file (integer data are scaled to 16 bits)."""
-        events, ranges = self.events, None
+        """Write the sample as an FCS 3.1 file.
+
+        Integer data (``datatype="I"``) are scaled to 16 bits (negatives clip to 0, as on older
+        instruments); the time channel keeps its ticks, coarsened (and ``$TIMESTEP`` with it) to fit.
+        """
+        events, keywords = self.events, dict(self.keywords)
+        top = float(events[:, -1].max(initial=0)) + 1  # a long run's time ticks may pass 262144
+        ranges = [262144] * (len(self.channels) - 1) + [
+            max(262144, 2 ** int(np.ceil(np.log2(top))))
+        ]
         if datatype == "I":
             events = np.clip(events * (65536 / 262144), 0, 65535)
+            time = self.events[:, -1].astype(float)
+            coarse = max(1.0, float(np.ceil(time.max(initial=0) / 65535)))
+            events[:, -1] = np.floor(time / coarse)
+            if "$TIMESTEP" in keywords:
+                keywords["$TIMESTEP"] = repr(float(keywords["$TIMESTEP"]) * coarse)
             ranges = [65536] * len(self.channels)
         return write_fcs(
             path,
             events,
             self.channels,
             self.stains,
-            keywords=self.keywords,
+            keywords=keywords,
             spillover=self.spillover,
             datatype=datatype,
             byteorder=byteorder,
@@ -73,7 +92,7 @@ def truth_readouts(labels: np.ndarray, states: dict[str, np.ndarray]) -> dict[st
 
     out = {
         "n_events": int(labels.size),
-        "live_singlet_count": int(np.isin(lab, _LIVE_CELLS).sum()),
+        "live_singlet_count": int(np.isin(lab, LIVE_CELLS).sum()),
         "cd4_count": int(cd4.sum()),
         "treg_count": int(treg.sum()),
         "teff_count": int(teff.sum()),
@@ -93,113 +112,18 @@ def truth_readouts(labels: np.ndarray, states: dict[str, np.ndarray]) -> dict[st
     return out
 
 
-def _draw_live(
-    rng: np.random.Generator, panel: Panel, state: dict, label: str, n: int
-) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
-    """Antigen (n x markers), states and scatter (FSC-A, SSC-A) of ``n`` live cells of one population."""
-    specs = bio.phenotypes(state)
-    spec = dict(specs.get(label, {}))
-    spec.setdefault("Viability", (1.0, 2.0, 0.3))  # fixable dyes stain live cells dimly
-    antigen, states = bio.draw_phenotype(rng, panel.markers, spec, n)
-    fsc, fsd, ssc, ssd = bio.scatter_profile(label)
-    z1, z2 = rng.standard_normal(n), rng.standard_normal(n)
-    fsc_a = fsc * np.exp(fsd * z1)
-    ssc_a = ssc * np.exp(ssd * (0.4 * z1 + 0.92 * z2))
-    return antigen, states, np.column_stack([fsc_a, ssc_a])
+def stream(
+    seed: int, purpose: int, patient: int = 0, day: float | None = None
+) -> np.random.Generator:
+    """The random stream of one purpose (0 trial, 1 patient, 2 sample, 3 event count, 4 metadata).
 
-
-def _draw_cells(
-    rng: np.random.Generator, panel: Panel, patient: bio.Patient, state: dict, n: int
-) -> dict:
-    """Every event's label, antigen, scatter area, autofluorescence scale and states, in random order."""
-    fr = bio.event_fractions(patient, state, rng)
-    counts = dict(zip(bio.LABELS, rng.multinomial(n, [fr[k] for k in bio.LABELS]), strict=True))
-    live_p = np.array([fr[k] for k in _LIVE_CELLS])
-    live_p /= live_p.sum()
-    parts: list[dict] = []
-
-    def add(label: str, antigen, states, sc, af) -> None:
-        k = antigen.shape[0]
-        parts.append(
-            {
-                "label": np.full(k, bio.LABELS.index(label)),
-                "antigen": antigen,
-                "scatter": sc,
-                "af": af,
-                "states": states,
-            }
-        )
-
-    for label in _LIVE_CELLS:
-        if counts[label]:
-            a, s, sc = _draw_live(rng, panel, state, label, counts[label])
-            add(label, a, s, sc, np.full(counts[label], bio.autofluorescence(label)))
-    # dead cells: any live type, dim and lower-FSC, bright in the viability dye, sticky
-    src = rng.choice(len(_LIVE_CELLS), size=counts["dead"], p=live_p)
-    for i in np.unique(src):
-        k = int((src == i).sum())
-        a, _, sc = _draw_live(rng, panel, state, _LIVE_CELLS[i], k)
-        a = a * 10 ** rng.normal(-0.25, 0.2, a.shape) + 10 ** rng.normal(2.1, 0.35, a.shape)
-        a[:, panel.markers.index("Viability")] = 10 ** rng.normal(4.0, 0.3, k)
-        sc = sc * np.array([0.62, 1.25]) * np.exp(rng.normal(0, 0.12, sc.shape))
-        add("dead", a, {}, sc, np.full(k, bio.autofluorescence("dead")))
-    # debris: small, dim, unspecific, some bright in the viability dye
-    k = counts["debris"]
-    a = 10 ** rng.normal(1.8, 0.5, (k, len(panel.markers)))
-    dyed = rng.random(k) < 0.5
-    a[dyed, panel.markers.index("Viability")] = 10 ** rng.normal(3.6, 0.4, dyed.sum())
-    sc = np.column_stack([10 ** rng.normal(4.0, 0.22, k), 10 ** rng.normal(3.6, 0.35, k)])
-    add("debris", a, {}, sc, rng.uniform(0.2, 1.2, k))
-    # doublets: two live cells in one pulse (area adds, height does not)
-    k = counts["doublet"]
-    if k:
-        pair = rng.choice(len(_LIVE_CELLS), size=(2, k), p=live_p)
-        halves = []
-        for side in range(2):
-            a = np.empty((k, len(panel.markers)))
-            sc = np.empty((k, 2))
-            for i in np.unique(pair[side]):
-                sel = pair[side] == i
-                a[sel], _, sc[sel] = _draw_live(rng, panel, state, _LIVE_CELLS[i], int(sel.sum()))
-            halves.append((a, sc))
-        (a1, s1), (a2, s2) = halves
-        dbl_h = np.maximum(s1[:, 0], s2[:, 0]) + rng.uniform(0, 0.35, k) * np.minimum(
-            s1[:, 0], s2[:, 0]
-        )
-        parts.append(
-            {
-                "label": np.full(k, bio.LABELS.index("doublet")),
-                "antigen": a1 + a2,
-                "scatter": s1 + s2,
-                "af": np.full(k, 2.0),
-                "states": {},
-                "height": dbl_h,
-            }
-        )
-    return _concat_shuffled(rng, parts, n)
-
-
-def _concat_shuffled(rng: np.random.Generator, parts: list[dict], n: int) -> dict:
-    order = rng.permutation(n)
-    labels = np.concatenate([p["label"] for p in parts])[order]
-    antigen = np.concatenate([p["antigen"] for p in parts])[order]
-    sc = np.concatenate([p["scatter"] for p in parts])[order]
-    af = np.concatenate([p["af"] for p in parts])[order]
-    height = np.concatenate([p.get("height", np.full(len(p["label"]), np.nan)) for p in parts])[
-        order
-    ]
-    states = {}
-    for key in bio.STATES:
-        col = np.concatenate([p["states"].get(key, np.zeros(len(p["label"]), bool)) for p in parts])
-        states[key] = col[order]
-    return {
-        "labels": labels.astype(np.uint8),
-        "antigen": antigen,
-        "scatter": sc,
-        "af": af,
-        "height": height,
-        "states": states,
-    }
+    Streams are keyed by (seed, purpose, patient, day) so a file does not depend on which other files
+    are made; days are keyed in tenths, negative days (screening visits) included.
+    """
+    key = [int(seed) & 0xFFFFFFFF, purpose, int(patient)]
+    if day is not None:
+        key.append(round(float(day) * 10) & 0xFFFFFFFF)
+    return np.random.default_rng(key)
 
 
 @dataclass
@@ -212,6 +136,7 @@ class Trial:
     drift: str = "mild"
     compensated: bool = False
     respell: float = 0.1
+    extra_scatter: bool = False
 
 
 def draw_trial(
@@ -222,13 +147,40 @@ def draw_trial(
     drift: str = "mild",
     compensated: bool = False,
     respell: float = 0.1,
+    extra_scatter: bool = False,
 ) -> Trial:
     """Draw a trial's panel and instrument from ``seed`` (same seed, same trial)."""
     if drift not in ins.DRIFTS:
         raise ValueError(f"drift must be one of {ins.DRIFTS}, got {drift!r}")
-    rng = np.random.default_rng([int(seed), 0])
+    rng = stream(seed, 0)
     panel = draw_panel(rng, naming=naming, missing=tuple(missing))
-    return Trial(int(seed), panel, ins.draw_instrument(rng, panel), drift, compensated, respell)
+    inst = ins.draw_instrument(rng, panel)
+    if compensated and naming != "plain" and rng.random() < 0.5:  # FlowJo-style compensated export
+        panel.channels = [f"Comp-{c}" for c in panel.channels]
+    return Trial(int(seed), panel, inst, drift, compensated, respell, extra_scatter)
+
+
+def _scatter(
+    rng: np.random.Generator, trial: Trial, cells: dict, intensity: np.ndarray
+) -> np.ndarray:
+    """Scatter parameters: areas, heights (doublets: not doubled) and, optionally, widths (A/H)."""
+    inst, sc, n = trial.instrument, cells["scatter"], len(cells["scatter"])
+    ratio = inst.height_ratio * np.exp(rng.normal(0, 0.03, (n, 2)))
+    height = np.where(np.isnan(cells["height"]), sc, cells["height"]) * ratio
+    wobble = {"none": 0.0, "mild": 0.04, "strong": 0.12}[trial.drift]
+    fg, sg = (
+        inst.fsc_gain * np.exp(rng.normal(0, wobble)),
+        inst.ssc_gain * np.exp(rng.normal(0, wobble)),
+    )
+    cols = np.column_stack([sc[:, 0], height[:, 0], sc[:, 1], height[:, 1]]) * intensity[:, None]
+    area_h = ins.scatter(rng, cols, np.array([fg, fg, sg, sg]))
+    if not trial.extra_scatter:
+        return area_h[:, [0, 1, 2]]
+    width = 65536 * 0.85 * area_h[:, [0, 2]] / np.maximum(area_h[:, [1, 3]], 1.0)
+    width = np.clip(width * np.exp(rng.normal(0, 0.02, width.shape)), 0, ins.TOP)
+    return np.column_stack(
+        [area_h[:, 0], area_h[:, 1], width[:, 0], area_h[:, 2], area_h[:, 3], width[:, 1]]
+    )
 
 
 def _acquire(
@@ -237,8 +189,10 @@ def _acquire(
     """Cells -> recorded events (float32), the file's spillover, the anomaly mask and the detector gains."""
     panel, inst = trial.panel, trial.instrument
     n, m = cells["antigen"].shape
+    time, anomaly = ins.acquisition_times(
+        rng, n, inst
+    )  # before gains: truth must not depend on drift
     gains, offsets, slope = ins.draw_gains(rng, m, trial.drift)
-    time, anomaly = ins.acquisition_times(rng, n, inst)
     span = max(float(time[-1] - time[0]), 1e-9) if n else 1.0
     intensity = np.ones(n)
     if anomaly.any():  # the core stream wobbles: intensities shift during a clog or burst
@@ -246,9 +200,12 @@ def _acquire(
             rng.uniform(0.6, 0.85) if rng.random() < 0.7 else rng.uniform(1.15, 1.3)
         )
     trend = (1 + slope * ((time - time[0]) / span - 0.5)) * intensity if n else intensity
+    # staining varies from tube to tube (titre, incubation); intranuclear stains most
+    intra = np.isin(panel.markers, bio.INTRACELLULAR)
+    staining = np.exp(rng.normal(0, np.where(intra, 0.12, 0.06)))
     fl = ins.detect(
         rng,
-        cells["antigen"] * panel.brightness,
+        cells["antigen"] * (panel.brightness * staining),
         cells["af"],
         inst,
         panel.spill,
@@ -256,15 +213,7 @@ def _acquire(
         offsets,
         trend,
     )
-    sc = cells["scatter"]
-    ratio = inst.height_ratio * np.exp(rng.normal(0, 0.03, n))
-    fsc_h = np.where(np.isnan(cells["height"]), sc[:, 0], cells["height"]) * ratio
-    wobble = {"none": 0.0, "mild": 0.04, "strong": 0.12}[trial.drift]
-    sgain = (
-        inst.fsc_gain * np.exp(rng.normal(0, wobble)),
-        inst.ssc_gain * np.exp(rng.normal(0, wobble)),
-    )
-    scat = ins.scatter(rng, sc[:, 0] * intensity, fsc_h * intensity, sc[:, 1] * intensity, sgain)
+    scat = _scatter(rng, trial, cells, intensity)
     # the spillover measured that day: true spectra seen through that day's gains, estimated with error
     eff = panel.spill * gains[None, :] / gains[:, None]
     est = eff * np.where(np.eye(m, dtype=bool), 1.0, np.exp(rng.normal(0, 0.03, (m, m))))
@@ -275,9 +224,18 @@ def _acquire(
 
 
 def _keywords(
-    rng: np.random.Generator, trial: Trial, sample: str, day: float, n: int, gains: np.ndarray
+    rng: np.random.Generator,
+    trial: Trial,
+    sample: str,
+    day: float,
+    n: int,
+    gains: np.ndarray,
+    *,
+    first: int = 4,
+    enrolled: int = 0,
 ) -> dict[str, str]:
-    start = pd.Timestamp("2024-01-08") + pd.Timedelta(days=int(rng.integers(0, 300)) + int(day))
+    """Instrument and acquisition keywords of one file ($CYT, $DATE, $TIMESTEP, $PnV, ...)."""
+    start = pd.Timestamp("2024-01-08") + pd.Timedelta(days=enrolled + int(day))
     hour, minute = int(rng.integers(8, 17)), int(rng.integers(0, 60))
     minutes = max(1, int(n / trial.instrument.rate / 60) + 1)
     kw = {
@@ -291,9 +249,8 @@ def _keywords(
         "TUBE NAME": rng.choice(["Treg panel", "Tube_001", "TREG", "Specimen_001"]),
         "EXPERIMENT NAME": f"LDIL2-{trial.seed:03d}",
         "$OP": rng.choice(["Operator 1", "AB", "core facility"]),
-        "CYTOKIT_SIMULATED": "1",
     }
-    offset = 3 + 1  # scatter (3), then fluorescence from $P4
+    offset = first  # fluorescence parameters follow the scatter ones
     base = np.round(rng.uniform(420, 680, len(gains)) * gains ** (1 / 7))
     for j, v in enumerate(base):
         kw[f"$P{offset + j}V"] = str(int(v))
@@ -311,12 +268,13 @@ def simulate_from(
 ) -> SimulatedSample:
     """One file of ``patient`` at ``day`` on ``trial``'s instrument (the building block of a trial)."""
     state = bio.sample_state(patient, day, rng)
-    cells = _draw_cells(rng, trial.panel, patient, state, int(n_events))
+    cells = draw_cells(rng, trial.panel, patient, state, int(n_events))
     events, spill, anomaly, gains = _acquire(rng, trial, cells)
     states = {**cells["states"], "anomaly": anomaly}
     panel = trial.panel
-    channels = panel.all_channels
-    stains = ["", "", "", *stain_names(rng, panel, p_change=trial.respell), ""]
+    scatter = list(SCATTER_WIDE if trial.extra_scatter else SCATTER)
+    channels = [*scatter, *panel.channels, panel.time_name]
+    stains = [""] * len(scatter) + [*stain_names(rng, panel, p_change=trial.respell), ""]
     return SimulatedSample(
         events=events,
         channels=channels,
@@ -326,10 +284,17 @@ def simulate_from(
         label_names=bio.LABELS,
         states=states,
         truth=truth_readouts(cells["labels"], states),
-        keywords=_keywords(rng, trial, sample, day, int(n_events), gains),
-        markers=dict(
-            zip(channels, ["FSC-A", "FSC-H", "SSC-A", *panel.markers, "Time"], strict=True)
+        keywords=_keywords(
+            rng,
+            trial,
+            sample,
+            day,
+            int(n_events),
+            gains,
+            first=len(scatter) + 1,
+            enrolled=patient.enrolled,
         ),
+        markers=dict(zip(channels, [*scatter, *panel.markers, "Time"], strict=True)),
     )
 
 
@@ -343,6 +308,8 @@ def simulate_sample(
     naming: str = "bd",
     missing: tuple[str, ...] = (),
     compensated: bool = False,
+    extra_scatter: bool = False,
+    respell: float = 0.1,
 ) -> SimulatedSample:
     """Simulate one FCS file of a ld-IL2 trial in memory.
 
@@ -365,11 +332,24 @@ def simulate_sample(
     missing
         Optional markers left out of the panel, e.g. ``("Helios", "CD56")``.
     compensated
-        Write compensated events and no ``$SPILLOVER`` (as software exports do).
+        Write compensated events and no ``$SPILLOVER``, as software exports do (half of such trials
+        name channels FlowJo's way, ``"Comp-PE-A"``).
+    extra_scatter
+        Also record FSC-W, SSC-H and SSC-W (BD order: FSC-A, FSC-H, FSC-W, SSC-A, SSC-H, SSC-W).
+    respell
+        Chance that this file spells a stain differently from the trial's panel (another template).
     """
-    trial = draw_trial(seed, naming=naming, missing=missing, drift=drift, compensated=compensated)
-    pat = bio.draw_patient(np.random.default_rng([int(seed), 1, int(patient)]))
-    rng = np.random.default_rng([int(seed), 2, int(patient), round(float(day) * 10)])
+    trial = draw_trial(
+        seed,
+        naming=naming,
+        missing=missing,
+        drift=drift,
+        compensated=compensated,
+        respell=respell,
+        extra_scatter=extra_scatter,
+    )
+    pat = bio.draw_patient(stream(seed, 1, patient))
+    rng = stream(seed, 2, patient, day)
     return simulate_from(
         trial, pat, day=day, n_events=n_events, sample=f"P{patient + 1:02d}_D{day:g}", rng=rng
     )

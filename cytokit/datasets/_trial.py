@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from cytokit.datasets import _biology as bio
-from cytokit.datasets._simulate import draw_trial, simulate_from
+from cytokit.datasets._simulate import draw_trial, simulate_from, stream
 
 logger = logging.getLogger("cytokit")
 
@@ -48,12 +48,14 @@ def simulate_trial(
     byteorder: str = "<",
     compensated: bool = False,
     respell: float = 0.1,
+    extra_scatter: bool = False,
 ) -> pd.DataFrame:
     """Write a simulated ld-IL2 trial: ``<patient>_<timepoint>.fcs``, ``manifest.csv`` and ``truth/``.
 
     Every file is :func:`simulate_sample` of its patient and day on one trial instrument and panel;
     event counts vary +-15 % around ``n_events``; ``respell`` is the chance that a file spells a stain
-    differently from the panel (another operator's template). Truth: ``truth/truth.csv`` (one row per
+    differently from the panel (another operator's template). Options as in :func:`simulate_sample`;
+    ``datatype``/``byteorder`` as in :func:`cytokit.io.write_fcs` (integer data are scaled to 16 bits). Truth: ``truth/truth.csv`` (one row per
     sample, readouts from the labels) and ``truth/<sample>.npz`` (per-event labels and states).
 
     Returns
@@ -64,7 +66,6 @@ def simulate_trial(
         raise ValueError(f"{len(timepoints)} timepoints but {len(days)} days")
     start = time.perf_counter()
     out = Path(out_dir)
-    (out / TRUTH_DIR).mkdir(parents=True, exist_ok=True)
     trial = draw_trial(
         seed,
         naming=naming,
@@ -72,19 +73,19 @@ def simulate_trial(
         drift=drift,
         compensated=compensated,
         respell=respell,
+        extra_scatter=extra_scatter,
     )
+    (out / TRUTH_DIR).mkdir(parents=True, exist_ok=True)
     rows, truths = [], []
     for p in range(n_patients):
-        meta = _patient_meta(np.random.default_rng([int(seed), 4, p]))
-        patient = bio.draw_patient(np.random.default_rng([int(seed), 1, p]))
+        meta = _patient_meta(stream(seed, 4, p))
+        patient = bio.draw_patient(stream(seed, 1, p))
         name = f"P{p + 1:02d}"
         for tp, day in zip(timepoints, days, strict=True):
+            day = int(day) if float(day).is_integer() else float(day)
             sample = f"{name}_{tp}"
-            n = round(
-                n_events
-                * np.random.default_rng([int(seed), 3, p, round(day * 10)]).uniform(0.85, 1.15)
-            )
-            rng = np.random.default_rng([int(seed), 2, p, round(float(day) * 10)])
+            n = round(n_events * stream(seed, 3, p, day).uniform(0.85, 1.15))
+            rng = stream(seed, 2, p, day)
             sim = simulate_from(trial, patient, day=day, n_events=n, sample=sample, rng=rng)
             sim.write(out / f"{sample}.fcs", datatype=datatype, byteorder=byteorder)
             _write_event_truth(out / TRUTH_DIR / f"{sample}.npz", sim.labels, sim.states)

@@ -32,7 +32,17 @@ _METHOD_KW = {
     "tail": {"side", "k", "adjust", "peak"},
     "otsu": {"nbins"},
 }
-_PLACEMENT_KEYS = {"within", "from", "method", "value", "fit_events", "max_shift"}
+_PLACEMENT_KEYS = {
+    "warn",
+    "within",
+    "from",
+    "method",
+    "value",
+    "fit_events",
+    "max_shift",
+    "guide",
+    "guide_events",
+}
 
 
 def gate(
@@ -84,7 +94,10 @@ def gate(
 
 
 def resolve_dims(adata: AnnData, names) -> dict[str, int | None]:
-    """Column index of each marker name (var_name, marker, channel, or a recognised spelling)."""
+    """Column index of each marker name (var_name, marker, channel, or a recognised spelling).
+
+    A name may list alternatives, ``"SSC-A|SSC-H"``: the first one the sample has is used.
+    """
     var_names = [str(v) for v in adata.var_names]
     fields = [var_names]
     for col in (K.MARKER, K.CHANNEL, K.STAIN):
@@ -92,8 +105,9 @@ def resolve_dims(adata: AnnData, names) -> dict[str, int | None]:
             fields.append([str(v) for v in adata.var[col]])
     canon = _canonical()
     out: dict[str, int | None] = {}
-    for name in names:
-        out[name] = _find_column(name, fields, canon)
+    for name in names:  # "FSC-A|FSC-H": the first alternative present
+        found = (_find_column(alt.strip(), fields, canon) for alt in str(name).split("|"))
+        out[name] = next((j for j in found if j is not None), None)
     return out
 
 
@@ -151,13 +165,28 @@ class _Run:
     # ---------------------------------------------------------------- data access
     def column(self, dim: str) -> np.ndarray:
         j = self.cols[dim]
-        if not self._col_cache:  # one gather + transpose: contiguous columns, much faster than strides
+        if (
+            not self._col_cache
+        ):  # one gather + transpose: contiguous columns, much faster than strides
             needed = sorted({c for c in self.cols.values() if c is not None})
             X = self.adata.X
             X = X[:, needed].toarray() if hasattr(X, "toarray") else np.asarray(X[:, needed])
             block = np.ascontiguousarray(X.T, dtype=np.float32)
             self._col_cache = dict(zip(needed, block, strict=True))
         return self._col_cache[j]
+
+    def var(self, dim: str) -> str:
+        """The sample's var_name for a strategy dim (gates are stored with var_names)."""
+        return str(self.adata.var_names[self.cols[dim]])
+
+    def dims_of(self, spec: GateSpec) -> list[str]:
+        """The gate's dims present in the sample (optional range bounds may be missing)."""
+        bounds = spec.params.get("bounds", {}) if spec.method == "range" else {}
+        return [
+            d
+            for d in spec.dims
+            if self.cols.get(d) is not None or not bounds.get(d, {}).get("optional")
+        ]
 
     def mask(self, name: str) -> np.ndarray:
         if name == ROOT:
@@ -190,15 +219,22 @@ class _Run:
         if passes:
             self.masks[node.id] = self.mask(node.parent).copy()
         self.records[node.id] = _record(None, "", {}, status, message)
-        self.warnings.append(f"{node.id} {status}: {message}" + ("; all parent events kept" if passes else ""))
+        self.warnings.append(
+            f"{node.id} {status}: {message}" + ("; all parent events kept" if passes else "")
+        )
 
     def place_gate(self, spec: GateSpec) -> None:
         if spec.parent != ROOT and spec.parent not in self.masks:
             self.fail(spec, f"parent {spec.parent!r} is not available", status="skipped")
             return
-        missing = [d for d in spec.dims if self.cols.get(d) is None]
+        missing = [d for d in self.dims_of(spec) if self.cols.get(d) is None]
         if missing:
-            self.fail(spec, f"marker {', '.join(missing)} not found", status="skipped", missing_marker=True)
+            self.fail(
+                spec,
+                f"marker {', '.join(missing)} not found",
+                status="skipped",
+                missing_marker=True,
+            )
             return
         try:
             g, status, message, details = self.placement(spec)
@@ -207,19 +243,42 @@ class _Run:
             if fallback is None:
                 self.fail(spec, err.message, status="failed")
                 return
-            g, status, message, details = fallback, "fallback", f"{err.message}; prior gate used", {}
-        X = np.column_stack([self.column(d) for d in spec.dims])
-        self.masks[spec.id] = g.apply(X) & self.mask(spec.parent)
+            g, status, message, details = (
+                fallback,
+                "fallback",
+                f"{err.message}; prior gate used",
+                {},
+            )
+        self.masks[spec.id] = self.apply(g, self.mask(spec.parent))
         self.records[spec.id] = _record(g, spec.method, spec.params, status, message, details)
-        if status == "fallback":
+        if status == "fallback" and spec.required and spec.params.get("warn", True):
+            # optional subsets, and gates whose fallback is routine (warn: false): recorded only
             self.warnings.append(f"{spec.id}: {message}")
+
+    def apply(self, g, parent: np.ndarray) -> np.ndarray:
+        """``g`` applied to the parent's events (only those rows when the parent is small)."""
+        cols = [self.by_var(v) for v in g.dims]
+        if parent is self._root or parent.mean() > 0.5:
+            return g.apply(np.column_stack(cols)) & parent
+        idx = np.flatnonzero(parent)
+        out = np.zeros(self.n, dtype=bool)
+        out[idx] = g.apply(np.column_stack([c[idx] for c in cols]))
+        return out
+
+    def by_var(self, var_name: str) -> np.ndarray:
+        """Column of a var_name (a gate's dims), through the strategy dim that resolved to it."""
+        for dim, j in self.cols.items():
+            if j is not None and str(self.adata.var_names[j]) == var_name:
+                return self.column(dim)
+        raise GatingError(f"marker {var_name} not found")
 
     def placement(self, spec: GateSpec):
         """The gate object for ``spec`` with its status, message and diagnostics."""
         p = spec.params
         limit = int(p.get("fit_events", self.strat.fit_events))
         if spec.method == "fixed":
-            return gate_from_dict({**spec.gate, "dims": list(spec.dims)}), "ok", "fixed", {}
+            g = gate_from_dict({**spec.gate, "dims": [self.var(d) for d in spec.dims]})
+            return g, "ok", "fixed", {}
         if spec.method in ("valley", "tail", "otsu"):
             return self.range_gate(spec, {spec.dims[0]: {**p, "method": spec.method}})
         if spec.method == "range":
@@ -229,18 +288,22 @@ class _Run:
             raise GatingError(f"only {len(idx)} events in {spec.parent!r}")
         cols = [self.column(d)[idx] for d in spec.dims]
         kw = {k: v for k, v in p.items() if k not in _PLACEMENT_KEYS}
+        dims = tuple(self.var(d) for d in spec.dims)
         if spec.method == "singlets":
-            res = M.singlet_band(cols[0], cols[1], dims=spec.dims, **kw)
+            res = M.singlet_band(cols[0], cols[1], dims=dims, **kw)
         elif spec.method == "scatter_mixture":
             n_fit = int(p.get("fit_events", 2000))
-            res = M.scatter_mixture(np.column_stack(cols)[:n_fit], dims=spec.dims, seed=self.strat.seed, **kw)
+            res = M.scatter_mixture(
+                np.column_stack(cols)[:n_fit], dims=dims, seed=self.strat.seed, **kw
+            )
         else:  # time_qc
-            res = M.time_anomalies(cols[0], cols[1] if len(cols) > 1 else None, dims=spec.dims, **kw)
+            res = M.time_anomalies(cols[0], cols[1] if len(cols) > 1 else None, dims=dims, **kw)
         return res.value, res.status, res.message, res.details
 
     def range_gate(self, spec: GateSpec, bounds: dict):
         lows, highs, statuses, messages, details = [], [], [], [], {}
-        for dim in spec.dims:
+        dims = self.dims_of(spec)
+        for dim in dims:
             b = bounds[dim]
             value, status, message, det = self.threshold(spec, dim, b)
             self.thresholds[(spec.id, dim)] = value
@@ -252,7 +315,9 @@ class _Run:
                 messages.append(f"{dim}: {message}")
             details[dim] = {"threshold": value, **det}
         status = "fallback" if "fallback" in statuses else "ok"
-        g = RangeGate(tuple(spec.dims), tuple(lows), tuple(highs))
+        for dim in set(spec.dims) - set(dims):
+            messages.append(f"optional {dim} not found, not used")
+        g = RangeGate(tuple(self.var(d) for d in dims), tuple(lows), tuple(highs))
         return g, status, "; ".join(messages), details
 
     def threshold(self, spec: GateSpec, dim: str, b: dict) -> tuple[float, str, str, dict]:
@@ -271,7 +336,16 @@ class _Run:
         x = self.column(dim)[idx]
         method = b.get("method", "valley")
         kw = {k: v for k, v in b.items() if k in _METHOD_KW.get(method, set())}
-        prior = self.prior_thr.get((spec.id, dim))
+        prior = self.prior_thr.get((spec.id, self.var(dim)))
+        guide = {}
+        if b.get("guide") and method == "valley":
+            if self.cols.get(b["guide"]) is None:
+                raise GatingError(f"guide marker {b['guide']} not found")
+            pair = np.column_stack([self.column(b["guide"])[idx], x])[
+                : int(b.get("guide_events", 4000))
+            ]
+            guide = M.mixture_window(pair, seed=self.strat.seed).details
+            kw["search"] = tuple(guide["window"])
         res = _one_d(method, x, kw)
         value = float(res.value)
         if prior is not None:
@@ -285,7 +359,10 @@ class _Run:
                     )
                 res = M.density_valley(x, prior=prior, **kw) if method == "valley" else res
                 value = float(res.value)
-        return value, res.status, res.message, {"n_fit": len(idx), **_jsonable(res.details)}
+        details = {"n_fit": len(idx), **_jsonable(res.details)}
+        if guide:
+            details["guide"] = _jsonable(guide)
+        return value, res.status, res.message, details
 
     def evaluate(self, spec: PopulationSpec) -> None:
         try:
@@ -321,7 +398,9 @@ class _Run:
                     codes[parent_mask & ~self.masks[child.id]] = code(outside)
         used = np.bincount(codes, minlength=len(names)) > 0
         remap = np.cumsum(used) - 1
-        return pd.Categorical.from_codes(remap[codes], [c for c, u in zip(names, used, strict=True) if u])
+        return pd.Categorical.from_codes(
+            remap[codes], [c for c, u in zip(names, used, strict=True) if u]
+        )
 
     def summary(self, present: list[str]) -> dict:
         counts = {name: int(self.masks[name].sum()) for name in present}
@@ -379,16 +458,21 @@ def _jsonable(obj):
     return obj
 
 
+def _lists(d: dict) -> dict:
+    """Gate dict with tuples as lists (JSON/YAML friendly); ``None`` bounds are kept."""
+    return {k: [_lists(v) if isinstance(v, dict) else v for v in x] if isinstance(x, tuple | list) else x
+            for k, x in d.items()}  # fmt: skip
+
+
 def _record(g, method: str, params: dict, status: str, message: str, details=None) -> dict:
     return {
-        "gate": g.to_dict() if g is not None else {},
+        "gate": _lists(g.to_dict()) if g is not None else {},
         "method": method,
         "params": _jsonable(params),
         "status": status,
         "message": message,
         "details": _jsonable(details or {}),
     }
-
 
 
 # ------------------------------------------------------------------------------------- priors

@@ -21,6 +21,7 @@ with one peak the threshold comes from the spread of the negative peak instead o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,7 @@ from ._gates import EllipseGate, PolygonGate
 __all__ = [
     "Placement",
     "density_valley",
+    "mixture_window",
     "otsu_threshold",
     "scatter_mixture",
     "singlet_band",
@@ -69,7 +71,12 @@ def _robust_sd(x: np.ndarray) -> float:
 
 
 def smooth_density(
-    x: np.ndarray, *, bandwidth: float | None = None, adjust: float = 1.0, nbins: int = 512, span=None
+    x: np.ndarray,
+    *,
+    bandwidth: float | None = None,
+    adjust: float = 1.0,
+    nbins: int = 512,
+    span=None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Histogram smoothed with a Gaussian kernel on a regular grid: ``(grid, density, bandwidth)``.
 
@@ -191,7 +198,8 @@ def density_valley(
     fallback
         With no valley: ``"tail"`` (the main peak is outside the gate: cut ``k`` robust SDs beyond it,
         toward ``side``), ``"tail_main"`` (the main peak is the gated population: cut ``k`` robust SDs
-        from it on the other side), ``"otsu"`` or ``"none"`` (raise :class:`GatingError`).
+        from it on the other side), ``"otsu"``, ``"midpoint"`` (middle of ``search``) or ``"none"``
+        (raise :class:`GatingError`).
     """
     x = _finite(x)
     grid, dens, bw = smooth_density(x, adjust=adjust)
@@ -199,6 +207,8 @@ def density_valley(
         search = (prior - window, prior + window)
     peaks = _peaks(dens, min_prominence)
     details: dict = {"bandwidth": bw, "peaks": grid[peaks].round(4).tolist()}
+    if search is not None:
+        details["search"] = [float(v) for v in search]
     if len(peaks) >= 2:
         top = peaks[np.argsort(dens[peaks])[::-1]]
         if pair not in ("top2", "below_main", "above_main"):
@@ -231,6 +241,8 @@ def density_valley(
 
 def _fallback(x, grid, dens, side, fallback, k, adjust, details) -> Placement:
     message = f"no valley between two peaks; {fallback} threshold used"
+    if fallback == "midpoint" and details.get("search"):
+        return Placement(float(np.mean(details["search"])), "fallback", message, details)
     if fallback == "otsu":
         p = otsu_threshold(x)
     elif fallback in ("tail", "tail_main"):
@@ -244,7 +256,12 @@ def _fallback(x, grid, dens, side, fallback, k, adjust, details) -> Placement:
 
 
 def singlet_band(
-    area: np.ndarray, height: np.ndarray, *, k_low: float = 4.0, k_high: float = 6.0, dims=("FSC-A", "FSC-H")
+    area: np.ndarray,
+    height: np.ndarray,
+    *,
+    k_low: float = 4.0,
+    k_high: float = 6.0,
+    dims=("FSC-A", "FSC-H"),
 ) -> Placement:
     """Singlets: a band around the main ridge of height vs area (openCyto's ``singletGate``).
 
@@ -345,17 +362,50 @@ def scatter_mixture(
     return Placement(gate, "ok", "", details)
 
 
+def mixture_window(
+    X: np.ndarray, *, n_components: int = 5, axis: int = 1, seed: int = 0
+) -> Placement:
+    """Where to look for a valley: the widest gap between Gaussian-mixture components along ``axis``.
+
+    A 2-D mixture (e.g. CD25 x FOXP3 of CD4 cells) separates a small positive population from the
+    bulk better than a 1-D histogram; the component means bounding the largest gap (in units of the
+    pooled SD along ``axis``) give the interval in which the 1-D valley is searched, so a noise dip
+    inside the negative peak or a positive tail can never be chosen. Returns ``(low, high)``.
+    """
+    X = np.asarray(X, dtype=float)[:, :2]
+    X = X[np.isfinite(X).all(axis=1)]
+    if len(X) < 10 * MIN_EVENTS:
+        raise GatingError(f"too few events for a mixture ({len(X)})")
+    fit = _gmm_2d(X, n_components, seed=seed)
+    means = fit["means"][:, axis]
+    order = np.argsort(means)
+    sd = np.sqrt(np.average(fit["covs"][:, axis, axis], weights=fit["weights"]))
+    gaps = np.diff(means[order]) / sd
+    i = int(np.argmax(gaps))
+    window = (float(means[order[i]]), float(means[order[i + 1]]))
+    above = float(fit["weights"][order[i + 1 :]].sum())
+    details = {"window": list(window), "gap_sd": float(gaps[i]), "weight_above": above}
+    return Placement(window, "ok", "", details)
+
+
 def _same_population(means, covs, pick: int, radius2: float = 4.0) -> list[int]:
-    """Components overlapping the picked one (a population the mixture split in two) join it."""
+    """Components overlapping the picked one, transitively (a population the mixture split up)."""
     members = [pick]
-    for j in range(len(means)):
-        if j == pick:
-            continue
-        d = means[j] - means[pick]
-        near_pick = d @ np.linalg.solve(covs[pick], d) <= radius2
-        near_j = d @ np.linalg.solve(covs[j], d) <= radius2
-        if near_pick or near_j:
-            members.append(j)
+    grew = True
+    while grew:
+        grew = False
+        for j in range(len(means)):
+            if j in members:
+                continue
+            for m in members:
+                d = means[j] - means[m]
+                if (
+                    d @ np.linalg.solve(covs[m], d) <= radius2
+                    or d @ np.linalg.solve(covs[j], d) <= radius2
+                ):
+                    members.append(j)
+                    grew = True
+                    break
     return members
 
 
@@ -415,7 +465,7 @@ def _ellipse_radius(X, own, mean, cov, purity: float = 0.9, cap: float = 9.21) -
     m2 = np.einsum("ij,jk,ik->i", d, np.linalg.inv(cov), d)
     radii = np.linspace(1.0, cap, 40)
     chosen = radii[0]
-    for r2_in, r2_out in zip(radii[:-1], radii[1:], strict=True):
+    for r2_in, r2_out in pairwise(radii):
         shell = (m2 > r2_in) & (m2 <= r2_out)
         if shell.sum() >= 5 and own[shell].mean() < purity:
             break
@@ -431,6 +481,7 @@ def time_anomalies(
     k: float = 5.0,
     dims=("Time", "FSC-A"),
     max_signal_events: int = 100_000,
+    max_removed: float = 0.3,
 ) -> Placement:
     """Acquisition QC: drop time bins whose event rate or median signal is anomalous (flowAI/PeacoQC idea).
 
@@ -438,7 +489,8 @@ def time_anomalies(
     than ``k`` robust SDs from the median bin (the SD has a Poisson / standard-error floor, so a clean
     file is never cut for noise). The kept time is exported as one polygon over (Time, ``dims[1]``): the
     good segments as full-height bars joined by a strip below all the data, so it is a plain GatingML
-    polygon.
+    polygon. When more than ``max_removed`` of the events would go, the time channel is not behaving
+    like an acquisition clock (or the file is mostly a clog): every event is kept, status ``fallback``.
     """
     t = np.asarray(time, dtype=float)
     if len(t) < MIN_EVENTS:
@@ -471,6 +523,12 @@ def time_anomalies(
         scale = max(_robust_sd(meds[valid]), se_floor)
         z_sig = np.where(valid, (meds - np.nanmedian(meds)) / scale, 0.0)
         bad |= np.abs(z_sig) > k
+    frac = float(counts[bad].sum() / counts.sum())
+    status, message = "ok", ""
+    if frac > max_removed:
+        status = "fallback"
+        message = f"time QC would remove {100 * frac:.0f}% of events; all kept"
+        bad[:] = False
     ymin, ymax = float(np.min(y)) - 1.0, float(np.max(y)) + 1.0
     eps = 1e-6 * (t1 - t0)
     lo_edges, hi_edges = edges[:-1].copy(), edges[1:].copy()
@@ -479,9 +537,13 @@ def time_anomalies(
     if not segments:
         raise GatingError("every time bin is anomalous")
     gate = PolygonGate(tuple(dims), _comb_polygon(segments, ymin, ymax))
-    frac = float(counts[bad].sum() / counts.sum())
-    details = {"n_bins": n_bins, "bad_bins": np.flatnonzero(bad).tolist(), "fraction_removed": frac}
-    return Placement(gate, "ok", "", details)
+    removed = float(counts[bad].sum() / counts.sum())
+    details = {
+        "n_bins": n_bins,
+        "bad_bins": np.flatnonzero(bad).tolist(),
+        "fraction_removed": removed,
+    }
+    return Placement(gate, status, message, details)
 
 
 def _good_segments(good: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> list[tuple[float, float]]:

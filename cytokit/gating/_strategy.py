@@ -55,7 +55,9 @@ class GateSpec:
     dims: tuple[str, ...]
     method: str
     params: dict = field(default_factory=dict)
-    gate: dict | None = None  # fixed coordinates (a gate dict, transformed units) for method "fixed"
+    gate: dict | None = (
+        None  # fixed coordinates (a gate dict, transformed units) for method "fixed"
+    )
     outside: str | None = None
     required: bool = True
     when_missing: str = "drop"  # "drop": population absent; "pass": population = parent (QC gates)
@@ -195,7 +197,7 @@ def _load_cached(path: Path, stamp: int) -> Strategy:
     """Parse once per file version (YAML parsing costs more than gating a small sample)."""
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)  # noqa: S506 (safe loader)
+        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise StrategyError(f"cannot read strategy: {first}", path) from None
@@ -253,7 +255,9 @@ def _gate_spec(g: dict, path) -> GateSpec:
     if method == "range":
         bounds = params.get("bounds")
         if not isinstance(bounds, dict) or set(bounds) != {str(d) for d in dims}:
-            raise StrategyError(f"gate {gid!r}: 'range' needs params.bounds for each of its dims", path)
+            raise StrategyError(
+                f"gate {gid!r}: 'range' needs params.bounds for each of its dims", path
+            )
     when_missing = g.get("when_missing", "drop")
     if when_missing not in ("drop", "pass"):
         raise StrategyError(f"gate {gid!r}: when_missing must be 'drop' or 'pass'", path)
@@ -279,7 +283,9 @@ def _population_spec(p: dict, path) -> PopulationSpec:
     pid = str(p["id"])
     unknown = set(p) - _POP_KEYS
     if unknown:
-        raise StrategyError(f"population {pid!r}: unknown key(s) {', '.join(sorted(unknown))}", path)
+        raise StrategyError(
+            f"population {pid!r}: unknown key(s) {', '.join(sorted(unknown))}", path
+        )
     try:
         tree = parse_expr(str(p["expr"]))
     except ValueError as err:

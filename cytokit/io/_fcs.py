@@ -12,12 +12,16 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from .. import _keys as K
 from ..errors import FCSError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from anndata import AnnData
 
 logger = logging.getLogger("cytokit")
 
@@ -48,6 +52,7 @@ class FCSFile:
 
     @property
     def n_events(self) -> int:
+        """Number of events (rows of ``data``)."""
         return int(self.data.shape[0])
 
     def __repr__(self) -> str:
@@ -87,7 +92,7 @@ def parse_fcs(path: str | os.PathLike, *, data_set: int = 0) -> FCSFile:
         raise FCSError(f"unreadable FCS file ({msg})", path) from err
 
 
-def read_fcs(path: str | os.PathLike, *, panel=None, data_set: int = 0):
+def read_fcs(path: str | os.PathLike, *, panel=None, data_set: int = 0) -> AnnData:
     """Read an FCS file as AnnData: events x parameters, markers recognised from $PnS/$PnN.
 
     Parameters
@@ -102,8 +107,14 @@ def read_fcs(path: str | os.PathLike, *, panel=None, data_set: int = 0):
 
     Returns
     -------
-    AnnData with ``X`` float32, ``obs["event"]``, ``var`` columns channel/marker/stain/range/role and
-    ``uns["fcs"]``, ``uns["spillover"]`` (when the file has one), ``uns["sample_info"]``.
+    AnnData
+        ``X`` float32 scaled as FlowKit does; ``obs["event"]``; ``var`` columns channel, marker, stain,
+        range, role; ``uns["fcs"]``, ``uns["spillover"]`` (when the file has one), ``uns["sample_info"]``.
+
+    Raises
+    ------
+    FCSError
+        The file cannot be read (see :func:`parse_fcs`).
     """
     import anndata as ad
 
@@ -235,7 +246,8 @@ def _parse_text(raw: bytes, delim: bytes | None = None) -> tuple[dict[str, str],
             tokens = plain
             warns.append("TEXT has empty keyword values (doubled delimiters read as empty)")
     if len(tokens) % 2:
-        warns.append("TEXT ends with a keyword without value; dropped")
+        if len(tokens[-1]) > 1:  # a lone last byte is a TEXT end offset one too far: common, silent
+            warns.append("TEXT ends with a keyword without value; dropped")
         tokens = tokens[:-1]
     kw = {}
     for k, v in zip(tokens[::2], tokens[1::2], strict=True):
@@ -334,64 +346,61 @@ def _byteorder(kw: dict, path: Path, warns: list) -> list[int]:
 
 def _locate_data(kw, hdr, base, size, tot, layout, version, path, warns) -> tuple[int, int, int]:
     """Absolute first and last DATA byte and the event count, checked against the file size."""
+    avail = size - base
+    usable, first = _data_offsets(kw, hdr, avail, version, path, warns)
+    bpe = sum(p.nbytes for p in layout) if layout[0] != "A" else 0
+    s, e = usable[0][1]
+    if tot is None:
+        tot = (min(e, avail - 1) - s + 1) // bpe if bpe else 0
+        warns.append(f"$TOT missing or invalid; {tot} events from the DATA size")
+    if layout[0] == "A":
+        return base + s, base + min(e, avail - 1), tot
+    need = tot * bpe
+    # prefer offsets whose segment matches $TOT exactly (or is one byte long), then any that holds it
+    for fits in (lambda n: n in (need, need + 1), lambda n: n >= need):
+        for name, (s, e) in usable:
+            if fits(e - s + 1) and s + need <= avail:
+                if e - s + 1 > need + 1:
+                    warns.append(f"DATA segment is {e - s + 1 - need} bytes longer than $TOT needs")
+                if name != first:
+                    warns.append(f"used the {name} DATA offsets, the ones consistent with $TOT")
+                return base + s, base + s + need - 1, tot
+    s, e = usable[0][1]
+    have = max(min(e - s + 1, avail - s), 0)
+    if have + 1 == need and s + need <= avail:  # $ENDDATA one short, the bytes are there
+        warns.append("$ENDDATA is one byte short of what $TOT needs")
+        return base + s, base + s + need - 1, tot
+    msg = f"truncated DATA: $TOT={tot} x {bpe} bytes needs {need} bytes, segment has {have}"
+    raise FCSError(msg, path)
+
+
+def _data_offsets(kw, hdr, avail, version, path, warns) -> tuple[list, str]:
+    """DATA (start, end) pairs from TEXT and HEADER that lie in the file, clear of TEXT; preferred first."""
     text = (_int(kw.get("$BEGINDATA", "")), _int(kw.get("$ENDDATA", "")))
     head = (hdr["data_start"], hdr["data_end"])
-    cands = [(n, c) for n, c in (("TEXT", text), ("HEADER", head)) if None not in c and c != (0, 0)]
+    pairs = [(n, c) for n, c in (("TEXT", text), ("HEADER", head)) if None not in c and c != (0, 0)]
     if version.startswith("2"):
-        cands.reverse()
-    if not cands:
+        pairs.reverse()  # FCS 2.0 defines the offsets in the HEADER only
+    if not pairs:
         raise FCSError("neither HEADER nor TEXT gives the DATA offsets", path)
-    if len(cands) == 2 and cands[0][1] != cands[1][1]:
+    if len(pairs) == 2 and text != head:
         warns.append(
             f"HEADER and TEXT DATA offsets disagree ({head[0]}..{head[1]} vs {text[0]}..{text[1]})"
         )
-    avail = size - base
-    bpe = sum(p.nbytes for p in layout) if layout[0] != "A" else 0
-    taken = [(hdr["text_start"], hdr["text_end"]), _stext_range(kw)]
+    t0, t1 = hdr["text_start"], hdr["text_end"]
     usable = [
         (n, (s, e))
-        for n, (s, e) in cands
-        if _HEADER_LEN <= s <= min(e + 1, avail) and not any(a <= s <= b for a, b in taken)
+        for n, (s, e) in pairs
+        if _HEADER_LEN <= s <= min(e + 1, avail) and not t0 <= s <= t1  # DATA cannot start in TEXT
     ]
     if not usable:
-        s, e = cands[0][1]
+        s, e = pairs[0][1]
         if s > avail:
             raise FCSError(
                 f"truncated file: DATA starts at byte {s} but the file has {avail}", path
             )
         raise FCSError(f"DATA offsets {s}..{e} are not a valid segment", path)
-    if tot is None:
-        s, e = usable[0][1]
-        seg = min(e, avail - 1) - s + 1
-        tot = seg // bpe if bpe else 0
-        warns.append(f"$TOT missing or invalid; {tot} events from the DATA size")
-    need = tot * bpe
-    if layout[0] == "A":
-        s, e = usable[0][1]
-        return base + s, base + min(e, avail - 1), tot
-    # prefer an offset pair whose segment matches $TOT exactly (or is one byte long), then any that fits
-    for test in (lambda s, e: e - s + 1 in (need, need + 1), lambda s, e: e - s + 1 >= need):
-        for name, (s, e) in usable:
-            if test(s, e) and s + need <= avail:
-                if e - s + 1 > need + 1:
-                    warns.append(f"DATA segment is {e - s + 1 - need} bytes longer than $TOT needs")
-                if name != cands[0][0]:
-                    warns.append(f"used the {name} DATA offsets, the ones consistent with $TOT")
-                return base + s, base + s + need - 1, tot
-    s, e = usable[0][1]
-    have = min(e - s + 1, avail - s)
-    if have + 1 >= need and s + need <= avail:  # $ENDDATA one short, bytes present: tolerated
-        warns.append("$ENDDATA is one byte short of what $TOT needs")
-        return base + s, base + s + need - 1, tot
-    raise FCSError(
-        f"truncated DATA: $TOT={tot} x {bpe} bytes needs {need} bytes, segment has {max(have, 0)}",
-        path,
-    )
-
-
-def _stext_range(kw: dict) -> tuple[int, int]:
-    s0, s1 = _int(kw.get("$BEGINSTEXT", "0")) or 0, _int(kw.get("$ENDSTEXT", "0")) or 0
-    return (s0, s1) if 0 < s0 <= s1 else (-1, -1)
+    return usable, pairs[0][0]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -441,20 +450,25 @@ def _endian(order: list[int]) -> str | None:
 
 
 def _decode_columns(buf: bytes, n: int, layout, order, out: np.ndarray) -> None:
-    """Decode mixed, odd-width or permuted-byte parameters column by column into ``out``."""
+    """Decode mixed, odd-width or permuted-byte parameters into ``out``, a run of equal ones at a time."""
     raw = np.frombuffer(buf, dtype=np.uint8).reshape(n, -1)
-    off = 0
-    for j, p in enumerate(layout):
-        cols = raw[:, off : off + p.nbytes]
-        off += p.nbytes
-        cols = cols[:, _to_little(order, p.nbytes)]
-        width = p.nbytes if p.nbytes in (1, 2, 4, 8) else 8
-        tmp = np.zeros((n, width), dtype=np.uint8)
-        tmp[:, : p.nbytes] = cols
-        col = tmp.view(f"<{p.kind}{width}")[:, 0]
-        if p.mask:
-            col = col & np.asarray(p.mask, dtype=col.dtype)
-        out[:, j] = col
+    j = off = 0
+    while j < len(layout):
+        p = layout[j]
+        k = j + 1
+        while k < len(layout) and layout[k].kind == p.kind and layout[k].nbytes == p.nbytes:
+            k += 1
+        block = raw[:, off : off + (k - j) * p.nbytes].reshape(n, k - j, p.nbytes)
+        off += (k - j) * p.nbytes
+        width = 1 << (p.nbytes - 1).bit_length()  # 3 bytes are widened to 4, 5-7 to 8
+        tmp = np.zeros((n, k - j, width), dtype=np.uint8)
+        tmp[:, :, : p.nbytes] = block[:, :, _to_little(order, p.nbytes)]
+        vals = tmp.view(f"<{p.kind}{width}")[:, :, 0]
+        masks = [q.mask or (1 << (8 * width)) - 1 for q in layout[j:k]]
+        if p.kind == "u" and any(q.mask for q in layout[j:k]):
+            vals = vals & np.array(masks, dtype=vals.dtype)
+        out[:, j:k] = vals
+        j = k
 
 
 def _to_little(order: list[int], nbytes: int) -> np.ndarray:

@@ -5,14 +5,8 @@
 """
 
 from ._compensate import compensate, read_matrix
-from ._transform import (
-    estimate_w,
-    inverse_transform,
-    logicle,
-    logicle_inverse,
-    transform,
-    transform_values,
-)
+from ._logicle import logicle, logicle_inverse
+from ._transform import estimate_w, inverse_transform, transform, transform_values
 
 __all__ = [
     "compensate",

@@ -132,9 +132,7 @@ def read_matrix(
             )
         return pd.DataFrame(source, index=list(channels), columns=list(channels))
     text = str(source)
-    is_file = isinstance(source, Path) or (
-        "\n" not in text and Path(text).suffix and Path(text).is_file()
-    )
+    is_file = isinstance(source, Path) or ("\n" not in text and "," not in text and _is_file(text))
     if is_file:
         try:
             raw = Path(text).read_text(encoding="utf-8-sig")
@@ -144,6 +142,13 @@ def read_matrix(
     if "\n" in text.strip():
         return _parse_table(text, path)
     return _parse_spill_string(text, path)
+
+
+def _is_file(text: str) -> bool:
+    try:
+        return Path(text).is_file()
+    except OSError:  # a name too long for the file system is not a file
+        return False
 
 
 def _parse_table(text: str, path: str | Path | None) -> pd.DataFrame:

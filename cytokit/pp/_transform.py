@@ -1,236 +1,44 @@
-"""Display transforms: logicle (Parks/Moore, FlowKit/flowutils scale 0..1), arcsinh(x / cofactor), linear.
+"""Display transforms on AnnData: logicle (FlowKit scale 0..1), arcsinh(x / cofactor), linear for scatter/time.
 
-Logicle is evaluated in numpy without a per-value root search. The inverse (the biexponential B, cheap and
-exact) is tabulated at nodes spaced 1/1024 of an octave apart, read directly off each value's float bits
-(exponent and top mantissa bits give the node, the rest the linear position between nodes). Node values
-come from a Halley solve in float64; between nodes B is smooth enough that linear interpolation is exact to
-~1e-7 in transformed units, so 1M events per channel cost a few integer/float passes.
+Parameters come from the file (T from $PnR, 10**decades for log-amplified channels, over $PnG) and from
+the data (logicle W from the negative spread, Parks 2006); every var's parameters are recorded in
+``uns["transform"]`` so values can be mapped back (:func:`inverse_transform`) or gates placed in raw units.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from anndata import AnnData
-from scipy.optimize import brentq
 
 from .. import _keys as K
 from .._logging import logger
 from ..panels import canonical_marker, find_var
 from ._compensate import column_index
-
-__all__ = ["inverse_transform", "logicle", "logicle_inverse", "transform", "transform_values"]
-
-M_DEFAULT = 4.5  # decades of the display (FlowJo / FlowKit default)
-W_DEFAULT = 0.5  # linearisation width when the data have too few negatives to estimate it
-W_RANGE = (0.25, 1.5)  # W estimated from the data is clamped here (decades)
-COFACTOR_FLOW = (
-    150.0  # arcsinh cofactor for fluorescence flow cytometry (CATALYST / cytofkit flow default)
+from ._logicle import (
+    M_DEFAULT,
+    W_DEFAULT,
+    _biex,
+    _build_table,
+    _lookup,
+    _max_abs,
+    logicle,
+    logicle_inverse,
 )
+
+__all__ = ["estimate_w", "inverse_transform", "transform", "transform_values"]
+
+W_RANGE = (0.25, 1.5)  # W estimated from the data is clamped here (decades)
+COFACTOR_FLOW = 150.0  # arcsinh cofactor for fluorescence flow cytometry (CATALYST flow default)
 COFACTOR_MASS = 5.0  # ... and for mass cytometry (Bendall 2011)
 _MIN_NEGATIVES = 50  # fewer negative events than this: W falls back to W_DEFAULT
-_ESTIMATE_EVENTS = 100_000  # W is estimated on at most this many evenly spaced events
+_ESTIMATE_EVENTS = 50_000  # W is estimated on at most this many evenly spaced events
 _CHUNK = 65_536  # rows per block when transforming X in place (keeps the block in cache)
-_K = 9  # log2 of nodes per octave of the logicle table
 _MASS_RE = re.compile(r"^(?:\d{2,3}[A-Z][a-z]?|[A-Z][a-z]?\d{2,3}(?:Di|Dd)?)(?:$|[_ -])")
-
-
-# ------------------------------------------------------------------------------------------ logicle
-@dataclass(frozen=True)
-class _Biex:
-    """Constants of the logicle biexponential B(y) = a e^(by) - c e^(-dy) - f (Moore & Parks 2012)."""
-
-    a: float
-    b: float
-    c: float
-    d: float
-    f: float
-    x1: float
-    x_taylor: float
-    taylor: tuple[float, ...]
-
-
-@functools.lru_cache(maxsize=256)
-def _biex(T: float, W: float, M: float, A: float) -> _Biex:
-    if not (T > 0 and M > 0 and 0 <= W <= M / 2 and -W <= A <= M - 2 * W):
-        raise ValueError(f"invalid logicle parameters T={T}, W={W}, M={M}, A={A}")
-    w, x2 = W / (M + A), A / (M + A)
-    x1, x0 = x2 + w, x2 + 2 * w
-    b = (M + A) * math.log(10.0)
-    d = b if w == 0 else _solve_d(b, w)
-    c_a = math.exp(x0 * (b + d))
-    mf_a = math.exp(b * x1) - c_a / math.exp(d * x1)
-    a = T / ((math.exp(b) - mf_a) - c_a / math.exp(d))
-    c, f = c_a * a, -mf_a * a
-    pos, neg, taylor = a * math.exp(b * x1), -c / math.exp(d * x1), []
-    for i in range(16):  # Taylor series of B around x1 (data zero), free of cancellation
-        pos, neg = pos * b / (i + 1), neg * -d / (i + 1)
-        taylor.append(pos + neg)
-    taylor[1] = 0.0  # exactly zero by the logicle condition
-    return _Biex(a, b, c, d, f, x1, x1 + w / 4, tuple(taylor))
-
-
-def _solve_d(b: float, w: float) -> float:
-    """Root of 2 (ln d - ln b) + w (b + d) = 0 on (0, b]."""
-    return brentq(
-        lambda d: 2 * (math.log(d) - math.log(b)) + w * (b + d),
-        b * 1e-300,
-        b,
-        xtol=1e-300,
-        rtol=1e-15,
-    )
-
-
-def _biex_eval(y: np.ndarray, p: _Biex) -> np.ndarray:
-    """B(y) for float64 ``y`` (odd about x1; Taylor series near x1)."""
-    negative = y < p.x1
-    s = np.where(negative, 2 * p.x1 - y, y)
-    out = p.a * np.exp(p.b * s) + p.f - p.c * np.exp(-p.d * s)
-    near = s < p.x_taylor
-    if near.any():
-        x = s[near] - p.x1
-        acc = p.taylor[-1] * x
-        for coef in p.taylor[-2:1:-1]:
-            acc = (acc + coef) * x
-        out[near] = (acc * x + p.taylor[0]) * x
-    return np.where(negative, -out, out)
-
-
-def _logicle_exact(
-    v: np.ndarray, p: _Biex, y: np.ndarray | None = None, steps: int = 50
-) -> np.ndarray:
-    """Logicle of non-negative float64 ``v`` by Halley's method (from ``y`` or a log/linear guess)."""
-    if y is None:
-        y = np.where(v < p.f, p.x1 + v / p.taylor[0], np.log(np.maximum(v, 1e-300) / p.a) / p.b)
-    for _ in range(steps):
-        ae, ce = p.a * np.exp(p.b * y), p.c * np.exp(-p.d * y)
-        r = ae - ce + p.f
-        near = y < p.x_taylor
-        if near.any():
-            r[near] = _biex_eval(y[near], p)
-        r -= v
-        dy = p.b * ae + p.d * ce
-        ddy = p.b * p.b * ae - p.d * p.d * ce
-        delta = r / (dy * (1 - r * ddy / (2 * dy * dy)))
-        y = y - delta
-        if np.all(np.abs(delta) <= 1e-15 * np.maximum(1.0, np.abs(y))):
-            break
-    return y
-
-
-@dataclass(frozen=True)
-class _Table:
-    """Logicle - x1 at float nodes 2**-_K octave apart, k columns concatenated (column i from base[i])."""
-
-    z0: np.ndarray  # value at each node
-    dz: np.ndarray  # difference to the next node
-    base: np.ndarray  # per column: index of the node of float bits 0
-    x1: np.ndarray  # per column: transformed zero
-    shift: int
-
-
-def _build_table(biexes: list[_Biex], tops: list[float], vmaxes: list[float], ftype) -> _Table:
-    """Every float node from 0 up to just past vmax: exact from T * 2**-20 up, linear below (where
-    logicle is linear to ~1e-8), so no index ever needs clipping."""
-    itype, mant = (np.int32, 23) if ftype == np.float32 else (np.int64, 52)
-    shift = mant - _K
-    z0s, dzs, base = [], [], []
-    offset = 0
-    for p, top, vmax in zip(biexes, tops, vmaxes, strict=True):
-        lo = int(np.array(top * 2.0**-20, dtype=ftype).view(itype)) >> shift
-        vmax = max(vmax if np.isfinite(vmax) else top, top * 2.0**-19)
-        hi = (int(np.array(vmax, dtype=ftype).view(itype)) >> shift) + 2
-        v = (
-            (np.arange(0, hi + 1, dtype=np.int64) << shift)
-            .astype(itype)
-            .view(ftype)
-            .astype(np.float64)
-        )
-        z = v / p.taylor[0]
-        y_top = float(_logicle_exact(v[-1:], p)[0])
-        grid = np.linspace(p.x1, y_top, 4097)
-        guess = np.interp(v[lo:], _biex_eval(grid, p), grid)
-        z[lo:] = _logicle_exact(v[lo:], p, guess, steps=2) - p.x1
-        z0s.append(z[:-1])
-        dzs.append(np.diff(z))
-        base.append(offset)
-        offset += len(z) - 1
-    return _Table(
-        np.concatenate(z0s).astype(ftype),
-        np.concatenate(dzs).astype(ftype),
-        np.array(base, dtype=itype),
-        np.array([p.x1 for p in biexes], dtype=ftype),
-        shift,
-    )
-
-
-def _lookup(x: np.ndarray, table: _Table, *, finite: bool = True) -> np.ndarray:
-    """Logicle of the columns of 2-D ``x`` (same float type as the table), read off the float bits.
-
-    The top bits of |x| (exponent and first _K mantissa bits) index the node, the rest is the linear
-    position to the next node. Non-finite values need ``finite=False``.
-    """
-    ftype = table.z0.dtype.type
-    itype = np.int32 if ftype == np.float32 else np.int64
-    bits = x.view(itype) & itype(np.iinfo(itype).max)  # |x| as an integer: clears the sign bit
-    idx = bits >> table.shift
-    idx += table.base
-    if not finite:
-        limit = np.append(table.base[1:], len(table.dz)) - 1
-        np.minimum(idx, limit, out=idx)
-    bits &= (1 << table.shift) - 1
-    frac = bits.astype(ftype)
-    frac *= ftype(1.0 / (1 << table.shift))
-    z = table.dz[idx]
-    z *= frac
-    z += table.z0[idx]
-    np.copysign(z, x, out=z)
-    z += table.x1
-    if not finite:
-        _fix_nonfinite(z, x)
-    return z
-
-
-def _fix_nonfinite(out: np.ndarray, x: np.ndarray) -> None:
-    bad = ~np.isfinite(x)
-    if bad.any():
-        out[bad] = np.where(np.isnan(x[bad]), np.nan, np.sign(x[bad]) * np.inf)
-
-
-def _max_abs(x: np.ndarray) -> float:
-    finite = np.abs(x[np.isfinite(x)]) if not np.isfinite(x).all() else np.abs(x)
-    return float(finite.max(initial=0.0))
-
-
-def logicle(
-    x: Any, T: float, W: float = W_DEFAULT, M: float = M_DEFAULT, A: float = 0.0
-) -> np.ndarray:
-    """Logicle transform on the FlowKit/flowutils scale (``T`` maps to 1, zero to ``W / (M + A)``).
-
-    Parameters follow GatingML 2.0: ``T`` top of scale, ``W`` linearisation width in decades, ``M``
-    decades of the display, ``A`` extra negative decades. float32 input gives float32 output.
-    """
-    arr = np.asarray(x)
-    arr = arr if arr.dtype in (np.float32, np.float64) else arr.astype(np.float64)
-    flat = arr.reshape(-1, 1)
-    p = _biex(float(T), float(W), float(M), float(A))
-    table = _build_table([p], [float(T)], [_max_abs(flat)], flat.dtype.type)
-    return _lookup(flat, table, finite=bool(np.isfinite(flat).all())).reshape(arr.shape)
-
-
-def logicle_inverse(
-    y: Any, T: float, W: float = W_DEFAULT, M: float = M_DEFAULT, A: float = 0.0
-) -> np.ndarray:
-    """Inverse of :func:`logicle`: transformed values back to data values (float64)."""
-    y = np.asarray(y, dtype=np.float64)
-    p = _biex(float(T), float(W), float(M), float(A))
-    return _biex_eval(y.ravel(), p).reshape(y.shape)
 
 
 def estimate_w(values: np.ndarray, T: float, M: float = M_DEFAULT) -> float:
@@ -246,6 +54,8 @@ def estimate_w(values: np.ndarray, T: float, M: float = M_DEFAULT) -> float:
 
 def _estimate_ws(sample: np.ndarray, tops: np.ndarray, M: float) -> np.ndarray:
     """:func:`estimate_w` for every column of ``sample`` at once (one sort, no per-column masks)."""
+    if len(sample) == 0:
+        return np.full(sample.shape[1], W_DEFAULT)
     ordered = np.sort(np.where(np.isnan(sample), np.inf, sample), axis=0)
     n_neg = (ordered < 0).sum(axis=0)
     pos = 0.05 * np.maximum(n_neg - 1, 0)  # np.percentile's linear rule on the negatives
@@ -349,43 +159,37 @@ def _float_X(adata: AnnData) -> np.ndarray:
 
 def _plan(adata, X, targets, method, cofactor, w, m) -> dict[int, dict[str, Any]]:
     """Parameters per target column, from var metadata and (for logicle W) the data."""
-    tops = effective_ranges(adata)
     sample = X[:: max(1, len(X) // _ESTIMATE_EVENTS)]  # evenly spaced rows for estimating W
-    fluor = [j for j in targets if not linear_kind(adata.var.iloc[j], str(adata.var_names[j]))]
-    widths = {}
+    kinds = {j: linear_kind(adata.var.iloc[j], str(adata.var_names[j])) for j in targets}
+    tops = _tops(adata, X, sample, kinds)
+    fluor = [j for j in targets if not kinds[j]]
+    widths = dict.fromkeys(fluor, w)
     if method == "logicle" and w is None and fluor:
-        top_f = np.array(
-            [
-                tops[j] if np.isfinite(tops[j]) and tops[j] > 0 else _max_abs(X[:, j]) or 1.0
-                for j in fluor
-            ]
-        )
-        widths = dict(
-            zip(fluor, _estimate_ws(np.take(sample, fluor, axis=1), top_f, m).tolist(), strict=True)
-        )
+        found = _estimate_ws(np.take(sample, fluor, axis=1), np.array([tops[j] for j in fluor]), m)
+        widths = dict(zip(fluor, found.tolist(), strict=True))
     plan: dict[int, dict[str, Any]] = {}
     for j in targets:
-        kind = linear_kind(adata.var.iloc[j], str(adata.var_names[j]))
-        col = X[:, j]
-        top = tops[j]
-        if kind == "time":  # $PnR x $TIMESTEP is the clock's limit, not the run's length
-            top = _max_abs(col) or 1.0
-        elif not (np.isfinite(top) and top > 0):
-            top = _max_abs(col) or 1.0
-        if kind:
-            plan[j] = {"kind": "linear", "T": float(top), "A": 0.0}
+        if kinds[j]:
+            plan[j] = {"kind": "linear", "T": tops[j], "A": 0.0}
         elif method == "logicle":
-            width = float(w) if w is not None else widths[j]
-            plan[j] = {
-                "kind": "logicle",
-                "T": float(top),
-                "W": min(width, m / 2),
-                "M": float(m),
-                "A": 0.0,
-            }
+            width = min(float(widths[j]), m / 2)
+            plan[j] = {"kind": "logicle", "T": tops[j], "W": width, "M": float(m), "A": 0.0}
         else:
             plan[j] = {"kind": "asinh", "cofactor": _cofactor(adata, j, cofactor)}
     return plan
+
+
+def _tops(adata: AnnData, X: np.ndarray, sample: np.ndarray, kinds: dict[int, str]) -> dict:
+    """Top of scale per column: the file's range; for time the run's last time; else the data max."""
+    ranges = effective_ranges(adata)
+    out = {}
+    for j, kind in kinds.items():
+        if kind == "time":  # $PnR x $TIMESTEP is the clock's limit, not the run's length
+            top = _max_abs(np.append(sample[:, j], X[-1:, j]))
+        else:
+            top = ranges[j] if np.isfinite(ranges[j]) and ranges[j] > 0 else _max_abs(X[:, j])
+        out[j] = float(top or 1.0)
+    return out
 
 
 def _cofactor(adata: AnnData, j: int, cofactor) -> float:
@@ -404,20 +208,13 @@ def _cofactor(adata: AnnData, j: int, cofactor) -> float:
 def _apply_blocks(X: np.ndarray, plan: dict[int, dict[str, Any]]) -> None:
     """Transform columns in place in cache-sized row blocks, all logicle columns through one table."""
     kinds = {
-        k: [j for j, prm in plan.items() if prm["kind"] == k]
-        for k in ("logicle", "asinh", "linear")
+        k: [j for j, p in plan.items() if p["kind"] == k] for k in ("logicle", "asinh", "linear")
     }
     logi, asinh, lin = kinds["logicle"], kinds["asinh"], kinds["linear"]
-    table, bad = None, False
+    table = None
     if logi:
-        col_min, col_max = X.min(axis=0)[logi], X.max(axis=0)[logi]
-        bad = not (np.isfinite(col_min).all() and np.isfinite(col_max).all())
-        vmaxes = [
-            _max_abs(X[:, j]) if bad else max(-float(lo), float(hi))
-            for j, lo, hi in zip(logi, col_min, col_max, strict=True)
-        ]
         biexes = [_biex(plan[j]["T"], plan[j]["W"], plan[j]["M"], plan[j]["A"]) for j in logi]
-        table = _build_table(biexes, [plan[j]["T"] for j in logi], vmaxes, X.dtype.type)
+        table = _build_table(biexes, [plan[j]["T"] for j in logi], X.dtype.type)
     cof = np.array([plan[j].get("cofactor", 1.0) for j in asinh], dtype=X.dtype)
     shift = np.array([plan[j].get("A", 0.0) for j in lin], dtype=X.dtype)
     scale = np.array([plan[j].get("T", 1.0) + plan[j].get("A", 0.0) for j in lin], dtype=X.dtype)
@@ -425,8 +222,7 @@ def _apply_blocks(X: np.ndarray, plan: dict[int, dict[str, Any]]) -> None:
     for start in range(0, len(X), _CHUNK):
         block = X[start : start + _CHUNK]
         if table is not None:
-            sub = np.take(block, logi, axis=1)
-            block[:, where["logicle"]] = _lookup(sub, table, finite=not bad)
+            block[:, where["logicle"]] = _lookup(np.take(block, logi, axis=1), table)
         if asinh:
             block[:, where["asinh"]] = np.arcsinh(np.take(block, asinh, axis=1) / cof)
         if lin:

@@ -1,8 +1,33 @@
 """Tools: unsupervised analysis of events (FlowSOM, Leiden, UMAP) and cluster labels."""
 
 from ._flowsom import consensus_metaclusters, flowsom
+from ._labels import (
+    cluster_abundance,
+    cluster_population_overlap,
+    label_clusters,
+    positivity_threshold,
+)
 from ._leiden import leiden
 from ._som import SOM
 from ._umap import umap
 
-__all__ = ["SOM", "consensus_metaclusters", "flowsom", "leiden", "umap"]
+#: Events drawn at random from each sample into the pooled set a run clusters and embeds (cells.h5ad).
+#: 24 samples x 500 = 12,000 events: FlowSOM + UMAP in ~20 s on 2 cores including numba compilation
+#: (benchmarks/bench_cluster.py), and ~100+ events of a 1 %-of-events population such as Tregs.
+EVENTS_PER_SAMPLE = 500
+#: Cap on the pooled events of a run (large trials take fewer events per sample).
+MAX_POOLED_EVENTS = 20_000
+
+__all__ = [
+    "EVENTS_PER_SAMPLE",
+    "MAX_POOLED_EVENTS",
+    "SOM",
+    "cluster_abundance",
+    "cluster_population_overlap",
+    "consensus_metaclusters",
+    "flowsom",
+    "label_clusters",
+    "leiden",
+    "positivity_threshold",
+    "umap",
+]

@@ -84,7 +84,11 @@ def leiden(
     adata.uns[key_added] = {
         "method": "leiden",
         "markers": list(names),
-        "params": {"n_neighbors": int(n_neighbors), "resolution": float(resolution), "seed": int(seed)},
+        "params": {
+            "n_neighbors": int(n_neighbors),
+            "resolution": float(resolution),
+            "seed": int(seed),
+        },
         "modularity": float(part.modularity),
     }
     logger.info(timed(f"leiden: {len(labels.categories)} clusters of {X.shape[0]} events", start))

@@ -35,7 +35,9 @@ def jaccard_graph(idx: np.ndarray) -> sparse.csr_matrix:
     ``|N(i) & N(j)| / |N(i) | N(j)|`` with each neighbourhood holding the event itself.
     """
     n, k = idx.shape
-    member = sparse.csr_matrix((np.ones(n * k, dtype=np.float32), idx.ravel(), np.arange(0, n * k + 1, k)), shape=(n, n))
+    member = sparse.csr_matrix(
+        (np.ones(n * k, dtype=np.float32), idx.ravel(), np.arange(0, n * k + 1, k)), shape=(n, n)
+    )
     adjacency = ((member + member.T) > 0).astype(np.float32)
     adjacency.setdiag(0)
     adjacency.eliminate_zeros()

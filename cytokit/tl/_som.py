@@ -91,14 +91,20 @@ class SOM:
         X = self._check_params(X)
         rng = np.random.default_rng(self.random_state)
         gx, gy = (int(g) for g in self.grid)
-        self.positions_ = np.stack(np.unravel_index(np.arange(gx * gy), (gx, gy)), axis=1).astype(float)
+        self.positions_ = np.stack(np.unravel_index(np.arange(gx * gy), (gx, gy)), axis=1).astype(
+            float
+        )
         grid_d2 = ((self.positions_[:, None, :] - self.positions_[None, :, :]) ** 2).sum(-1)
         sigma0 = self.sigma_start
         if sigma0 is None:
             sigma0 = float(np.quantile(np.sqrt(grid_d2), 0.67))
         sigma0 = max(float(sigma0), self.sigma_end)
         codes = self._initial_codes(X, rng)
-        sigmas = np.geomspace(sigma0, self.sigma_end, self.n_iter) if self.n_iter > 1 else [self.sigma_end]
+        sigmas = (
+            np.geomspace(sigma0, self.sigma_end, self.n_iter)
+            if self.n_iter > 1
+            else [self.sigma_end]
+        )
         sq = np.einsum("ij,ij->i", X, X)
         for sigma in sigmas:
             bmu, _ = _best_matching(X, codes, sq)
@@ -153,7 +159,9 @@ class SOM:
         return f"SOM(grid={tuple(self.grid)}, n_iter={self.n_iter}, init={self.init!r}, random_state={self.random_state})"
 
 
-def _best_matching(X: np.ndarray, codes: np.ndarray, sq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _best_matching(
+    X: np.ndarray, codes: np.ndarray, sq: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Nearest node (Euclidean) and squared distance for each row of ``X``, in blocks of rows."""
     csq = np.einsum("ij,ij->i", codes, codes)
     minus2 = np.ascontiguousarray(-2.0 * codes.T, dtype=np.float32)

@@ -71,7 +71,9 @@ def umap(
         precomputed_knn=(idx, dist, None),
         init="spectral" if X.shape[0] > k + 1 else "random",
     )
-    with warnings.catch_warnings():  # "n_jobs overridden by random_state", "precomputed knn": expected
+    with (
+        warnings.catch_warnings()
+    ):  # "n_jobs overridden by random_state", "precomputed knn": expected
         warnings.simplefilter("ignore")
         embedding = model.fit_transform(X)
     adata.obsm[K.UMAP] = np.asarray(embedding, dtype=np.float32)

@@ -53,7 +53,9 @@ def resolve(adata: AnnData, markers: Sequence[str] | str | None) -> list[str]:
         markers = [markers]
     names = [find_var(adata, m) for m in markers]
     if len(set(names)) != len(names):
-        raise MarkerError(f"markers name the same parameter twice: {list(markers)}", sample_file(adata))
+        raise MarkerError(
+            f"markers name the same parameter twice: {list(markers)}", sample_file(adata)
+        )
     return names
 
 
@@ -89,4 +91,6 @@ def renumber_by_size(labels: np.ndarray, n_labels: int) -> tuple[pd.Categorical,
 def check_events(X: np.ndarray, minimum: int, what: str, adata: AnnData) -> None:
     """Raise a one-line :class:`CytokitError` when there are too few events for ``what``."""
     if X.shape[0] < minimum:
-        raise CytokitError(f"{what} needs at least {minimum} events, got {X.shape[0]}", sample_file(adata))
+        raise CytokitError(
+            f"{what} needs at least {minimum} events, got {X.shape[0]}", sample_file(adata)
+        )

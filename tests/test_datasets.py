@@ -1,0 +1,323 @@
+"""Simulated ld-IL2 trials: deterministic, truthful, realistic, loadable, and the shipped sample_data."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import flowkit as fk
+import numpy as np
+import pandas as pd
+import pytest
+
+from cytokit import datasets
+from cytokit.datasets import (
+    load_event_truth,
+    load_truth,
+    simulate_sample,
+    simulate_trial,
+    truth_readouts,
+)
+from cytokit.datasets.__main__ import main
+from cytokit.datasets._oracle import compensated, oracle_treg_gate
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_DATA = ROOT / "sample_data"
+FLUOR_MARKERS = {
+    "CD3",
+    "CD4",
+    "CD8",
+    "CD25",
+    "CD127",
+    "FOXP3",
+    "CD45RA",
+    "Ki67",
+    "HLA-DR",
+    "Helios",
+    "CD56",
+    "Viability",
+}
+
+
+@pytest.fixture(scope="module")
+def trial(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("sim_trial")
+    simulate_trial(
+        folder, n_patients=4, timepoints=("D0", "D8", "D29"), days=(0, 8, 29), n_events=4000, seed=7
+    )
+    return folder
+
+
+@pytest.fixture(scope="module")
+def big() -> datasets.SimulatedSample:
+    return simulate_sample(40_000, seed=3, day=8)
+
+
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def _col(sim, marker: str, data: np.ndarray | None = None) -> np.ndarray:
+    data = sim.events if data is None else data
+    return data[:, [sim.markers[c] for c in sim.channels].index(marker)]
+
+
+def test_same_seed_same_bytes_other_seed_other_file(tmp_path):
+    a = simulate_sample(3000, seed=5, day=8).write(tmp_path / "a.fcs")
+    b = simulate_sample(3000, seed=5, day=8).write(tmp_path / "b.fcs")
+    c = simulate_sample(3000, seed=6, day=8).write(tmp_path / "c.fcs")
+    assert _md5(a) == _md5(b) != _md5(c)
+
+
+def test_sample_shapes_and_ranges(big):
+    ev = big.events
+    assert ev.dtype == np.float32 and ev.shape == (40_000, 16)
+    assert big.channels[:3] == ["FSC-A", "FSC-H", "SSC-A"] and big.channels[-1] == "Time"
+    assert set(big.markers.values()) - {"FSC-A", "FSC-H", "SSC-A", "Time"} == FLUOR_MARKERS
+    assert all(c.endswith("-A") for c in big.channels[3:-1])  # BD detector names
+    assert ev[:, :-1].max() <= 262143
+    fl = ev[:, 3:-1]
+    assert (fl < 0).mean() > 0.002  # baseline-subtracted: negatives appear
+    assert (compensated(big)[:, 3:-1] < 0).mean() > 0.03  # and spread below zero after compensation
+    assert np.all(np.diff(ev[:, -1]) >= 0)  # time is monotone
+    assert list(big.spillover.index) == big.channels[3:-1] == list(big.spillover.columns)
+    spill = big.spillover.to_numpy()
+    off = spill[~np.eye(len(spill), dtype=bool)]
+    assert (
+        np.allclose(np.diag(spill), 1)
+        and off.min() >= 0
+        and 0.1 < off.max() <= 0.3 * 1.15 / 0.85 * 1.1
+    )
+    assert len(big.labels) == len(ev) and set(np.unique(big.labels)) == set(
+        range(len(datasets.LABELS))
+    )
+
+
+def test_truth_readouts_match_labels(big):
+    names = np.asarray(big.label_names)[big.labels]
+    cd4 = np.isin(names, datasets.CD4_LABELS)
+    treg = np.isin(names, datasets.TREG_LABELS)
+    t = big.truth
+    assert t["cd4_count"] == cd4.sum() and t["treg_count"] == treg.sum()
+    assert t["teff_count"] == cd4.sum() - treg.sum()
+    assert t["treg_pct_cd4"] == pytest.approx(100 * treg.sum() / cd4.sum())
+    assert t["treg_pct_cd4"] + t["teff_pct_cd4"] == pytest.approx(100)
+    assert t["treg_teff_ratio"] == pytest.approx(t["treg_count"] / t["teff_count"])
+    assert t["treg_ki67_pct"] == pytest.approx(100 * big.states["Ki67"][treg].mean())
+    assert t == truth_readouts(big.labels, big.states)
+
+
+def test_populations_look_like_blood(big):
+    names = np.asarray(big.label_names)[big.labels]
+    fsc, fsch, ssc = _col(big, "FSC-A"), _col(big, "FSC-H"), _col(big, "SSC-A")
+    comp = compensated(big)
+    viab, cd3 = _col(big, "Viability", comp), _col(big, "CD3", comp)
+    lymph = np.isin(names, ["CD4_naive", "CD8_T", "B"])
+    ratio = fsc / np.maximum(fsch, 1)
+    assert np.median(ratio[names == "doublet"]) > 1.3 * np.median(ratio[lymph])
+    assert np.median(fsc[names == "debris"]) < 0.4 * np.median(fsc[lymph])
+    assert np.median(ssc[names == "granulocyte"]) > 3 * np.median(ssc[lymph])
+    assert np.median(viab[names == "dead"]) > 20 * max(np.median(viab[lymph]), 50)
+    assert np.median(cd3[names == "CD4_naive"]) > 10 * max(np.median(cd3[names == "B"]), 50)
+    cd25, foxp3 = _col(big, "CD25", comp), _col(big, "FOXP3", comp)
+    treg = np.isin(names, datasets.TREG_LABELS)
+    teff = np.isin(names, datasets.TEFF_LABELS)
+    assert np.median(foxp3[treg]) > 3 * np.median(foxp3[teff])
+    assert np.median(cd25[treg]) > 3 * np.median(cd25[teff])
+    cd127, cd56, hladr = (_col(big, m, comp) for m in ("CD127", "CD56", "HLA-DR"))
+    assert np.median(cd127[treg]) < 0.3 * np.median(cd127[teff])  # Tregs are CD127lo
+    assert np.median(cd56[names == "NK_CD56bright"]) > 3 * np.median(cd56[names == "NK_CD56dim"])
+    assert np.median(hladr[names == "monocyte"]) > 10 * max(
+        np.median(hladr[names == "CD4_naive"]), 50
+    )
+    # activated Tconv overlap Tregs on CD25 (realistic), but stay mostly FOXP3 low
+    act = names == "CD4_activated"
+    assert np.median(cd25[act]) > 0.3 * np.median(cd25[treg])
+
+
+@pytest.mark.parametrize("seed", [0, 11, 23])
+def test_oracle_gate_leaves_a_few_tenths_of_cd4(seed):
+    """Tregs overlap activated Tconv, yet a well-placed CD25+FOXP3+ gate gets within tenths of a point."""
+    sim = simulate_sample(30_000, seed=seed, day=8, patient=seed % 4, drift="strong")
+    out = oracle_treg_gate(sim)
+    assert 0.03 < out["misclassified_pct"] < 1.5
+    assert abs(out["treg_pct_error"]) < 0.6
+
+
+def test_trial_layout_manifest_and_truth(trial):
+    manifest = pd.read_csv(trial / "manifest.csv")
+    assert list(manifest.columns[:4]) == ["file", "patient", "timepoint", "day"]
+    assert "disease" in manifest.columns and len(manifest) == 12
+    assert all((trial / f).exists() for f in manifest["file"])
+    assert manifest["file"].iloc[0] == "P01_D0.fcs"
+    truth = load_truth(trial)
+    assert list(truth.index) == [f[:-4] for f in manifest["file"]]
+    counts = [fk.Sample(str(trial / f)).event_count for f in manifest["file"]]
+    assert truth["n_events"].tolist() == counts
+    assert 0.85 * 4000 <= min(counts) and max(counts) <= 1.15 * 4000 and len(set(counts)) > 1
+
+
+def test_event_truth_recomputes_truth_table(trial):
+    truth = load_truth(trial)
+    for sample in ("P01_D0", "P03_D8"):
+        ev = load_event_truth(trial, sample)
+        row = truth.loc[sample]
+        assert len(ev) == row["n_events"]
+        assert ev["cd4"].sum() == row["cd4_count"] and ev["treg"].sum() == row["treg_count"]
+        assert ev["teff"].sum() == row["teff_count"]
+        assert 100 * ev.loc[ev["treg"], "Ki67"].mean() == pytest.approx(
+            row["treg_ki67_pct"], abs=1e-3
+        )
+        assert ev["anomaly"].sum() == row["anomaly_events"]
+        assert (
+            not (ev["treg"] & ev["teff"]).any()
+            and (ev["treg"] | ev["teff"]).sum() == ev["cd4"].sum()
+        )
+
+
+def test_treatment_effect_in_truth(trial):
+    t = load_truth(trial).reset_index()
+    wide = t.pivot(index="patient", columns="timepoint")
+    fold = wide["treg_pct_cd4"]["D8"] / wide["treg_pct_cd4"]["D0"]
+    assert (fold > 1.2).all() and fold.median() > 1.5
+    assert (wide["treg_pct_cd4"]["D29"] < wide["treg_pct_cd4"]["D8"]).all()  # partly back
+    assert (wide["treg_ki67_pct"]["D8"] > wide["treg_ki67_pct"]["D0"] + 5).all()
+    assert (
+        (wide["teff_ki67_pct"]["D8"] - wide["teff_ki67_pct"]["D0"]).abs() < 3
+    ).all()  # Teff not activated
+    assert (wide["treg_cd45ra_neg_pct"]["D8"] > wide["treg_cd45ra_neg_pct"]["D0"]).mean() >= 0.75
+    assert 2.5 < wide["treg_pct_cd4"]["D0"].min() and wide["treg_pct_cd4"]["D0"].max() < 12
+
+
+def test_files_load_with_flowkit_and_carry_spillover(trial):
+    sample = fk.Sample(str(trial / "P02_D8.fcs"))
+    sim_truth = load_event_truth(trial, "P02_D8")
+    assert sample.event_count == len(sim_truth)
+    assert sample.pnn_labels[:3] == ["FSC-A", "FSC-H", "SSC-A"]
+    assert sample.metadata["timestep"] and sample.metadata["cyt"]
+    matrix = fk.Matrix(sample.metadata["spillover"], detectors=sample.pnn_labels[3:-1])
+    assert matrix.matrix.shape == (12, 12)
+    sample.apply_compensation(matrix)  # FlowKit can compensate with the file's own matrix
+    assert np.isfinite(sample.get_events(source="comp")).all()
+
+
+def test_simulate_sample_matches_trial_file(trial, tmp_path):
+    """simulate_sample(seed, patient, day) with the file's event count is that trial file."""
+    n = fk.Sample(str(trial / "P02_D29.fcs")).event_count
+    path = simulate_sample(n, seed=7, patient=1, day=29).write(tmp_path / "P02_D29.fcs")
+    assert _md5(path) == _md5(trial / "P02_D29.fcs")
+
+
+@pytest.mark.parametrize("naming", ["beckman", "plain"])
+def test_naming_styles(naming):
+    sim = simulate_sample(1500, seed=2, naming=naming, missing=("Helios", "CD56"))
+    fl = sim.channels[3:-1]
+    assert len(fl) == 10 and not {"Helios", "CD56"} & set(sim.markers.values())
+    assert "treg_helios_pct" not in sim.truth and "Helios" not in sim.states  # unmeasured: no truth
+    if naming == "beckman":
+        assert fl == [f"FL{i}-A" for i in range(1, 11)] and all(sim.stains[3:-1])
+    else:
+        assert not any(sim.stains) and set(fl) != set(sim.markers.values()) - {"FSC-A"}
+    assert list(sim.spillover.columns) == fl
+
+
+def test_spellings_and_fluorochromes_vary_between_trials():
+    panels = [simulate_sample(500, seed=s) for s in range(8)]
+    stains = {p.stains[[p.markers[c] for c in p.channels].index("FOXP3")] for p in panels}
+    detectors = {p.channels[[p.markers[c] for c in p.channels].index("CD25")] for p in panels}
+    assert len(stains) >= 4 and len(detectors) >= 3
+
+
+def test_drift_changes_the_recording_not_the_truth():
+    calm = simulate_sample(4000, seed=4, drift="none")
+    wild = simulate_sample(4000, seed=4, drift="strong")
+    np.testing.assert_array_equal(calm.labels, wild.labels)
+    assert calm.truth == wild.truth
+    ratio = np.median(wild.events[:, 3:-1], axis=0) / np.median(calm.events[:, 3:-1], axis=0)
+    assert np.abs(np.log(ratio)).max() > np.log(1.2)
+    with pytest.raises(ValueError, match="drift"):
+        simulate_sample(100, drift="wild")
+
+
+def test_compensated_export_and_integer_files(tmp_path):
+    comp = simulate_sample(3000, seed=8, compensated=True)
+    assert comp.spillover is None
+    raw = simulate_sample(3000, seed=8)
+    assert comp.truth == raw.truth
+    path = comp.write(tmp_path / "i.fcs", datatype="I", byteorder=">")
+    sample = fk.Sample(str(path))
+    assert "spillover" not in sample.metadata and sample.metadata["datatype"] == "I"
+    raw_events = sample.get_events(source="raw")
+    assert raw_events.min() >= 0 and raw_events.max() <= 65535
+    assert float(sample.metadata["timestep"]) >= float(comp.keywords["$TIMESTEP"])
+
+
+def test_anomalies_shift_rate_and_intensity():
+    for seed in range(20):
+        sim = simulate_sample(20_000, seed=seed)
+        bad = sim.states["anomaly"]
+        if bad.any():
+            break
+    else:
+        pytest.fail("no acquisition anomaly in 20 seeds")
+    t = sim.events[:, -1].astype(float)
+    rate_bad = bad.sum() / np.ptp(t[bad])
+    rate_good = (~bad).sum() / np.ptp(t[~bad])
+    assert abs(np.log(rate_bad / rate_good)) > np.log(1.8)
+
+
+def test_cli_writes_a_trial(tmp_path):
+    assert (
+        main(
+            [
+                str(tmp_path),
+                "--patients",
+                "2",
+                "--timepoints",
+                "D0,D8",
+                "--days",
+                "0,8",
+                "--events",
+                "800",
+                "--seed",
+                "3",
+            ]
+        )
+        == 0
+    )
+    manifest = pd.read_csv(tmp_path / "manifest.csv")
+    assert manifest["file"].tolist() == ["P01_D0.fcs", "P01_D8.fcs", "P02_D0.fcs", "P02_D8.fcs"]
+    assert len(load_truth(tmp_path)) == 4
+
+
+def test_shipped_sample_data_is_small_and_complete():
+    files = sorted(SAMPLE_DATA.glob("*.fcs"))
+    total = sum(p.stat().st_size for p in SAMPLE_DATA.rglob("*") if p.is_file())
+    assert len(files) == 24 and total < 15e6
+    manifest = pd.read_csv(SAMPLE_DATA / "manifest.csv")
+    assert sorted(manifest["file"]) == [p.name for p in files]
+    assert len(load_truth(SAMPLE_DATA)) == 24
+
+
+def test_regenerate_command_reproduces_shipped_file(tmp_path):
+    """`python -m cytokit.datasets sample_data` (defaults) made the shipped files; check one by hash."""
+    shipped = SAMPLE_DATA / "P01_D0.fcs"
+    n = fk.Sample(str(shipped)).event_count
+    path = simulate_sample(n, seed=0, patient=0, day=0).write(tmp_path / "P01_D0.fcs")
+    assert _md5(path) == _md5(shipped)
+
+
+def test_extra_scatter_widths_separate_doublets():
+    sim = simulate_sample(6000, seed=9, extra_scatter=True)
+    assert sim.channels[:6] == ["FSC-A", "FSC-H", "FSC-W", "SSC-A", "SSC-H", "SSC-W"]
+    assert sim.stains[:6] == [""] * 6 and sim.keywords["$P7V"].isdigit()
+    names = np.asarray(sim.label_names)[sim.labels]
+    for width in ("FSC-W", "SSC-W"):
+        w = _col(sim, width)
+        assert np.median(w[names == "doublet"]) > 1.25 * np.median(w[names == "CD4_naive"])
+
+
+def test_cli_bad_option_is_a_usage_error(tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        main([str(tmp_path / "x"), "--missing", "CD3"])
+    assert exc.value.code == 2 and not (tmp_path / "x").exists()
