@@ -46,7 +46,7 @@ _BUILTIN: dict[str, tuple[str, tuple[str, ...]]] = {
     "CD8": ("lineage", ("CD8a", "CD8 alpha", "Leu2a")),
     "CD25": ("lineage", ("IL2R", "IL2RA", "IL-2Ra", "IL-2R alpha", "Tac")),
     "CD127": ("lineage", ("IL7R", "IL7RA", "IL-7Ra", "IL-7R alpha")),
-    "FOXP3": ("lineage", ("Fox P3",)),
+    "FOXP3": ("lineage", ("Fox P3", "Scurfin")),
     "CD45RA": ("functional", ()),
     "Ki67": ("functional", ("MKI67",)),
     "HLA-DR": ("functional", ("HLA DR", "HLADR", "MHC-DR")),
@@ -57,7 +57,7 @@ _BUILTIN: dict[str, tuple[str, tuple[str, ...]]] = {
         (
             "Viab", "Via", "Live", "Dead", "Live Dead", "LD", "Live Dead Fixable", "Fixable Viability",
             "Viability Dye", "FVD", "Zombie", "Aqua", "7-AAD", "7AAD", "DAPI", "PI", "Propidium Iodide",
-            "SYTOX", "TO-PRO-3", "DRAQ7", "Ghost Dye", "LiveDead", "L D",
+            "SYTOX", "TO-PRO-3", "DRAQ7", "Ghost Dye", "LiveDead", "L D", "DCM", "Dead Cell",
         ),
     ),
     # lineage and functional markers common in T/NK/B immunomonitoring panels

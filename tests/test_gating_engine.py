@@ -278,3 +278,48 @@ def test_shipped_strategy_has_contract_population_names():
               "Treg_Heliospos", "Teff_CD45RAneg", "Teff_Ki67pos", "Teff_HLADRpos", "Teff_CD25pos",
               "NK_CD56bright"}  # fmt: skip
     assert needed <= names
+
+
+def test_dim_alternatives_and_optional_bound():
+    ad = synthetic_sample(n=8000, seed=5, drop=("FSC-A", "CD8"))  # FSC-H stands in; no CD8 stain
+    gate(ad)
+    g = ad.uns[K.GATING]["gates"]
+    assert g["cells"]["gate"]["dims"] == ["FSC-H"]
+    assert g["CD4"]["gate"]["dims"] == ["CD4"] and "CD8 not found" in g["CD4"]["message"]
+    assert g["CD8"]["status"] == "skipped"
+    assert ad.obsm[K.POPULATIONS]["Treg"].sum() > 0
+
+
+def test_gate_dims_are_var_names_when_markers_resolve_by_spelling():
+    ad = synthetic_sample(n=8000, seed=6)
+    names = list(ad.var_names)
+    ad.var[K.STAIN] = [f"{n} PE-Cy7" if n == "CD25" else n for n in names]
+    ad.var[K.MARKER] = ["" if n == "CD25" else n for n in names]
+    ad.var_names = ["PE-Cy7-A" if n == "CD25" else n for n in names]
+    gate(ad)
+    assert ad.uns[K.GATING]["gates"]["Treg"]["gate"]["dims"] == ["PE-Cy7-A", "FOXP3"]
+
+
+def test_routine_fallback_is_recorded_but_not_warned():
+    ad = synthetic_sample(n=8000, seed=7)
+    keep = ad.obs["truth"].astype(str) != "debris"  # no debris peak: cells gate falls back
+    ad = ad[keep.to_numpy()].copy()
+    gate(ad)
+    g = ad.uns[K.GATING]
+    assert g["gates"]["cells"]["status"] == "fallback"
+    assert not any(w.startswith("cells") for w in g["warnings"])
+    pops = ad.obsm[K.POPULATIONS]
+    assert pops["cells"].sum() / pops["time_ok"].sum() > 0.97
+
+
+def test_gatingml_file_is_applied_as_fixed_gates(monkeypatch, tmp_path):
+    from cytokit.gating import _gatingml
+
+    seen = {}
+
+    def fake_apply(adata, path, *, key_added, copy):
+        seen.update(path=path, key_added=key_added, copy=copy)
+
+    monkeypatch.setattr(_gatingml, "apply_gatingml", fake_apply)
+    gate(synthetic_sample(n=500), tmp_path / "gates.xml", key_added="pop")
+    assert seen == {"path": tmp_path / "gates.xml", "key_added": "pop", "copy": False}

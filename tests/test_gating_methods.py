@@ -183,3 +183,40 @@ def test_comb_polygon_is_union_of_segments():
     inside = poly.apply(np.c_[t, np.full_like(t, 0.5)])
     expected = ((t > 0) & (t < 1)) | ((t > 2) & (t < 3)) | ((t > 4) & (t < 5))
     assert (inside == expected).all()
+
+
+def test_time_qc_refuses_to_remove_most_events():
+    r = rng(13)
+    t = np.r_[r.uniform(0, 1, 500), r.uniform(1, 100, 500)]  # odd clock: half the events in 1 %
+    p = time_anomalies(np.sort(t), r.normal(0.4, 0.05, 1000))
+    assert p.status == "fallback" and "all kept" in p.message
+    assert p.value.apply(np.c_[np.sort(t), np.full(1000, 0.4)]).all()
+
+
+def test_peaks_match_scipy_find_peaks():
+    signal = pytest.importorskip("scipy.signal")
+    from cytokit.gating._methods import _peaks
+
+    r = rng(14)
+    for _ in range(50):
+        x = np.r_[
+            r.normal(0.2, 0.05, 3000), r.normal(r.uniform(0.3, 0.8), 0.05, r.integers(10, 2000))
+        ]
+        _, dens, _ = smooth_density(x, adjust=r.uniform(0.3, 1.5))
+        for prom in (0.005, 0.03):
+            ref, _ = signal.find_peaks(np.r_[0.0, dens, 0.0], prominence=prom * dens.max())
+            assert np.array_equal(_peaks(dens, prom), ref - 1)
+
+
+def test_mixture_window_brackets_the_small_positive_population():
+    from cytokit.gating import mixture_window
+
+    r = rng(15)
+    neg = r.normal([0.3, 0.2], [0.1, 0.04], (5000, 2))
+    act = r.normal([0.5, 0.27], [0.05, 0.04], (500, 2))  # CD25+ FOXP3-low: not the positives
+    pos = r.normal([0.6, 0.55], [0.05, 0.04], (400, 2))
+    p = mixture_window(np.r_[neg, act, pos])
+    lo, hi = p.value
+    assert 0.18 < lo < 0.32 and 0.5 < hi < 0.6
+    v = density_valley(np.r_[neg, act, pos][:, 1], search=p.value, fallback="midpoint")
+    assert 0.33 < v.value < 0.48

@@ -48,11 +48,9 @@ def _simulate(n: int, seed: int) -> tuple[np.ndarray, pd.DataFrame]:
         [marker(cd3, 8e3), marker(cd4, 12e3), marker(cd25, 3e3), marker(foxp3, 5e3)]
     )
     spill = pd.DataFrame(np.eye(4), index=FLUOR, columns=FLUOR)
-    spill.loc["FL1-A", "FL2-A"], spill.loc["FL3-A", "FL4-A"], spill.loc["FL2-A", "FL3-A"] = (
-        0.18,
-        0.07,
-        0.03,
-    )
+    for source, detector, value in [("FL1-A", "FL2-A", 0.18), ("FL3-A", "FL4-A", 0.07)]:
+        spill.loc[source, detector] = value
+    spill.loc["FL2-A", "FL3-A"] = 0.03
     fluor = true @ spill.to_numpy()
     time = np.sort(rng.uniform(0, 500, n))
     events = np.column_stack([np.clip(fsc, 0, 262143), np.clip(ssc, 0, 262143), fluor, time])
@@ -202,7 +200,8 @@ def test_pipeline_gates_reproduced_by_flowkit(tmp_path, seed, naming, drift):
     for gid, count in counts.items():
         assert abs(count - pops[ids[gid]].sum()) <= max(0.01 * pops[ids[gid]].sum(), 1), gid
     # and back: the exported file applied to the file as read gives the engine's populations
-    xml_path = export_gatingml(adata, tmp_path / "gates.xml") and tmp_path / "gates.xml"
+    xml_path = tmp_path / "gates.xml"
+    export_gatingml(adata, xml_path)
     back = apply_gatingml(read_fcs(path), xml_path, copy=True)
     for name in back.obsm["populations"]:
         assert (back.obsm["populations"][name] != pops[name]).sum() <= 0.001 * len(pops), name

@@ -5,6 +5,7 @@ from ._gates import EllipseGate, Gate, PolygonGate, RangeGate, gate_from_dict
 from ._methods import (
     Placement,
     density_valley,
+    mixture_window,
     otsu_threshold,
     scatter_mixture,
     singlet_band,
@@ -27,6 +28,7 @@ __all__ = [
     "gate",
     "gate_from_dict",
     "load_strategy",
+    "mixture_window",
     "otsu_threshold",
     "resolve_dims",
     "scatter_mixture",

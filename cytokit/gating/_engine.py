@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from anndata import AnnData
 
 from .. import _keys as K
 from .._logging import timed
@@ -22,6 +22,9 @@ from ..errors import GatingError, MarkerError
 from . import _methods as M
 from ._gates import RangeGate, gate_from_dict
 from ._strategy import ROOT, GateSpec, PopulationSpec, Strategy, load_strategy
+
+if TYPE_CHECKING:
+    from anndata import AnnData
 
 __all__ = ["consensus_prior", "gate", "resolve_dims"]
 
@@ -60,7 +63,8 @@ def gate(
     adata
         Events x markers, ``X`` compensated and transformed (logicle 0..1, scatter/time linear).
     strategy
-        Shipped name (``"treg"``), a YAML path, or a loaded :class:`Strategy`.
+        Shipped name (``"treg"``), a YAML path, or a loaded :class:`Strategy`; a GatingML 2.0
+        ``.xml`` or FlowJo ``.wsp`` file applies its fixed gates instead (``apply_gatingml``).
     prior
         Gate positions to stay consistent with (``uns["gating"]`` of another sample or
         :func:`consensus_prior` of a patient's samples): valleys are searched near the prior's
@@ -74,6 +78,12 @@ def gate(
     -------
     The gated copy when ``copy=True``, else ``None``.
     """
+    if isinstance(strategy, str | Path) and Path(strategy).suffix.lower() in (".xml", ".wsp"):
+        from ._gatingml import (
+            apply_gatingml,
+        )  # fixed gates from GatingML / FlowJo ("bring your own")
+
+        return apply_gatingml(adata, strategy, key_added=key_added, copy=copy)
     adata = adata.copy() if copy else adata
     start = time.perf_counter()
     strat = load_strategy(strategy)

@@ -25,14 +25,13 @@ from itertools import pairwise
 from typing import Any
 
 import numpy as np
-from scipy.ndimage import gaussian_filter1d
-from scipy.signal import find_peaks
 
 from ..errors import GatingError
 from ._gates import EllipseGate, PolygonGate
 
 __all__ = [
     "Placement",
+    "density_region",
     "density_valley",
     "mixture_window",
     "otsu_threshold",
@@ -93,16 +92,41 @@ def smooth_density(
     lo, hi = float(lo) - 3 * bandwidth, float(hi) + 3 * bandwidth
     hist, edges = np.histogram(x, bins=nbins, range=(lo, hi))
     width = edges[1] - edges[0]
-    dens = gaussian_filter1d(hist.astype(float), max(bandwidth / width, 0.5), mode="constant")
+    dens = _gaussian_smooth(hist.astype(float), max(bandwidth / width, 0.5))
     dens /= max(dens.sum() * width, 1e-12)
     return 0.5 * (edges[:-1] + edges[1:]), dens, bandwidth
 
 
+def _gaussian_smooth(y: np.ndarray, sigma: float) -> np.ndarray:
+    """Convolution with a Gaussian kernel, zero outside (scipy.ndimage's mode="constant")."""
+    half = int(4 * sigma + 0.5)  # as scipy.ndimage.gaussian_filter1d (truncate=4)
+    t = np.arange(-half, half + 1)
+    kernel = np.exp(-0.5 * (t / sigma) ** 2)
+    out = np.convolve(y, kernel / kernel.sum(), mode="full")
+    return out[half : half + len(y)]
+
+
 def _peaks(dens: np.ndarray, min_prominence: float) -> np.ndarray:
-    """Indices of peaks whose prominence is at least ``min_prominence`` of the highest point."""
-    padded = np.r_[0.0, dens, 0.0]  # so a peak at the edge of the grid counts
-    idx, _ = find_peaks(padded, prominence=min_prominence * dens.max())
-    return idx - 1
+    """Indices of peaks whose prominence is at least ``min_prominence`` of the highest point.
+
+    Prominence as scipy.signal.find_peaks defines it: height above the higher of the two lowest
+    points between the peak and the nearest higher ground on each side (the grid edges count as 0).
+    """
+    d = np.r_[0.0, dens, 0.0]
+    rising = d[1:-1] > d[:-2]
+    not_falling_next = d[1:-1] >= d[2:]
+    cand = np.flatnonzero(rising & not_falling_next) + 1
+    keep = []
+    for i in cand:
+        left = d[:i][::-1]
+        higher = np.flatnonzero(left > d[i])
+        left_min = left[: higher[0] if len(higher) else len(left)].min()
+        right = d[i + 1 :]
+        higher = np.flatnonzero(right > d[i])
+        right_min = right[: higher[0] if len(higher) else len(right)].min()
+        if d[i] - max(left_min, right_min) >= min_prominence * dens.max():
+            keep.append(i - 1)
+    return np.asarray(keep, dtype=int)
 
 
 def _side_sign(side: str) -> int:
@@ -313,15 +337,19 @@ def scatter_mixture(
     select: str = "lowest_y",
     min_weight: float = 0.15,
     distance_square: float | None = None,
+    shape: str = "ellipse",
     dims=("FSC-A", "SSC-A"),
     seed: int = 0,
 ) -> Placement:
     """A scatter population (lymphocytes) as one component of a Gaussian mixture (flowClust's idea).
 
     The mixture (full covariances, EM) is fitted on the given events (a subsample); the number of components is chosen by BIC
-    among ``n_components``. ``select="lowest_y"`` picks, among components holding at least
-    ``min_weight`` of the events, the one with the lowest mean in the second dimension (lymphocytes have
-    the lowest side scatter of leukocytes). The gate is the component's ellipse at ``distance_square``
+    among ``n_components``. Among components holding at least ``min_weight`` of the events,
+    ``select="densest_low"`` picks the most compact one (highest peak density) in the lower half of
+    side scatter (lymphocytes: small, agranular, tight), ``"lowest_y"`` the one with the lowest mean
+    side scatter, ``"largest"`` the heaviest. Overlapping components of the pick are merged into it.
+    ``shape="density"`` returns the density hill around the picked component (:func:`density_region`)
+    as a polygon instead of the ellipse. The gate is the component's ellipse at ``distance_square``
     (Mahalanobis radius squared); by default the largest radius, up to chi2(0.99, 2), at which the
     ellipse still holds mostly events of its own component.
     """
@@ -333,33 +361,107 @@ def scatter_mixture(
     fits = [_gmm_2d(X, n, seed=seed) for n in ks]
     gm = min(fits, key=lambda f: f["bic"])
     weights, means, covs = gm["weights"], gm["means"], gm["covs"]
-    big = np.flatnonzero(weights >= min_weight)
-    if len(big) == 0:
-        big = np.array([int(np.argmax(weights))])
-    if select == "lowest_y":
-        pick = int(big[np.argmin(means[big, 1])])
-    elif select == "largest":
-        pick = int(big[np.argmax(weights[big])])
-    else:
-        raise GatingError(f"unknown selection {select!r} for scatter_mixture")
+    pick = _pick_component(weights, means, covs, select, min_weight)
     members = _same_population(means, covs, pick)
     own = np.isin(gm["labels"], members)
     mean, cov = X[own].mean(0), np.cov(X[own].T)
     if distance_square is None:
-        distance_square = _ellipse_radius(X, own, mean, cov)
-    gate = EllipseGate(
-        tuple(dims),
-        (float(mean[0]), float(mean[1])),
-        ((float(cov[0, 0]), float(cov[0, 1])), (float(cov[1, 0]), float(cov[1, 1]))),
-        float(distance_square),
-    )
+        # only components of higher side scatter (monocytes, granulocytes) limit the ellipse;
+        # dead cells and debris below or beside it are removed by their own gates
+        foreign = np.flatnonzero(means[:, 1] > means[pick, 1] + np.sqrt(covs[pick, 1, 1]))
+        others = np.isin(gm["labels"], np.setdiff1d(foreign, members))
+        distance_square = _ellipse_radius(X, ~others, mean, cov)
     details = {
         "n_components": len(weights),
         "weights": weights.round(4).tolist(),
         "means": means.round(4).tolist(),
         "picked": [int(m) for m in members],
     }
+    if shape == "density":  # the density hill around the picked component, as a polygon
+        region = density_region(X, start=tuple(means[pick]), dims=dims)
+        return Placement(region.value, "ok", "", {**details, **region.details})
+    gate = EllipseGate(
+        tuple(dims),
+        (float(mean[0]), float(mean[1])),
+        ((float(cov[0, 0]), float(cov[0, 1])), (float(cov[1, 0]), float(cov[1, 1]))),
+        float(distance_square),
+    )
     return Placement(gate, "ok", "", details)
+
+
+def density_region(
+    X: np.ndarray,
+    *,
+    start: tuple[float, float] | None = None,
+    level: float = 0.03,
+    saddle: float = 0.3,
+    n_rays: int = 64,
+    nbins: int = 128,
+    dims=("FSC-A", "SSC-A"),
+) -> Placement:
+    """The density hill around ``start`` as a polygon: rays stop at a low level or at a saddle.
+
+    A smoothed 2-D histogram is climbed from ``start`` (e.g. a mixture component's mean) to its
+    local density peak; along ``n_rays`` rays the boundary is where the density falls below
+    ``level`` x the peak, or where it rises again by a factor ``1 + saddle`` above its running
+    minimum (the valley toward a neighbouring population: dead cells, monocytes). Shape-free, so an
+    elongated or skewed lymphocyte cloud is kept whole (a density-contour gate, flowDensity's idea).
+    """
+    X = np.asarray(X, dtype=float)[:, :2]
+    X = X[np.isfinite(X).all(axis=1)]
+    if len(X) < 10 * MIN_EVENTS:
+        raise GatingError(f"too few events for a density region ({len(X)})")
+    lo = np.percentile(X, 0.5, axis=0)
+    hi = np.percentile(X, 99.5, axis=0)
+    pad = 0.1 * (hi - lo)
+    lo, hi = lo - pad, hi + pad
+    hist, _, _ = np.histogram2d(
+        X[:, 0], X[:, 1], bins=nbins, range=[[lo[0], hi[0]], [lo[1], hi[1]]]
+    )
+    sig = max(1.0, 0.9 * nbins * len(X) ** (-1 / 6) / 6)  # ~Scott's rule on the padded span
+    dens = np.apply_along_axis(_gaussian_smooth, 0, hist, sig)
+    dens = np.apply_along_axis(_gaussian_smooth, 1, dens, sig)
+    step = (hi - lo) / nbins
+    if start is None:
+        i, j = np.unravel_index(np.argmax(dens), dens.shape)
+    else:
+        i, j = np.clip(((np.asarray(start) - lo) / step).astype(int), 0, nbins - 1)
+    i, j = _climb(dens, int(i), int(j))
+    peak = dens[i, j]
+    angles = np.linspace(0, 2 * np.pi, n_rays, endpoint=False)
+    t = np.arange(1, 2 * nbins) * 0.5
+    radii = np.empty(n_rays)
+    for k, a in enumerate(angles):
+        pi = np.clip(np.round(i + t * np.cos(a)).astype(int), 0, nbins - 1)
+        pj = np.clip(np.round(j + t * np.sin(a)).astype(int), 0, nbins - 1)
+        d = dens[pi, pj]
+        run_min = np.minimum.accumulate(d)
+        rise = (d > run_min * (1 + saddle)) & (d > run_min + 0.02 * peak)
+        stop = (d < level * peak) | rise
+        edge = (pi == 0) | (pi == nbins - 1) | (pj == 0) | (pj == nbins - 1)
+        first = np.flatnonzero(stop | edge)
+        end = first[0] if len(first) else len(t) - 1
+        if d[end] > run_min[end] and end > 0:  # a saddle: stop at the valley bottom before it
+            end = int(np.argmin(d[: end + 1]))
+        radii[k] = t[end]
+    radii = np.median(np.c_[np.roll(radii, 1), radii, np.roll(radii, -1)], axis=1)
+    cx, cy = lo + (np.array([i, j]) + 0.5) * step
+    vx = cx + radii * np.cos(angles) * step[0]
+    vy = cy + radii * np.sin(angles) * step[1]
+    verts = tuple((float(a), float(b)) for a, b in zip(vx, vy, strict=True))
+    details = {"peak": [float(cx), float(cy)], "level": level, "smoothing_bins": float(sig)}
+    return Placement(PolygonGate(tuple(dims), verts), "ok", "", details)
+
+
+def _climb(dens: np.ndarray, i: int, j: int) -> tuple[int, int]:
+    """Steepest ascent on a grid from (i, j) to a local maximum."""
+    while True:
+        window = dens[max(i - 1, 0) : i + 2, max(j - 1, 0) : j + 2]
+        a, b = np.unravel_index(np.argmax(window), window.shape)
+        ni, nj = max(i - 1, 0) + a, max(j - 1, 0) + b
+        if (ni, nj) == (i, j) or dens[ni, nj] <= dens[i, j]:
+            return i, j
+        i, j = ni, nj
 
 
 def mixture_window(
@@ -386,6 +488,24 @@ def mixture_window(
     above = float(fit["weights"][order[i + 1 :]].sum())
     details = {"window": list(window), "gap_sd": float(gaps[i]), "weight_above": above}
     return Placement(window, "ok", "", details)
+
+
+def _pick_component(weights, means, covs, select: str, min_weight: float) -> int:
+    """Index of the target component: ``lowest_y``, ``densest_low`` or ``largest``."""
+    big = np.flatnonzero(weights >= min_weight)
+    if len(big) == 0:
+        big = np.array([int(np.argmax(weights))])
+    if select == "lowest_y":
+        return int(big[np.argmin(means[big, 1])])
+    if select == "largest":
+        return int(big[np.argmax(weights[big])])
+    if select == "densest_low":
+        # lymphocytes: the most compact cloud (highest peak density) in the low-side-scatter half
+        low = big[means[big, 1] <= np.median(means[:, 1])]
+        low = low if len(low) else big
+        peak = weights[low] / np.sqrt(np.linalg.det(covs[low]))
+        return int(low[np.argmax(peak)])
+    raise GatingError(f"unknown selection {select!r} for scatter_mixture")
 
 
 def _same_population(means, covs, pick: int, radius2: float = 4.0) -> list[int]:

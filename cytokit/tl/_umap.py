@@ -77,7 +77,7 @@ def umap(
         warnings.simplefilter("ignore")
         embedding = model.fit_transform(X)
     adata.obsm[K.UMAP] = np.asarray(embedding, dtype=np.float32)
-    adata.uns["umap"] = {
+    adata.uns[K.UMAP_PARAMS] = {
         "markers": list(names),
         "params": {"n_neighbors": int(k), "min_dist": float(min_dist), "seed": int(seed)},
     }
