@@ -22,6 +22,6 @@ FCS = "fcs"  # keywords, str -> str
 SPILLOVER = "spillover"  # pandas DataFrame, index = source channels, columns = detector channels
 COMPENSATION = "compensation"  # {"source": "FCS"|"user", "matrix": DataFrame}
 TRANSFORM = "transform"  # {var_name: {"kind": "logicle", "T":, "W":, "M":, "A":} | ...}
-UMAP_PARAMS = "umap"  # {"markers": [...], "params": {...}} of tl.umap (the obs key of clusters holds its own)
+UMAP_PARAMS = "umap"  # {"markers": [...], "params": {...}} of tl.umap
 GATING = "gating"  # {"strategy": str, "gates": {gate_id: {...}}, "warnings": [...]}
 SAMPLE_INFO = "sample_info"  # {"file": str, "sample": str, "n_events_header": int, "warnings": [...]}

@@ -111,6 +111,14 @@ def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
     help="Events per sample pooled for clustering and UMAP (live lymphocytes).",
 )
 @click.option("--no-figures", is_flag=True, help="Do not draw per-sample gating figures (faster).")
+@click.option(
+    "--consistency",
+    type=click.Choice(["sample", "patient"]),
+    default="sample",
+    show_default=True,
+    help="Gate placement: on each sample's own data, or re-placed with the patient's consensus "
+    "placement (all timepoints) as a prior.",
+)
 @click.pass_context
 def run_command(
     ctx: click.Context,
@@ -125,6 +133,7 @@ def run_command(
     seed: int,
     cells_per_sample: int,
     no_figures: bool,
+    consistency: str,
 ) -> None:
     """Process a folder of FCS files (or a manifest CSV) INPUT into gated populations, per-sample summaries,
     paired statistics versus baseline, clusters and an HTML report in --out."""
@@ -146,6 +155,7 @@ def run_command(
             seed=seed,
             cells_per_sample=cells_per_sample,
             figures=not no_figures,
+            consistency=consistency,
             progress=progress,
         )
     except CytokitError as err:

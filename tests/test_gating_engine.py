@@ -323,3 +323,19 @@ def test_gatingml_file_is_applied_as_fixed_gates(monkeypatch, tmp_path):
     monkeypatch.setattr(_gatingml, "apply_gatingml", fake_apply)
     gate(synthetic_sample(n=500), tmp_path / "gates.xml", key_added="pop")
     assert seen == {"path": tmp_path / "gates.xml", "key_added": "pop", "copy": False}
+
+
+def test_fast_polygon_mask_equals_polygon_gate_apply():
+    from cytokit.gating import PolygonGate
+    from cytokit.gating._engine import _polygon_mask
+
+    r = np.random.default_rng(0)
+    for _ in range(10):
+        k = r.integers(3, 40)
+        a, rad = np.sort(r.uniform(0, 2 * np.pi, k)), r.uniform(0.2, 1, k)
+        verts = tuple(zip(rad * np.cos(a), rad * np.sin(a), strict=True))
+        X = r.uniform(-1.2, 1.2, (5000, 2))
+        X[:50, 1] = verts[0][1]  # events exactly at a vertex's y
+        assert np.array_equal(
+            PolygonGate(("a", "b"), verts).apply(X), _polygon_mask(verts, X[:, 0], X[:, 1])
+        )

@@ -1,6 +1,7 @@
 """Automated gating: strategies as data, gates placed from each sample's data, GatingML export."""
 
 from ._engine import consensus_prior, gate, resolve_dims
+from ._gatingml import apply_gatingml, export_gatingml, load_gatingml, to_gating_strategy
 from ._gates import EllipseGate, Gate, PolygonGate, RangeGate, gate_from_dict
 from ._methods import (
     Placement,
@@ -23,10 +24,13 @@ __all__ = [
     "PopulationSpec",
     "RangeGate",
     "Strategy",
+    "apply_gatingml",
     "consensus_prior",
     "density_valley",
+    "export_gatingml",
     "gate",
     "gate_from_dict",
+    "load_gatingml",
     "load_strategy",
     "mixture_window",
     "otsu_threshold",
@@ -35,4 +39,5 @@ __all__ = [
     "singlet_band",
     "tail_threshold",
     "time_anomalies",
+    "to_gating_strategy",
 ]

@@ -20,7 +20,7 @@ from .. import _keys as K
 from .._logging import timed
 from ..errors import GatingError, MarkerError
 from . import _methods as M
-from ._gates import RangeGate, gate_from_dict
+from ._gates import PolygonGate, RangeGate, gate_from_dict
 from ._strategy import ROOT, GateSpec, PopulationSpec, Strategy, load_strategy
 
 if TYPE_CHECKING:
@@ -268,11 +268,17 @@ class _Run:
     def apply(self, g, parent: np.ndarray) -> np.ndarray:
         """``g`` applied to the parent's events (only those rows when the parent is small)."""
         cols = [self.by_var(v) for v in g.dims]
+        if isinstance(g, PolygonGate):  # same rule as PolygonGate.apply, faster on many events
+
+            def fn(X):
+                return _polygon_mask(g.vertices, X[:, 0], X[:, 1])
+        else:
+            fn = g.apply
         if parent is self._root or parent.mean() > 0.5:
-            return g.apply(np.column_stack(cols)) & parent
+            return fn(np.column_stack(cols)) & parent
         idx = np.flatnonzero(parent)
         out = np.zeros(self.n, dtype=bool)
-        out[idx] = g.apply(np.column_stack([c[idx] for c in cols]))
+        out[idx] = fn(np.column_stack([c[idx] for c in cols]))
         return out
 
     def by_var(self, var_name: str) -> np.ndarray:
@@ -435,6 +441,31 @@ class _Run:
             "counts": counts,
             "warnings": list(self.warnings),
         }
+
+
+def _polygon_mask(vertices, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Even-odd point-in-polygon, exactly :meth:`PolygonGate.apply`'s rule, on y-sorted events.
+
+    Each edge only visits the events whose y lies in its span (a slice of the sorted order), so a
+    64-vertex polygon costs a sort plus about two passes instead of 64 passes over all events.
+    """
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    order = np.argsort(y)
+    ys, xs = y[order], x[order]
+    inside = np.zeros(len(x), dtype=bool)
+    v = np.asarray(vertices, dtype=float)
+    for (x1, y1), (x2, y2) in zip(v, np.roll(v, -1, axis=0), strict=True):
+        if y1 == y2:
+            continue
+        lo, hi = np.searchsorted(ys, [min(y1, y2), max(y1, y2)], side="left")
+        if hi <= lo:
+            continue
+        x_at = x1 + (ys[lo:hi] - y1) * (x2 - x1) / (y2 - y1)
+        inside[lo:hi] ^= xs[lo:hi] < x_at
+    out = np.empty(len(x), dtype=bool)
+    out[order] = inside
+    return out
 
 
 def _one_d(method: str, x: np.ndarray, kw: dict) -> M.Placement:

@@ -46,8 +46,11 @@ class SampleCache:
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
-    def get(self, spec: SampleSpec, key: str | None) -> SampleResult | None:
-        path = self.folder / f"{spec.sample}.pkl"
+    def _path(self, spec: SampleSpec, tag: str) -> Path:
+        return self.folder / f"{spec.sample}{'.' + tag if tag else ''}.pkl"
+
+    def get(self, spec: SampleSpec, key: str | None, tag: str = "") -> SampleResult | None:
+        path = self._path(spec, tag)
         if key is None or not path.is_file():
             return None
         try:
@@ -57,11 +60,12 @@ class SampleCache:
             return None
         return result if stored_key == key else None
 
-    def put(self, spec: SampleSpec, key: str | None, result: SampleResult) -> None:
+    def put(self, spec: SampleSpec, key: str | None, result: SampleResult, tag: str = "") -> None:
         if key is None or result.status == "failed":
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / f"{spec.sample}.pkl.tmp"
+        path = self._path(spec, tag)
+        tmp = path.with_suffix(".tmp")
         with open(tmp, "wb") as fh:
             pickle.dump((key, result), fh, protocol=pickle.HIGHEST_PROTOCOL)
-        tmp.replace(self.folder / f"{spec.sample}.pkl")
+        tmp.replace(path)

@@ -38,7 +38,9 @@ def execute(
         yield from _on_processes(func, tasks, jobs)
 
 
-def _on_processes(func: Callable, tasks: Sequence[tuple], jobs: int) -> Iterator[tuple[int, object]]:
+def _on_processes(
+    func: Callable, tasks: Sequence[tuple], jobs: int
+) -> Iterator[tuple[int, object]]:
     with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), initializer=_one_thread) as pool:
         futures = {pool.submit(func, *args): i for i, args in enumerate(tasks)}
         for future in as_completed(futures):
@@ -53,7 +55,9 @@ def _on_dask(func: Callable, tasks: Sequence[tuple], address: str) -> Iterator[t
         from distributed import Client
         from distributed import as_completed as dask_completed
     except ImportError as err:  # pragma: no cover - optional dependency
-        raise RuntimeError("--scheduler needs dask[distributed]: pip install 'cytokit[cluster]'") from err
+        raise RuntimeError(
+            "--scheduler needs dask[distributed]: pip install 'cytokit[cluster]'"
+        ) from err
     with Client(address, timeout="20s") as client:
         futures = [client.submit(func, *args, pure=False) for args in tasks]
         index = {f.key: i for i, f in enumerate(futures)}

@@ -108,7 +108,9 @@ def _spec_from_row(row: pd.Series, manifest: Path, line: int) -> SampleSpec:
         try:
             day = float(row["day"])
         except ValueError:
-            raise ManifestError(f"line {line}: day {row['day']!r} is not a number", manifest) from None
+            raise ManifestError(
+                f"line {line}: day {row['day']!r} is not a number", manifest
+            ) from None
     elif row["timepoint"].strip():
         day = _day_from_timepoint(row["timepoint"])
     meta = {k: v for k, v in row.items() if k not in (*_REQUIRED, "day", "sample")}

@@ -55,30 +55,41 @@ def run(
     seed: int = 0,
     cells_per_sample: int = 1000,
     figures: bool = True,
+    consistency: str = "sample",
     progress: ProgressFn | None = None,
 ) -> RunResult:
     """Process every sample of ``input`` (folder or manifest CSV) and write the contract's files to ``out``.
 
     Bad samples are recorded as ``failed`` in ``qc.csv`` and never stop the others. A rerun into the same
-    ``out`` reuses samples whose file and settings did not change.
+    ``out`` reuses samples whose file and settings did not change. ``consistency="patient"`` re-places each
+    sample's gates with its patient's consensus placement as a prior (openCyto's groupBy idea);
+    ``"sample"`` places every sample on its own data only.
     """
+    if consistency not in {"sample", "patient"}:
+        raise CytokitError(f"consistency must be 'sample' or 'patient', not {consistency!r}")
     start = time.perf_counter()
     specs = discover_samples(input, manifest)
-    settings = _settings(panel, strategy, seed, cells_per_sample, figures)
+    settings = _settings(panel, strategy, seed, cells_per_sample, figures, consistency)
     out = Path(out)
     (out / "gates").mkdir(parents=True, exist_ok=True)
     jobs = default_jobs() if jobs is None else max(1, int(jobs))
-    logger.info("%d sample(s), %s", len(specs), f"scheduler {scheduler}" if scheduler else f"{jobs} job(s)")
+    logger.info(
+        "%d sample(s), %s", len(specs), f"scheduler {scheduler}" if scheduler else f"{jobs} job(s)"
+    )
 
     results = _process_all(specs, settings, out, jobs=jobs, scheduler=scheduler, progress=progress)
     tables = _write_tables(results, out)
     clusters = _guarded("clustering", cluster_pooled, results, out, seed=seed) if cluster else None
     _guarded("report", write_run_report, tables, results, settings, out, clusters)
-    logger.info("finished %d sample(s) in %.1f s -> %s", len(specs), time.perf_counter() - start, out)
+    logger.info(
+        "finished %d sample(s) in %.1f s -> %s", len(specs), time.perf_counter() - start, out
+    )
     return RunResult(out=out, clusters=clusters, **tables)
 
 
-def _settings(panel, strategy, seed: int, cells_per_sample: int, figures: bool) -> Settings:
+def _settings(
+    panel, strategy, seed: int, cells_per_sample: int, figures: bool, consistency: str
+) -> Settings:
     """Resolve shipped names to files now, so a typo is a usage error before any work starts."""
     from ..gating import load_strategy
 
@@ -95,30 +106,74 @@ def _settings(panel, strategy, seed: int, cells_per_sample: int, figures: bool) 
         cells_per_sample=cells_per_sample,
         seed=seed,
         figures=figures,
+        consistency=consistency,
         definitions=digest.hexdigest(),
     )
 
 
 def _process_all(specs, settings, out: Path, *, jobs, scheduler, progress) -> list[SampleResult]:
+    """Pass 1 places every sample's gates on its own data; with ``consistency="patient"`` a second pass
+    re-places each sample with its patient's consensus placement as the prior."""
     cache = SampleCache(out / ".cache")
-    keys = [cache.key(s, settings, None) for s in specs]
-    results: list[SampleResult | None] = [cache.get(s, k) for s, k in zip(specs, keys, strict=True)]
-    done = sum(r is not None for r in results)
-    if done:
-        logger.info("reusing %d finished sample(s) from %s", done, cache.folder)
-    for i, r in enumerate(results):
-        if r is not None:
-            _finish(r, specs[i], out, progress, i, len(specs))
-    todo = [i for i, r in enumerate(results) if r is None]
-    tasks = [(specs[i], settings, None) for i in todo]
-    for j, outcome in execute(process_sample, tasks, jobs=jobs, scheduler=scheduler):
-        i = todo[j]
-        if isinstance(outcome, BaseException):
-            outcome = _crashed(specs[i], outcome)
-        results[i] = outcome
-        cache.put(specs[i], keys[i], outcome)
-        _finish(outcome, specs[i], out, progress, sum(r is not None for r in results), len(specs))
-    return results  # type: ignore[return-value]
+    run_pass = _PassRunner(specs, settings, out, cache, jobs=jobs, scheduler=scheduler)
+    show = progress if settings.consistency != "patient" else None
+    results = run_pass([None] * len(specs), tag="", progress=show)
+    if settings.consistency == "patient":
+        priors = _patient_priors(specs, results)
+        results = run_pass(priors, tag="prior", progress=progress, previous=results)
+    return results
+
+
+class _PassRunner:
+    """One pass over the samples: cached results reused, the rest executed, outputs written as they land."""
+
+    def __init__(self, specs, settings, out, cache: SampleCache, *, jobs, scheduler):
+        self.specs, self.settings, self.out, self.cache = specs, settings, out, cache
+        self.jobs, self.scheduler = jobs, scheduler
+
+    def __call__(self, priors, *, tag: str, progress, previous=None) -> list[SampleResult]:
+        specs, total = self.specs, len(self.specs)
+        keys = [self.cache.key(s, self.settings, p) for s, p in zip(specs, priors, strict=True)]
+        results = [
+            previous[i] if previous is not None and priors[i] is None else self.cache.get(s, k, tag)
+            for i, (s, k) in enumerate(zip(specs, keys, strict=True))
+        ]
+        reused = sum(r is not None for r in results)
+        if reused and previous is None:
+            logger.info("reusing %d finished sample(s) from %s", reused, self.cache.folder)
+        for i, r in enumerate(results):
+            if r is not None:
+                _finish(r, specs[i], self.out, progress, i + 1, total)
+        todo = [i for i, r in enumerate(results) if r is None]
+        tasks = [(specs[i], self.settings, priors[i]) for i in todo]
+        for j, outcome in execute(process_sample, tasks, jobs=self.jobs, scheduler=self.scheduler):
+            i = todo[j]
+            if isinstance(outcome, BaseException):
+                outcome = _crashed(specs[i], outcome)
+            results[i] = outcome
+            self.cache.put(specs[i], keys[i], outcome, tag)
+            _finish(
+                outcome, specs[i], self.out, progress, sum(r is not None for r in results), total
+            )
+        return results
+
+
+def _patient_priors(specs: list[SampleSpec], results: list[SampleResult]) -> list[dict | None]:
+    """Each sample's prior: the consensus placement of its patient's other successful samples."""
+    from ..gating import consensus_prior
+
+    by_patient: dict[str, list[int]] = {}
+    for i, (spec, r) in enumerate(zip(specs, results, strict=True)):
+        if spec.patient and r.status != "failed" and r.gating:
+            by_patient.setdefault(spec.patient, []).append(i)
+    priors: list[dict | None] = [None] * len(specs)
+    for members in by_patient.values():
+        if len(members) < 2:
+            continue
+        prior = consensus_prior([results[i].gating for i in members])
+        for i in members:
+            priors[i] = prior
+    return priors
 
 
 def _crashed(spec: SampleSpec, err: BaseException) -> SampleResult:
@@ -131,7 +186,9 @@ def _crashed(spec: SampleSpec, err: BaseException) -> SampleResult:
     )
 
 
-def _finish(result: SampleResult, spec: SampleSpec, out: Path, progress, n_done: int, total: int) -> None:
+def _finish(
+    result: SampleResult, spec: SampleSpec, out: Path, progress, n_done: int, total: int
+) -> None:
     """Write what a sample produced at once, so nothing computed is lost if the run is interrupted."""
     if result.gatingml:
         (out / "gates" / f"{spec.sample}.xml").write_bytes(result.gatingml)
@@ -158,7 +215,12 @@ def _write_tables(results: list[SampleResult], out: Path) -> dict[str, pd.DataFr
     else:
         summary = readouts.add_baseline_change(summary)
     test_table = stats.paired_tests(summary) if len(summary) else pd.DataFrame()
-    for name, table in {"qc": qc, "populations": populations, "summary": summary, "stats": test_table}.items():
+    for name, table in {
+        "qc": qc,
+        "populations": populations,
+        "summary": summary,
+        "stats": test_table,
+    }.items():
         table.to_csv(out / f"{name}.csv", index=False)
     return {"qc": qc, "populations": populations, "summary": summary, "stats": test_table}
 
@@ -176,4 +238,3 @@ def _guarded(what: str, func, *args, **kwargs):
     except Exception as err:
         logger.exception("%s failed: %s: %s", what, type(err).__name__, err)
     return None
-

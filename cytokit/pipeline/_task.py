@@ -36,6 +36,7 @@ class Settings:
     cells_per_sample: int = 1000
     seed: int = 0
     figures: bool = True
+    consistency: str = "sample"  # or "patient": second pass with the patient's consensus as prior
     definitions: str = ""  # digest of the panel and strategy files' contents
 
     def to_dict(self) -> dict:
@@ -93,7 +94,9 @@ def process_sample(spec: SampleSpec, settings: Settings, prior: dict | None = No
     return result
 
 
-def _run_steps(spec: SampleSpec, settings: Settings, prior: dict | None, result: SampleResult) -> None:
+def _run_steps(
+    spec: SampleSpec, settings: Settings, prior: dict | None, result: SampleResult
+) -> None:
     from .. import pp, readouts
     from ..gating import _gatingml, gate
     from ..io import read_fcs

@@ -28,7 +28,9 @@ def pooled_cells(results: list[SampleResult]):
     parts = [r for r in results if r.status != "failed" and r.cells and len(r.cells["event"])]
     if not parts:
         return None
-    shared = [v for v in parts[0].cells["var_names"] if all(v in p.cells["var_names"] for p in parts)]
+    shared = [
+        v for v in parts[0].cells["var_names"] if all(v in p.cells["var_names"] for p in parts)
+    ]
     roles = dict(zip(parts[0].cells["var_names"], parts[0].cells["roles"], strict=True))
     X, obs = [], []
     for r in parts:
@@ -56,7 +58,9 @@ def cluster_pooled(results: list[SampleResult], out: Path, *, seed: int = 0) -> 
     if adata is None:
         logger.warning("no events to cluster")
         return None
-    markers = [v for v, r in zip(adata.var_names, adata.var[K.ROLE], strict=True) if r != "viability"]
+    markers = [
+        v for v, r in zip(adata.var_names, adata.var[K.ROLE], strict=True) if r != "viability"
+    ]
     logger.info("clustering %d pooled events on %d markers", adata.n_obs, len(markers))
     tl.flowsom(adata, markers=markers, seed=seed)
     tl.umap(adata, markers=markers, seed=seed)
