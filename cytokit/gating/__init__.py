@@ -1,8 +1,8 @@
 """Automated gating: strategies as data, gates placed from each sample's data, GatingML export."""
 
 from ._engine import consensus_prior, gate, resolve_dims
-from ._gatingml import apply_gatingml, export_gatingml, load_gatingml, to_gating_strategy
 from ._gates import EllipseGate, Gate, PolygonGate, RangeGate, gate_from_dict
+from ._gatingml import apply_gatingml, export_gatingml, load_gatingml, to_gating_strategy
 from ._methods import (
     Placement,
     density_valley,
