@@ -106,7 +106,7 @@ def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
 @click.option(
     "--cells-per-sample",
     type=click.IntRange(min=0),
-    default=1000,
+    default=500,
     show_default=True,
     help="Events per sample pooled for clustering and UMAP (live lymphocytes).",
 )

@@ -3,16 +3,8 @@
 from ._engine import consensus_prior, gate, resolve_dims
 from ._gates import EllipseGate, Gate, PolygonGate, RangeGate, gate_from_dict
 from ._gatingml import apply_gatingml, export_gatingml, load_gatingml, to_gating_strategy
-from ._methods import (
-    Placement,
-    density_valley,
-    mixture_window,
-    otsu_threshold,
-    scatter_mixture,
-    singlet_band,
-    tail_threshold,
-    time_anomalies,
-)
+from ._methods import Placement, density_valley, otsu_threshold, tail_threshold, time_anomalies
+from ._methods_2d import mixture_window, scatter_mixture, singlet_band
 from ._strategy import GateSpec, PopulationSpec, Strategy, load_strategy
 
 __all__ = [

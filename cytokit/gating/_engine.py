@@ -20,6 +20,7 @@ from .. import _keys as K
 from .._logging import timed
 from ..errors import GatingError, MarkerError
 from . import _methods as M
+from . import _methods_2d as M2
 from ._gates import PolygonGate, RangeGate, gate_from_dict
 from ._strategy import ROOT, GateSpec, PopulationSpec, Strategy, load_strategy
 
@@ -45,6 +46,7 @@ _PLACEMENT_KEYS = {
     "max_shift",
     "guide",
     "guide_events",
+    "balance",
 }
 
 
@@ -306,10 +308,10 @@ class _Run:
         kw = {k: v for k, v in p.items() if k not in _PLACEMENT_KEYS}
         dims = tuple(self.var(d) for d in spec.dims)
         if spec.method == "singlets":
-            res = M.singlet_band(cols[0], cols[1], dims=dims, **kw)
+            res = M2.singlet_band(cols[0], cols[1], dims=dims, **kw)
         elif spec.method == "scatter_mixture":
             n_fit = int(p.get("fit_events", 2000))
-            res = M.scatter_mixture(
+            res = M2.scatter_mixture(
                 np.column_stack(cols)[:n_fit], dims=dims, seed=self.strat.seed, **kw
             )
         else:  # time_qc
@@ -360,9 +362,12 @@ class _Run:
             pair = np.column_stack([self.column(b["guide"])[idx], x])[
                 : int(b.get("guide_events", 4000))
             ]
-            guide = M.mixture_window(pair, seed=self.strat.seed).details
+            guide = M2.mixture_window(pair, seed=self.strat.seed).details
             kw["search"] = tuple(guide["window"])
         res = _one_d(method, x, kw)
+        if b.get("balance") and res.status == "ok":
+            bal = M.balanced_threshold(x, float(res.value), side=b.get("side", "high"))
+            res = M.Placement(bal.value, res.status, res.message, {**res.details, **bal.details})
         value = float(res.value)
         if prior is not None:
             # the sample's own placement wins when it agrees with the prior; else search near it

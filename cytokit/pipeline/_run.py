@@ -53,7 +53,7 @@ def run(
     scheduler: str | None = None,
     cluster: bool = True,
     seed: int = 0,
-    cells_per_sample: int = 1000,
+    cells_per_sample: int = 500,
     figures: bool = True,
     consistency: str = "sample",
     progress: ProgressFn | None = None,

@@ -33,7 +33,7 @@ class Settings:
     strategy: str = "treg"
     transform: str = "logicle"
     cofactor: float | None = None
-    cells_per_sample: int = 1000
+    cells_per_sample: int = 500
     seed: int = 0
     figures: bool = True
     consistency: str = "sample"  # or "patient": second pass with the patient's consensus as prior

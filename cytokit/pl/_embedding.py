@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -26,6 +26,7 @@ def umap(
     panel_size: float = 4.0,
     cmap: str = "viridis",
     title: str | Sequence[str] | None = None,
+    legend_labels: Mapping[str, str] | None = None,
 ):
     """Events on the UMAP embedding, one panel per ``color`` (an obs column or a marker name).
 
@@ -47,6 +48,9 @@ def umap(
         Colour map of numeric values.
     title
         Panel titles; default the ``color`` names.
+    legend_labels
+        Text after each category in legends, e.g. ``tl.label_clusters(adata)["label"]`` to show
+        "1  CD4+ CD25hi FOXP3+".
 
     Returns
     -------
@@ -66,7 +70,7 @@ def umap(
     axes = fig.subplots(nrows, ncol, squeeze=False).ravel()
     order = np.random.default_rng(0).permutation(len(xy))  # no group drawn wholly on top of another
     for ax, key, name in zip(axes, colors, titles, strict=False):
-        _panel(fig, ax, xy[order], _values(adata, key).iloc[order], size, cmap)
+        _panel(fig, ax, xy[order], _values(adata, key).iloc[order], size, cmap, legend_labels or {})
         ax.set_title(name)
         ax.set_xticks([])
         ax.set_yticks([])
@@ -89,7 +93,9 @@ def _values(adata: AnnData, key: str) -> pd.Series:
     return pd.Series(np.asarray(col, dtype=float).ravel())
 
 
-def _panel(fig, ax, xy: np.ndarray, values: pd.Series, size: float, cmap: str) -> None:
+def _panel(
+    fig, ax, xy, values: pd.Series, size: float, cmap: str, names: Mapping[str, str]
+) -> None:
     numeric = pd.api.types.is_numeric_dtype(values) and not isinstance(
         values.dtype, pd.CategoricalDtype
     )
@@ -112,7 +118,13 @@ def _panel(fig, ax, xy: np.ndarray, values: pd.Series, size: float, cmap: str) -
     ax.scatter(xy[:, 0], xy[:, 1], c=colours, s=size, linewidths=0, rasterized=True)
     if len(cats.cat.categories) <= _MAX_LEGEND:
         handles = [
-            ax.scatter([], [], color=palette[i], s=30, label=str(c))
+            ax.scatter(
+                [],
+                [],
+                color=palette[i],
+                s=30,
+                label=f"{c}  {names[str(c)]}" if str(c) in names else str(c),
+            )
             for i, c in enumerate(cats.cat.categories)
         ]
         ax.legend(

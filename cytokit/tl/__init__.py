@@ -12,8 +12,9 @@ from ._som import SOM
 from ._umap import umap
 
 #: Events drawn at random from each sample into the pooled set a run clusters and embeds (cells.h5ad).
-#: 24 samples x 500 = 12,000 events: FlowSOM + UMAP in ~20 s on 2 cores including numba compilation
-#: (benchmarks/bench_cluster.py), and ~100+ events of a 1 %-of-events population such as Tregs.
+#: 24 samples x 500 = 12,000 events: FlowSOM + labels + UMAP in a fresh process take 24 CPU s (imports and
+#: numba compilation ~13 s, UMAP ~10 s, FlowSOM 0.3 s; benchmarks/bench_cluster.py), and a population of 4 %
+#: of live lymphocytes (Tregs) still brings ~500 events to the pool. UMAP time grows linearly with events.
 EVENTS_PER_SAMPLE = 500
 #: Cap on the pooled events of a run (large trials take fewer events per sample).
 MAX_POOLED_EVENTS = 20_000

@@ -228,13 +228,15 @@ def cluster_population_overlap(
     """Fraction of each gated population's events in each cluster (clusters x populations; columns sum to 1).
 
     The unsupervised cross-check of the gating: the CD4+ CD25hi FOXP3+ cluster should hold most gated Tregs.
+    Populations without events are left out.
     """
     clusters = _clusters(adata, key)
     if population_key not in adata.obs.columns:
         raise CytokitError(
             f"obs has no {population_key!r} column: gate the events first", sample_file(adata)
         )
-    table = pd.crosstab(clusters, adata.obs[population_key], normalize="columns", dropna=False)
+    populations = adata.obs[population_key].astype("category").cat.remove_unused_categories()
+    table = pd.crosstab(clusters, populations, normalize="columns", dropna=False)
     table.index.name, table.columns.name = key, population_key
     return table
 

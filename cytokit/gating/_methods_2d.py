@@ -1,0 +1,332 @@
+"""Data-driven 2-D gate placement: scatter regions (singlets, lymphocytes) and mixture models.
+
+Pure functions over an ``(n, 2)`` array of one sample's events returning a :class:`Placement` whose
+value is a gate object (:class:`PolygonGate`, :class:`EllipseGate`) or a search window; the 1-D
+thresholds live in ``_methods.py``. A small dependency-free EM for 2-D Gaussian mixtures
+(:func:`gmm_2d`) serves the scatter mixture, the guided FOXP3 valley and the Treg region.
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+import numpy as np
+
+from ..errors import GatingError
+from ._gates import EllipseGate, PolygonGate
+from ._methods import MIN_EVENTS, Placement, _gaussian_smooth, _robust_sd
+
+__all__ = ["density_region", "mixture_window", "scatter_mixture", "singlet_band"]
+
+def singlet_band(
+    area: np.ndarray,
+    height: np.ndarray,
+    *,
+    k_low: float = 4.0,
+    k_high: float = 6.0,
+    dims=("FSC-A", "FSC-H"),
+) -> Placement:
+    """Singlets: a band around the main ridge of height vs area (openCyto's ``singletGate``).
+
+    The ridge ``height = a + b * area`` is fitted to per-bin medians of the central events; the band keeps
+    events whose relative residual lies within ``-k_low`` / ``+k_high`` robust SDs. Doublets sit below the
+    ridge (twice the area, less than twice the height). Returned as a 4-vertex :class:`PolygonGate`.
+    """
+    area, height = np.asarray(area, float), np.asarray(height, float)
+    ok = np.isfinite(area) & np.isfinite(height)
+    area, height = area[ok], height[ok]
+    if len(area) < MIN_EVENTS:
+        raise GatingError(f"too few events to place a gate ({len(area)} < {MIN_EVENTS})")
+    lo_a, hi_a = np.percentile(area, [5, 90])
+    edges = np.linspace(lo_a, hi_a, 21)
+    which = np.digitize(area, edges) - 1
+    cx, cy = [], []
+    for i in range(20):
+        sel = which == i
+        if sel.sum() >= 10:
+            cx.append(np.median(area[sel]))
+            cy.append(np.median(height[sel]))
+    if len(cx) < 3:
+        b, a = np.polyfit(area, height, 1)
+    else:
+        b, a = np.polyfit(cx, cy, 1)
+    pred = a + b * area
+    core = (pred > 0) & (area >= lo_a)
+    rel = height[core] / pred[core] - 1
+    centre = float(np.median(rel))
+    sd = _robust_sd(rel[np.abs(rel - centre) < 5 * _robust_sd(rel)])
+    f_lo, f_hi = 1 + centre - k_low * sd, 1 + centre + k_high * sd
+    span = hi_a - lo_a
+    x0, x1 = float(area.min() - 0.05 * span), float(area.max() + 0.05 * span)
+
+    def line(xv, f):
+        return float((a + b * xv) * f)
+
+    verts = ((x0, line(x0, f_lo)), (x1, line(x1, f_lo)), (x1, line(x1, f_hi)), (x0, line(x0, f_hi)))
+    details = {"slope": float(b), "intercept": float(a), "rel_sd": float(sd), "rel_centre": centre}
+    status = "ok" if b > 0 else "fallback"
+    msg = "" if b > 0 else "height does not rise with area; band is a guess"
+    return Placement(PolygonGate(tuple(dims), verts), status, msg, details)
+
+
+def scatter_mixture(
+    X: np.ndarray,
+    *,
+    n_components: int | tuple[int, ...] = (2, 3, 4),
+    select: str = "lowest_y",
+    min_weight: float = 0.15,
+    distance_square: float | None = None,
+    shape: str = "ellipse",
+    dims=("FSC-A", "SSC-A"),
+    seed: int = 0,
+) -> Placement:
+    """A scatter population (lymphocytes) as one component of a Gaussian mixture (flowClust's idea).
+
+    The mixture (full covariances, EM) is fitted on the given events (a subsample); the number of components is chosen by BIC
+    among ``n_components``. Among components holding at least ``min_weight`` of the events,
+    ``select="densest_low"`` picks the most compact one (highest peak density) in the lower half of
+    side scatter (lymphocytes: small, agranular, tight), ``"lowest_y"`` the one with the lowest mean
+    side scatter, ``"largest"`` the heaviest. Overlapping components of the pick are merged into it.
+    ``shape="density"`` returns the density hill around the picked component (:func:`density_region`)
+    as a polygon instead of the ellipse. The gate is the component's ellipse at ``distance_square``
+    (Mahalanobis radius squared); by default the largest radius, up to chi2(0.99, 2), at which the
+    ellipse still holds mostly events of its own component.
+    """
+    X = np.asarray(X, dtype=float)[:, :2]
+    X = X[np.isfinite(X).all(axis=1)]
+    if len(X) < 10 * MIN_EVENTS:
+        raise GatingError(f"too few events for a scatter mixture ({len(X)})")
+    ks = (n_components,) if isinstance(n_components, int) else tuple(n_components)
+    fits = [_gmm_2d(X, n, seed=seed) for n in ks]
+    gm = min(fits, key=lambda f: f["bic"])
+    weights, means, covs = gm["weights"], gm["means"], gm["covs"]
+    pick = _pick_component(weights, means, covs, select, min_weight)
+    members = _same_population(means, covs, pick)
+    own = np.isin(gm["labels"], members)
+    mean, cov = X[own].mean(0), np.cov(X[own].T)
+    if distance_square is None:
+        # only components of higher side scatter (monocytes, granulocytes) limit the ellipse;
+        # dead cells and debris below or beside it are removed by their own gates
+        foreign = np.flatnonzero(means[:, 1] > means[pick, 1] + np.sqrt(covs[pick, 1, 1]))
+        others = np.isin(gm["labels"], np.setdiff1d(foreign, members))
+        distance_square = _ellipse_radius(X, ~others, mean, cov)
+    details = {
+        "n_components": len(weights),
+        "weights": weights.round(4).tolist(),
+        "means": means.round(4).tolist(),
+        "picked": [int(m) for m in members],
+    }
+    if shape == "density":  # the density hill around the picked component, as a polygon
+        region = density_region(X, start=tuple(means[pick]), dims=dims)
+        return Placement(region.value, "ok", "", {**details, **region.details})
+    gate = EllipseGate(
+        tuple(dims),
+        (float(mean[0]), float(mean[1])),
+        ((float(cov[0, 0]), float(cov[0, 1])), (float(cov[1, 0]), float(cov[1, 1]))),
+        float(distance_square),
+    )
+    return Placement(gate, "ok", "", details)
+
+
+def density_region(
+    X: np.ndarray,
+    *,
+    start: tuple[float, float] | None = None,
+    level: float = 0.03,
+    saddle: float = 0.3,
+    n_rays: int = 64,
+    nbins: int = 128,
+    dims=("FSC-A", "SSC-A"),
+) -> Placement:
+    """The density hill around ``start`` as a polygon: rays stop at a low level or at a saddle.
+
+    A smoothed 2-D histogram is climbed from ``start`` (e.g. a mixture component's mean) to its
+    local density peak; along ``n_rays`` rays the boundary is where the density falls below
+    ``level`` x the peak, or where it rises again by a factor ``1 + saddle`` above its running
+    minimum (the valley toward a neighbouring population: dead cells, monocytes). Shape-free, so an
+    elongated or skewed lymphocyte cloud is kept whole (a density-contour gate, flowDensity's idea).
+    """
+    X = np.asarray(X, dtype=float)[:, :2]
+    X = X[np.isfinite(X).all(axis=1)]
+    if len(X) < 10 * MIN_EVENTS:
+        raise GatingError(f"too few events for a density region ({len(X)})")
+    lo = np.percentile(X, 0.5, axis=0)
+    hi = np.percentile(X, 99.5, axis=0)
+    pad = 0.1 * (hi - lo)
+    lo, hi = lo - pad, hi + pad
+    hist, _, _ = np.histogram2d(
+        X[:, 0], X[:, 1], bins=nbins, range=[[lo[0], hi[0]], [lo[1], hi[1]]]
+    )
+    sig = max(1.0, 0.9 * nbins * len(X) ** (-1 / 6) / 6)  # ~Scott's rule on the padded span
+    dens = np.apply_along_axis(_gaussian_smooth, 0, hist, sig)
+    dens = np.apply_along_axis(_gaussian_smooth, 1, dens, sig)
+    step = (hi - lo) / nbins
+    if start is None:
+        i, j = np.unravel_index(np.argmax(dens), dens.shape)
+    else:
+        i, j = np.clip(((np.asarray(start) - lo) / step).astype(int), 0, nbins - 1)
+    i, j = _climb(dens, int(i), int(j))
+    peak = dens[i, j]
+    angles = np.linspace(0, 2 * np.pi, n_rays, endpoint=False)
+    t = np.arange(1, 2 * nbins) * 0.5
+    radii = np.empty(n_rays)
+    for k, a in enumerate(angles):
+        pi = np.clip(np.round(i + t * np.cos(a)).astype(int), 0, nbins - 1)
+        pj = np.clip(np.round(j + t * np.sin(a)).astype(int), 0, nbins - 1)
+        d = dens[pi, pj]
+        run_min = np.minimum.accumulate(d)
+        rise = (d > run_min * (1 + saddle)) & (d > run_min + 0.02 * peak)
+        stop = (d < level * peak) | rise
+        edge = (pi == 0) | (pi == nbins - 1) | (pj == 0) | (pj == nbins - 1)
+        first = np.flatnonzero(stop | edge)
+        end = first[0] if len(first) else len(t) - 1
+        if d[end] > run_min[end] and end > 0:  # a saddle: stop at the valley bottom before it
+            end = int(np.argmin(d[: end + 1]))
+        radii[k] = t[end]
+    radii = np.median(np.c_[np.roll(radii, 1), radii, np.roll(radii, -1)], axis=1)
+    cx, cy = lo + (np.array([i, j]) + 0.5) * step
+    vx = cx + radii * np.cos(angles) * step[0]
+    vy = cy + radii * np.sin(angles) * step[1]
+    verts = tuple((float(a), float(b)) for a, b in zip(vx, vy, strict=True))
+    details = {"peak": [float(cx), float(cy)], "level": level, "smoothing_bins": float(sig)}
+    return Placement(PolygonGate(tuple(dims), verts), "ok", "", details)
+
+
+def _climb(dens: np.ndarray, i: int, j: int) -> tuple[int, int]:
+    """Steepest ascent on a grid from (i, j) to a local maximum."""
+    while True:
+        window = dens[max(i - 1, 0) : i + 2, max(j - 1, 0) : j + 2]
+        a, b = np.unravel_index(np.argmax(window), window.shape)
+        ni, nj = max(i - 1, 0) + a, max(j - 1, 0) + b
+        if (ni, nj) == (i, j) or dens[ni, nj] <= dens[i, j]:
+            return i, j
+        i, j = ni, nj
+
+
+def mixture_window(
+    X: np.ndarray, *, n_components: int = 5, axis: int = 1, seed: int = 0
+) -> Placement:
+    """Where to look for a valley: the widest gap between Gaussian-mixture components along ``axis``.
+
+    A 2-D mixture (e.g. CD25 x FOXP3 of CD4 cells) separates a small positive population from the
+    bulk better than a 1-D histogram; the component means bounding the largest gap (in units of the
+    pooled SD along ``axis``) give the interval in which the 1-D valley is searched, so a noise dip
+    inside the negative peak or a positive tail can never be chosen. Returns ``(low, high)``.
+    """
+    X = np.asarray(X, dtype=float)[:, :2]
+    X = X[np.isfinite(X).all(axis=1)]
+    if len(X) < 10 * MIN_EVENTS:
+        raise GatingError(f"too few events for a mixture ({len(X)})")
+    fit = _gmm_2d(X, n_components, seed=seed)
+    means = fit["means"][:, axis]
+    order = np.argsort(means)
+    sd = np.sqrt(np.average(fit["covs"][:, axis, axis], weights=fit["weights"]))
+    gaps = np.diff(means[order]) / sd
+    i = int(np.argmax(gaps))
+    window = (float(means[order[i]]), float(means[order[i + 1]]))
+    above = float(fit["weights"][order[i + 1 :]].sum())
+    details = {"window": list(window), "gap_sd": float(gaps[i]), "weight_above": above}
+    return Placement(window, "ok", "", details)
+
+
+def _pick_component(weights, means, covs, select: str, min_weight: float) -> int:
+    """Index of the target component: ``lowest_y``, ``densest_low`` or ``largest``."""
+    big = np.flatnonzero(weights >= min_weight)
+    if len(big) == 0:
+        big = np.array([int(np.argmax(weights))])
+    if select == "lowest_y":
+        return int(big[np.argmin(means[big, 1])])
+    if select == "largest":
+        return int(big[np.argmax(weights[big])])
+    if select == "densest_low":
+        # lymphocytes: the most compact cloud (highest peak density) in the low-side-scatter half
+        low = big[means[big, 1] <= np.median(means[:, 1])]
+        low = low if len(low) else big
+        peak = weights[low] / np.sqrt(np.linalg.det(covs[low]))
+        return int(low[np.argmax(peak)])
+    raise GatingError(f"unknown selection {select!r} for scatter_mixture")
+
+
+def _same_population(means, covs, pick: int, radius2: float = 4.0) -> list[int]:
+    """Components overlapping the picked one, transitively (a population the mixture split up)."""
+    members = [pick]
+    grew = True
+    while grew:
+        grew = False
+        for j in range(len(means)):
+            if j in members:
+                continue
+            for m in members:
+                d = means[j] - means[m]
+                if (
+                    d @ np.linalg.solve(covs[m], d) <= radius2
+                    or d @ np.linalg.solve(covs[j], d) <= radius2
+                ):
+                    members.append(j)
+                    grew = True
+                    break
+    return members
+
+
+def _gmm_2d(X: np.ndarray, k: int, *, seed: int = 0, n_iter: int = 60, tol: float = 1e-4) -> dict:
+    """Full-covariance Gaussian mixture in two dimensions by EM (k-means++ start), vectorised in numpy.
+
+    Small and dependency-free (scikit-learn's import alone costs ~2 s); returns weights, means,
+    covariances, hard labels, log-likelihood and BIC.
+    """
+    rng = np.random.default_rng(seed)
+    n = len(X)
+    centres = [X[rng.integers(n)]]
+    for _ in range(1, k):  # k-means++ seeding
+        d2 = np.min([((X - c) ** 2).sum(1) for c in centres], axis=0)
+        centres.append(X[rng.choice(n, p=d2 / d2.sum())])
+    means = np.array(centres)
+    for _ in range(10):  # a few Lloyd steps
+        lab = np.argmin(((X[:, None, :] - means[None]) ** 2).sum(-1), axis=1)
+        means = np.array([X[lab == j].mean(0) if np.any(lab == j) else means[j] for j in range(k)])
+    resp = np.eye(k)[lab]
+    floor = 1e-6 * np.trace(np.cov(X.T))
+    prev = -np.inf
+    for it in range(n_iter):  # noqa: B007 (it is reported)
+        nk = resp.sum(0) + 1e-12
+        weights, means = nk / n, (resp.T @ X) / nk[:, None]
+        d = X[:, None, :] - means[None]
+        a, b = d[..., 0], d[..., 1]
+        sxx = (resp * a * a).sum(0) / nk + floor
+        syy = (resp * b * b).sum(0) / nk + floor
+        sxy = (resp * a * b).sum(0) / nk
+        covs = np.stack([sxx, sxy, sxy, syy], -1).reshape(k, 2, 2)
+        det = sxx * syy - sxy**2
+        m2 = (syy * a * a - 2 * sxy * a * b + sxx * b * b) / det
+        logp = np.log(weights) - 0.5 * (m2 + np.log(det) + 2 * np.log(2 * np.pi))
+        top = logp.max(1, keepdims=True)
+        lse = top[:, 0] + np.log(np.exp(logp - top).sum(1))
+        resp = np.exp(logp - lse[:, None])
+        ll = float(lse.sum())
+        if ll - prev < tol * n:
+            break
+        prev = ll
+    n_params = k * 6 - 1
+    return {
+        "weights": weights,
+        "means": means,
+        "covs": covs,
+        "labels": np.argmax(resp, 1),
+        "loglik": ll,
+        "bic": -2 * ll + n_params * np.log(n),
+        "n_iter": it + 1,
+    }
+
+
+def _ellipse_radius(X, own, mean, cov, purity: float = 0.9, cap: float = 9.21) -> float:
+    """Largest Mahalanobis radius^2 (<= ``cap``) at which the ellipse shell is still ``purity`` pure."""
+    d = X - mean
+    m2 = np.einsum("ij,jk,ik->i", d, np.linalg.inv(cov), d)
+    radii = np.linspace(1.0, cap, 40)
+    chosen = radii[0]
+    for r2_in, r2_out in pairwise(radii):
+        shell = (m2 > r2_in) & (m2 <= r2_out)
+        if shell.sum() >= 5 and own[shell].mean() < purity:
+            break
+        chosen = r2_out
+    return float(chosen)
