@@ -42,6 +42,7 @@ _PCT_READOUTS: dict[str, tuple[str, str]] = {
     "treg_helios_pct": ("Treg_Heliospos", "Treg"),
     "teff_cd25_pct": ("Teff_CD25pos", "Teff"),
     "nk_cd56bright_pct_lymph": ("NK_CD56bright", "lymphocytes"),
+    "nk_cd56bright_pct_nk": ("NK_CD56bright", "NK"),
 }
 
 #: Readout columns of ``summary.csv`` in their column order, with a label for tables and figures.
@@ -63,6 +64,7 @@ READOUT_LABELS: dict[str, str] = {
     "treg_helios_pct": "Helios+ (% of Treg)",
     "teff_cd25_pct": "CD25+ (% of Teff)",
     "nk_cd56bright_pct_lymph": "CD56bright NK (% of lymphocytes)",
+    "nk_cd56bright_pct_nk": "CD56bright (% of NK)",
 }
 READOUTS: tuple[str, ...] = tuple(READOUT_LABELS)
 
@@ -75,7 +77,9 @@ def _populations(adata: AnnData) -> tuple[pd.DataFrame, dict[str, str | None]]:
         return pd.DataFrame(index=adata.obs_names), {}
     pops = pd.DataFrame(adata.obsm[K.POPULATIONS]).astype(bool)
     listed = adata.uns.get(K.GATING, {}).get("populations", [])
-    parents = {str(p["name"]): (None if p.get("parent") is None else str(p["parent"])) for p in listed}
+    parents = {
+        str(p["name"]): (None if p.get("parent") is None else str(p["parent"])) for p in listed
+    }
     for name in pops.columns:
         parents.setdefault(str(name), None)
     return pops, parents
@@ -115,7 +119,8 @@ def population_table(adata: AnnData) -> pd.DataFrame:
     rows = []
     for name, parent in parents.items():
         count = np.nan if name in bad else float(counts.get(name, np.nan))
-        denom = n_total if parent is None else float(counts.get(parent, np.nan))
+        # a parent that is not itself a population ("root", None) means all events of the file
+        denom = float(counts[parent]) if parent in counts.index and parent in parents else n_total
         if parent is not None and parent in bad:
             denom = np.nan
         rows.append(
@@ -267,6 +272,13 @@ def add_baseline_change(
     window; and ``treg_change_auc_per_day`` = that area / window length (the mean change in points).
     Both AUC columns are per patient, repeated on each of the patient's rows.
     """
+    if not {"patient", "timepoint"} <= set(summary.columns):
+        logger.warning("summary has no patient/timepoint columns: no change versus baseline")
+        return summary.copy()
+    known = summary["patient"].notna() & summary["timepoint"].notna()
+    if not known.all():  # samples without a patient or timepoint have no baseline: NaN folds
+        done = add_baseline_change(summary.loc[known], readouts=readouts, auc_window=auc_window)
+        return pd.concat([done, summary.loc[~known]]).loc[summary.index]
     out = summary.copy()
     if readouts is None:
         readouts = [r for r in READOUTS if r in out]

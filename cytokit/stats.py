@@ -18,13 +18,19 @@ from scipy import stats as sps
 
 from .readouts import READOUTS, baseline_rows, timepoint_order
 
-__all__ = ["MIN_PAIRS", "STATS_COLUMNS", "bh_adjust", "paired_tests"]
+__all__ = ["DEFAULT_READOUTS", "MIN_PAIRS", "STATS_COLUMNS", "bh_adjust", "paired_tests"]
 
 logger = logging.getLogger("cytokit")
 
 #: Fewest patient pairs for which a test is run. With n pairs the smallest two-sided exact p-value is
 #: 2 / 2**n, so 3 pairs can at best give 0.25 and fewer than 6 can never reach 0.05 (said in ``note``).
 MIN_PAIRS = 3
+
+#: Readouts tested by default: trial readouts, not raw event counts (they depend on how many events were
+#: acquired) nor the transformed CD25 median (its linear twin is tested, so the fold change means MFI fold).
+DEFAULT_READOUTS = tuple(
+    r for r in READOUTS if not r.endswith("_count") and r != "treg_cd25_median"
+)
 
 STATS_COLUMNS = [
     "readout",
@@ -84,7 +90,9 @@ def _pairs(
         later = later.loc[later["timepoint"] != baseline]
     later = later.dropna(subset=["value", "base"])
     # a patient sampled twice at one timepoint counts once (mean of the repeats)
-    return later.groupby(["timepoint", "patient"], sort=False)[["value", "base"]].mean().reset_index()
+    return (
+        later.groupby(["timepoint", "patient"], sort=False)[["value", "base"]].mean().reset_index()
+    )
 
 
 def _test(x: np.ndarray, y: np.ndarray, min_pairs: int) -> tuple[float, str]:
@@ -113,7 +121,7 @@ def paired_tests(
     summary
         One row per sample with ``patient``, ``timepoint``, optional ``day`` and readout columns.
     readouts
-        Columns to test; default every :data:`cytokit.readouts.READOUTS` column present.
+        Columns to test; default every :data:`DEFAULT_READOUTS` column present.
     baseline
         Timepoint label used as every patient's baseline. Default None: each patient's own baseline
         (smallest ``day``, else the first timepoint), as in :func:`cytokit.readouts.add_baseline_change`.
@@ -128,7 +136,10 @@ def paired_tests(
     whole table); ``note`` (why a p-value is empty, or a caveat).
     """
     if readouts is None:
-        readouts = [r for r in READOUTS if r in summary]
+        readouts = [r for r in DEFAULT_READOUTS if r in summary]
+    if not {"patient", "timepoint"} <= set(summary.columns):
+        return pd.DataFrame(columns=STATS_COLUMNS)
+    summary = summary.loc[summary["patient"].notna() & summary["timepoint"].notna()]
     if baseline is not None:
         is_base = summary["timepoint"].astype(str) == str(baseline)
     else:

@@ -70,6 +70,7 @@ def make_gated(
         base = np.ones(n, bool) if parent is None else pops[parent]
         if gate is None:
             inside = ~RangeGate(("FOXP3",), (0.6,), (None,)).apply(X[:, [j["FOXP3"]]])
+            gates[name] = {"gate": {}, "method": "boolean", "status": "ok", "message": ""}
         else:
             inside = gate.apply(X[:, [j[d] for d in gate.dims]])
             gates[name] = {"gate": gate.to_dict(), "method": "test", "status": "ok", "message": ""}
@@ -77,7 +78,7 @@ def make_gated(
     adata.obsm["populations"] = pd.DataFrame(pops, index=adata.obs_names)
     adata.uns["gating"] = {
         "strategy": "test",
-        "populations": [{"name": k, "parent": v[0]} for k, v in _TREE.items()],
+        "populations": [{"name": k, "parent": v[0] or "root"} for k, v in _TREE.items()],
         "gates": gates,
         "warnings": [],
     }
@@ -97,6 +98,7 @@ def test_population_table_counts_and_percentages():
     assert table.loc["Treg", "pct_parent"] == pytest.approx(
         100 * pops["Treg"].sum() / pops["CD4"].sum()
     )
+    # the engine names the top parent "root": that means all events
     assert table.loc["cells", "pct_parent"] == pytest.approx(100 * pops["cells"].mean())
     assert table.loc["CD4", "pct_total"] == pytest.approx(100 * pops["CD4"].sum() / adata.n_obs)
     assert (table["pct_parent"].dropna().between(0, 100)).all()
@@ -229,3 +231,18 @@ def test_baseline_is_smallest_day_per_patient():
 def test_timepoint_order_by_day():
     frame = pd.DataFrame({"timepoint": ["W4", "D0", "D8", "W4"], "day": [28, 0, 8, 28]})
     assert readouts.timepoint_order(frame) == ["D0", "D8", "W4"]
+
+
+def test_samples_without_patient_get_no_fold_and_no_pairs():
+    from cytokit import stats
+
+    frame = _summary()
+    extra = pd.DataFrame(
+        [{"sample": "odd", "patient": None, "timepoint": None, "treg_pct_cd4": 3.0}]
+    )
+    frame = pd.concat([frame, extra], ignore_index=True)
+    out = readouts.add_baseline_change(frame).set_index("sample")
+    assert np.isnan(out.loc["odd", "treg_fold_vs_baseline"])
+    assert out.loc["P1_D8", "treg_fold_vs_baseline"] == pytest.approx(2.0)
+    assert stats.paired_tests(out.reset_index(), ["treg_pct_cd4"])["n_pairs"].max() == 2
+    assert stats.paired_tests(frame.drop(columns="patient")).empty

@@ -46,7 +46,6 @@ _PLACEMENT_KEYS = {
     "max_shift",
     "guide",
     "guide_events",
-    "balance",
 }
 
 
@@ -365,9 +364,8 @@ class _Run:
             guide = M2.mixture_window(pair, seed=self.strat.seed).details
             kw["search"] = tuple(guide["window"])
         res = _one_d(method, x, kw)
-        if b.get("balance") and res.status == "ok":
-            bal = M.balanced_threshold(x, float(res.value), side=b.get("side", "high"))
-            res = M.Placement(bal.value, res.status, res.message, {**res.details, **bal.details})
+        if guide and res.status != "ok":
+            res = _valley_above_window(x, kw, res)
         value = float(res.value)
         if prior is not None:
             # the sample's own placement wins when it agrees with the prior; else search near it
@@ -471,6 +469,20 @@ def _polygon_mask(vertices, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     out = np.empty(len(x), dtype=bool)
     out[order] = inside
     return out
+
+
+def _valley_above_window(x: np.ndarray, kw: dict, res: M.Placement) -> M.Placement:
+    """A guided valley search found nothing in its window: look for the valley between the main
+    peak and a peak above the window's lower end (the positive peak beyond a component the mixture
+    put in the gap); keep the guided fallback ``res`` when there is none."""
+    low = float(kw["search"][0])
+    try:
+        alt = M.density_valley(
+            x, **{**kw, "search": (low, float(np.max(x))), "pair": "above_main", "fallback": "none"}
+        )
+    except GatingError:
+        return res
+    return M.Placement(alt.value, "ok", "valley above the guide window", alt.details)
 
 
 def _one_d(method: str, x: np.ndarray, kw: dict) -> M.Placement:

@@ -30,7 +30,6 @@ from ._gates import PolygonGate
 
 __all__ = [
     "Placement",
-    "balanced_threshold",
     "density_valley",
     "otsu_threshold",
     "smooth_density",
@@ -257,62 +256,6 @@ def density_valley(
                 return Placement(float(grid[v]), "ok", "valley near the prior", details)
         return Placement(float(prior), "fallback", "no valley near the prior; prior used", details)
     return _fallback(x, grid, dens, side, fallback, k, adjust, details)
-
-
-def balanced_threshold(
-    x: np.ndarray,
-    start: float,
-    *,
-    side: str = "high",
-    adjust: float = 1.0,
-    max_shift: float | None = None,
-) -> Placement:
-    """Move a threshold between two populations to where the errors both ways are expected equal.
-
-    A density valley minimises the events near the cut, not the counting error: with a small
-    positive population beside a large negative one it lies nearer the small peak, so more positives
-    are lost below it than negatives leak above it and the positive count is biased low. Each
-    population is modelled by a Gaussian fitted to its peak and the half facing away from ``start``
-    (so neither the other population nor the overlap inflates it); the threshold ``t`` is solved
-    for ``n_low * P(low > t) = n_high * P(high < t)`` between the two peaks, so the gated count is
-    unbiased. ``max_shift`` (default: the larger of the two SDs) bounds the move from ``start``.
-    """
-    from math import erf, sqrt
-
-    x = _finite(x)
-    lo_x, hi_x = x[x < start], x[x >= start]
-    if min(len(lo_x), len(hi_x)) < MIN_EVENTS:
-        return Placement(float(start), "ok", "too few events to balance", {"balanced": False})
-    m0, s0 = _half_gauss(lo_x, adjust, upper=False)
-    m1, s1 = _half_gauss(hi_x, adjust, upper=True)
-    n0, n1 = len(lo_x), len(hi_x)
-    if not m0 < start < m1:
-        return Placement(float(start), "ok", "peaks not on both sides", {"balanced": False})
-
-    def excess(t: float) -> float:  # expected low-population events above t minus high ones below
-        return n0 * 0.5 * (1 - erf((t - m0) / (s0 * sqrt(2)))) - n1 * 0.5 * (
-            1 + erf((t - m1) / (s1 * sqrt(2)))
-        )
-
-    a, b = m0, m1
-    for _ in range(50):  # bisection: excess falls from > 0 at m0 to < 0 at m1
-        mid = 0.5 * (a + b)
-        a, b = (mid, b) if excess(mid) > 0 else (a, mid)
-    t = 0.5 * (a + b)
-    limit = max(s0, s1) if max_shift is None else max_shift
-    t = float(np.clip(t, start - limit, start + limit))
-    details = {"start": float(start), "low_peak": [m0, s0, n0], "high_peak": [m1, s1, n1],
-               "balanced": True}  # fmt: skip
-    return Placement(t, "ok", "", details)
-
-
-def _half_gauss(x: np.ndarray, adjust: float, *, upper: bool) -> tuple[float, float]:
-    """Mode of ``x`` and the RMS spread of its outer half (above the mode if ``upper``)."""
-    grid, dens, _ = smooth_density(x, adjust=adjust)
-    mode = float(grid[np.argmax(dens)])
-    far = x[x > mode] - mode if upper else x[x < mode] - mode
-    sd = float(np.sqrt(np.mean(far**2))) if len(far) >= 10 else _robust_sd(x)
-    return mode, max(sd, 1e-6)
 
 
 def _fallback(x, grid, dens, side, fallback, k, adjust, details) -> Placement:

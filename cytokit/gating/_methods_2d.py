@@ -18,6 +18,7 @@ from ._methods import MIN_EVENTS, Placement, _gaussian_smooth, _robust_sd
 
 __all__ = ["density_region", "mixture_window", "scatter_mixture", "singlet_band"]
 
+
 def singlet_band(
     area: np.ndarray,
     height: np.ndarray,
@@ -223,8 +224,13 @@ def mixture_window(
     sd = np.sqrt(np.average(fit["covs"][:, axis, axis], weights=fit["weights"]))
     gaps = np.diff(means[order]) / sd
     i = int(np.argmax(gaps))
-    window = (float(means[order[i]]), float(means[order[i + 1]]))
-    above = float(fit["weights"][order[i + 1 :]].sum())
+    # the window ends at the weighted centre of the components above the gap, not at the lowest
+    # of them: a small component of dim positives (naive Tregs, low FOXP3) or of the negatives'
+    # tail can sit just above the gap, and the valley lies between it and the positive peak
+    upper = order[i + 1 :]
+    above = float(fit["weights"][upper].sum())
+    top = float(np.average(means[upper], weights=fit["weights"][upper]))
+    window = (float(means[order[i]]), max(float(means[order[i + 1]]), top))
     details = {"window": list(window), "gap_sd": float(gaps[i]), "weight_above": above}
     return Placement(window, "ok", "", details)
 

@@ -4,4 +4,11 @@ from ._embedding import umap
 from ._gating import gating_path, strategy_diagram
 from ._trial import activation, paired_boxes, trial_trajectories
 
-__all__ = ["activation", "gating_path", "paired_boxes", "strategy_diagram", "trial_trajectories", "umap"]
+__all__ = [
+    "activation",
+    "gating_path",
+    "paired_boxes",
+    "strategy_diagram",
+    "trial_trajectories",
+    "umap",
+]

@@ -54,6 +54,8 @@ def _gate_entries(adata: AnnData) -> list[dict]:
                 "parent": None if parent is None else str(parent),
             }
         )
+    # boolean populations (``Teff = CD4 and not FOXP3+``) have no geometry: nothing to draw unless it failed
+    entries = [e for e in entries if e["gate"] or e["status"] in ("failed", "fallback")]
     order = {name: i for i, name in enumerate(parents)}
     return sorted(entries, key=lambda e: order.get(e["population"], len(order)))
 
@@ -61,7 +63,10 @@ def _gate_entries(adata: AnnData) -> list[dict]:
 def _limits(values: np.ndarray, coords: Iterable[float]) -> tuple[float, float]:
     finite = values[np.isfinite(values)]
     lo, hi = np.quantile(finite, [0.001, 0.999]) if finite.size else (0.0, 1.0)
+    # show the gate's edges, but never let a far-away vertex squash the data into a corner
+    span = hi - lo if hi > lo else 1.0
     extra = [c for c in coords if c is not None and np.isfinite(c)]
+    extra = [min(max(c, lo - 0.25 * span), hi + 0.25 * span) for c in extra]
     lo, hi = min([lo, *extra]), max([hi, *extra])
     pad = 0.04 * (hi - lo) if hi > lo else 0.5
     return float(lo - pad), float(hi + pad)
@@ -110,7 +115,9 @@ def _box(gate: dict, xlim, ylim):
 
 def _title(entry: dict, pct: float) -> str:
     name = entry["population"] or entry["id"]
-    parent = f" of {entry['parent']}" if entry["parent"] else ""
+    parent = (
+        f" of {entry['parent']}" if entry["parent"] and entry["parent"] != "root" else " of all"
+    )
     value = "n/a" if not np.isfinite(pct) else f"{pct:.1f}%"
     status = "" if entry["status"] == "ok" else f" [{entry['status']}]"
     return f"{name}: {value}{parent}{status}"
@@ -133,7 +140,9 @@ def _panel(ax: Axes, adata: AnnData, entry: dict, max_points: int, rng) -> None:
     columns = [_column(adata, d) for d in dims]
     ax.set_title(_title(entry, np.nan), fontsize=9, color=_STATUS_COLOR.get(entry["status"], "k"))
     if not dims or any(c is None for c in columns):
-        ax.text(0.5, 0.5, entry["message"] or "gate not drawable", ha="center", va="center", wrap=True)
+        ax.text(
+            0.5, 0.5, entry["message"] or "gate not drawable", ha="center", va="center", wrap=True
+        )
         ax.set_axis_off()
         return
     X = np.column_stack(columns)
@@ -157,7 +166,15 @@ def _panel(ax: Axes, adata: AnnData, entry: dict, max_points: int, rng) -> None:
     else:
         ylim = _limits(pts[:, 1], _gate_coords(gate, 1))
         if len(pts) >= 2000:
-            ax.hist2d(pts[:, 0], pts[:, 1], bins=90, range=[xlim, ylim], cmap="viridis", norm=LogNorm(), cmin=1)
+            ax.hist2d(
+                pts[:, 0],
+                pts[:, 1],
+                bins=90,
+                range=[xlim, ylim],
+                cmap="viridis",
+                norm=LogNorm(),
+                cmin=1,
+            )
         elif len(pts):  # too few events for a density: plain dots
             ax.scatter(pts[:, 0], pts[:, 1], s=3, color="#3b528b", alpha=0.6, linewidths=0)
         ax.set_ylabel(dims[1], fontsize=8)
@@ -169,10 +186,21 @@ def _panel(ax: Axes, adata: AnnData, entry: dict, max_points: int, rng) -> None:
     ax.yaxis.set_major_locator(MaxNLocator(4, integer=len(dims) == 1))
     _draw_gate(ax, gate, xlim, ylim)
     if entry["status"] != "ok" and entry["message"]:
-        ax.text(0.02, 0.98, entry["message"][:60], transform=ax.transAxes, fontsize=6, va="top", color="#c00000")
+        ax.text(
+            0.02,
+            0.98,
+            entry["message"][:60],
+            transform=ax.transAxes,
+            fontsize=6,
+            va="top",
+            color="#c00000",
+            bbox={"facecolor": "white", "alpha": 0.75, "edgecolor": "none", "pad": 1},
+        )
 
 
-def gating_path(adata: AnnData, *, max_points: int = 30000, ncols: int = 4, seed: int = 0) -> Figure:
+def gating_path(
+    adata: AnnData, *, max_points: int = 30000, ncols: int = 4, seed: int = 0
+) -> Figure:
     """The gates as placed on one sample: a density plot per gate, in strategy order.
 
     Parameters
@@ -199,8 +227,12 @@ def gating_path(adata: AnnData, *, max_points: int = 30000, ncols: int = 4, seed
     width, height = 3.1 * ncols, 2.8 * nrows + 0.45
     fig = Figure(figsize=(width, height))
     fig.subplots_adjust(
-        left=0.55 / width, right=1 - 0.15 / width, bottom=0.45 / height, top=1 - 0.75 / height,
-        wspace=0.42, hspace=0.62,
+        left=0.55 / width,
+        right=1 - 0.15 / width,
+        bottom=0.45 / height,
+        top=1 - 0.75 / height,
+        wspace=0.42,
+        hspace=0.62,
     )
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
     for ax, entry in zip(axes, entries, strict=False):
@@ -232,7 +264,11 @@ def _tree(populations) -> tuple[list[str], dict[str, str | None], dict[str, floa
 
 
 def _parent(value) -> str | None:
-    return None if value is None or (isinstance(value, float) and np.isnan(value)) or value == "" else str(value)
+    return (
+        None
+        if value is None or (isinstance(value, float) and np.isnan(value)) or value == ""
+        else str(value)
+    )
 
 
 def _layout(names: list[str], parents: dict[str, str | None]) -> dict[str, tuple[int, float]]:

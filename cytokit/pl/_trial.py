@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from ..readouts import READOUT_LABELS, add_baseline_change, timepoint_order
 
@@ -74,18 +75,26 @@ def trial_trajectories(summary: pd.DataFrame, readout: str) -> Figure:
     fig = Figure(figsize=(6.4, 4.0), layout="constrained")
     ax = fig.add_subplot()
     ax.set_title(_label(readout), fontsize=11)
-    if readout not in summary or pd.to_numeric(summary[readout], errors="coerce").notna().sum() == 0:
+    if (
+        readout not in summary
+        or pd.to_numeric(summary[readout], errors="coerce").notna().sum() == 0
+    ):
         _empty(ax, f"{readout}: not measured")
         return fig
     x, xlabel, ticks = _x(summary)
     frame = pd.DataFrame(
-        {"x": x.values, "y": pd.to_numeric(summary[readout], errors="coerce").values,
-         "patient": summary["patient"].astype(str).values}
+        {
+            "x": x.values,
+            "y": pd.to_numeric(summary[readout], errors="coerce").values,
+            "patient": summary["patient"].astype(str).values,
+        }
     ).dropna()
     colors = _patient_colors(frame["patient"])
     for patient, rows in frame.groupby("patient", sort=False):
         rows = rows.sort_values("x")
-        ax.plot(rows["x"], rows["y"], "-o", ms=3, lw=1, alpha=0.75, color=colors[patient], label=patient)
+        ax.plot(
+            rows["x"], rows["y"], "-o", ms=3, lw=1, alpha=0.75, color=colors[patient], label=patient
+        )
     med = frame.groupby("x")["y"].median()
     ax.plot(med.index, med.values, "-", color="black", lw=2.6, label="median", zorder=5)
     ax.set_xlabel(xlabel, fontsize=9)
@@ -140,16 +149,26 @@ def paired_boxes(summary: pd.DataFrame, stats: pd.DataFrame, readout: str) -> Fi
     order = timepoint_order(summary)
     pos = {t: i for i, t in enumerate(order)}
     frame = pd.DataFrame(
-        {"tp": summary["timepoint"].astype(str).values, "y": values.values,
-         "patient": summary["patient"].astype(str).values}
+        {
+            "tp": summary["timepoint"].astype(str).values,
+            "y": values.values,
+            "patient": summary["patient"].astype(str).values,
+        }
     ).dropna()
     frame["x"] = frame["tp"].map(pos).astype(float)
     for _, rows in frame.groupby("patient", sort=False):
         rows = rows.sort_values("x")
         ax.plot(rows["x"], rows["y"], "-", color="#9aa5b1", lw=0.8, alpha=0.8, zorder=1)
     groups = [frame.loc[frame["tp"] == t, "y"].to_numpy() for t in order]
-    ax.boxplot(groups, positions=list(range(len(order))), widths=0.5, showfliers=False,
-               patch_artist=True, boxprops={"facecolor": "#eef3f8"}, medianprops={"color": "black"})
+    ax.boxplot(
+        groups,
+        positions=list(range(len(order))),
+        widths=0.5,
+        showfliers=False,
+        patch_artist=True,
+        boxprops={"facecolor": "#eef3f8"},
+        medianprops={"color": "black"},
+    )
     ax.scatter(frame["x"], frame["y"], s=14, color=_TREG, zorder=3)
     _annotate_p(ax, stats, readout, pos, frame["y"])
     ax.set_xticks(range(len(order)), order, fontsize=8, rotation=45 if len(order) > 8 else 0)
@@ -199,20 +218,27 @@ def activation(summary: pd.DataFrame) -> Figure:
     axes = fig.subplots(1, len(_ACTIVATION), squeeze=False)[0]
     for ax, (title, treg, teff) in zip(axes, _ACTIVATION, strict=True):
         ax.set_title(title, fontsize=9)
-        drawn = [_fold_line(ax, folded, x, r, color, name)
-                 for r, color, name in ((treg, _TREG, "Treg"), (teff, _TEFF, "Teff"))]
+        drawn = [
+            _fold_line(ax, folded, x, r, color, name)
+            for r, color, name in ((treg, _TREG, "Treg"), (teff, _TEFF, "Teff"))
+        ]
         if not any(drawn):
             _empty(ax, "not measured")
             continue
         ax.axhline(1.0, color="black", lw=0.8, ls="--")
-        ax.set_yscale("log", base=2)
         ax.set_xlabel(xlabel, fontsize=8)
         if xlabel == "timepoint":
             _set_ticks(ax, ticks, rotate=len(ticks) > 5)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.25)
-        ax.legend(fontsize=7, frameon=False)
     axes[0].set_ylabel("fold vs baseline (median, IQR)", fontsize=8)
+    handles = [
+        Line2D([], [], color=_TREG, marker="o", ms=3),
+        Line2D([], [], color=_TEFF, marker="o", ms=3),
+    ]
+    fig.legend(
+        handles, ["Treg", "Teff"], loc="outside upper right", ncols=2, fontsize=8, frameon=False
+    )
     return fig
 
 
@@ -227,5 +253,5 @@ def _fold_line(ax: Axes, summary: pd.DataFrame, x: pd.Series, readout: str, colo
         return False
     q = frame.groupby("x")["f"].quantile([0.25, 0.5, 0.75]).unstack()
     ax.fill_between(q.index, q[0.25], q[0.75], color=color, alpha=0.18, lw=0)
-    ax.plot(q.index, q[0.5], "-o", ms=3, color=color, label=f"{name}: {_label(readout)}")
+    ax.plot(q.index, q[0.5], "-o", ms=3, color=color, label=name)
     return True

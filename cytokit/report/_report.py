@@ -35,6 +35,7 @@ _MORE = (
     "treg_helios_pct",
     "treg_cd127lo_pct_cd4",
     "nk_cd56bright_pct_lymph",
+    "nk_cd56bright_pct_nk",
 )
 _STATS_HEADERS = {
     "n_pairs": "pairs",
@@ -65,9 +66,13 @@ def _overview(summary, stats, qc) -> str:
         (summary["patient"].nunique() if "patient" in summary else 0, "patients", ""),
         (summary["timepoint"].nunique() if "timepoint" in summary else 0, "timepoints", ""),
     ]
-    html = '<div class="cards">' + "".join(
-        f'<div class="card {c}"><b>{esc(v)}</b><span>{esc(t)}</span></div>' for v, t, c in cards
-    ) + "</div>"
+    html = (
+        '<div class="cards">'
+        + "".join(
+            f'<div class="card {c}"><b>{esc(v)}</b><span>{esc(t)}</span></div>' for v, t, c in cards
+        )
+        + "</div>"
+    )
     html += _headline(stats)
     problems = qc.loc[qc["status"].astype(str) != "ok"] if "status" in qc else qc.iloc[:0]
     if len(problems):
@@ -82,12 +87,23 @@ def _overview(summary, stats, qc) -> str:
 
 def _headline(stats: pd.DataFrame) -> str:
     if stats is None or stats.empty or "readout" not in stats:
-        return '<p class="note">No paired statistics (a single timepoint, or no baseline pairs).</p>'
+        return (
+            '<p class="note">No paired statistics (a single timepoint, or no baseline pairs).</p>'
+        )
     rows = stats.loc[stats["readout"].isin(_HEADLINE)].copy()
     if rows.empty:
         return ""
     rows["readout"] = rows["readout"].map(READOUT_LABELS)
-    cols = ["readout", "timepoint", "n_pairs", "baseline_median", "median", "median_fold_change", "p_value", "p_adj"]
+    cols = [
+        "readout",
+        "timepoint",
+        "n_pairs",
+        "baseline_median",
+        "median",
+        "median_fold_change",
+        "p_value",
+        "p_adj",
+    ]
     signif = ["signif" if q < 0.05 else "" for q in rows["p_adj"].fillna(1.0)]
     return (
         "<h3>Headline: Treg % of CD4 and Treg/Teff ratio versus baseline</h3>"
@@ -97,7 +113,10 @@ def _headline(stats: pd.DataFrame) -> str:
 
 
 def _qc(qc: pd.DataFrame) -> str:
-    classes = [s if s in ("warning", "failed") else "" for s in qc.get("status", pd.Series(dtype=str)).astype(str)]
+    classes = [
+        s if s in ("warning", "failed") else ""
+        for s in qc.get("status", pd.Series(dtype=str)).astype(str)
+    ]
     return section("qc", "Quality control", table(qc, row_classes=classes or None))
 
 
@@ -105,9 +124,15 @@ def _strategy(populations: pd.DataFrame) -> str:
     if populations is None or populations.empty or "population" not in populations:
         return section("strategy", "Gating strategy", '<p class="note">No gated sample.</p>')
     fig = pl.strategy_diagram(populations)
-    pivot = populations.pivot_table(index="population", columns="sample", values="pct_parent", sort=False)
+    pivot = populations.pivot_table(
+        index="population", columns="sample", values="pct_parent", sort=False
+    )
     pivot = pivot.reset_index()
-    body = img(fig, "gating strategy tree", "Populations of the strategy, each with its median % of parent.")
+    body = img(
+        fig,
+        "gating strategy tree",
+        "Populations of the strategy, each with its median % of parent.",
+    )
     body += details("Population % of parent, every sample", table(pivot))
     return section("strategy", "Gating strategy", body)
 
@@ -118,8 +143,16 @@ def _trial(summary: pd.DataFrame, stats: pd.DataFrame) -> str:
         if not _measured(summary, readout):
             continue
         body += f"<h3>{esc(READOUT_LABELS[readout])}</h3><div class='grid2'>"
-        body += img(pl.trial_trajectories(summary, readout), f"{readout} per patient", "Each patient over time; black: median.")
-        body += img(pl.paired_boxes(summary, stats, readout), f"{readout} paired", "p: Wilcoxon signed-rank vs baseline; q: BH-adjusted.")
+        body += img(
+            pl.trial_trajectories(summary, readout),
+            f"{readout} per patient",
+            "Each patient over time; black: median.",
+        )
+        body += img(
+            pl.paired_boxes(summary, stats, readout),
+            f"{readout} paired",
+            "p: Wilcoxon signed-rank vs baseline; q: BH-adjusted.",
+        )
         body += "</div>"
     body += "<h3>Treg versus Teff: expansion and activation</h3>"
     body += img(
@@ -130,9 +163,11 @@ def _trial(summary: pd.DataFrame, stats: pd.DataFrame) -> str:
     )
     more = [r for r in _MORE if _measured(summary, r)]
     if more:
-        grid = "<div class='grid2'>" + "".join(
-            img(pl.paired_boxes(summary, stats, r), f"{r} paired") for r in more
-        ) + "</div>"
+        grid = (
+            "<div class='grid2'>"
+            + "".join(img(pl.paired_boxes(summary, stats, r), f"{r} paired") for r in more)
+            + "</div>"
+        )
         body += details(f"Activation and subset readouts ({len(more)})", grid, open_=True)
     if not body:
         body = '<p class="note">No readouts.</p>'
@@ -140,12 +175,14 @@ def _trial(summary: pd.DataFrame, stats: pd.DataFrame) -> str:
 
 
 def _stats(stats: pd.DataFrame, summary: pd.DataFrame) -> str:
-    body = '<p class="note">Wilcoxon signed-rank test (two-sided, scipy) of each readout at each timepoint ' \
-        "against each patient's baseline (smallest day), on patients measured at both; p-values adjusted " \
-        "with Benjamini-Hochberg across every readout and timepoint (q). An empty p means the test could " \
+    body = (
+        '<p class="note">Wilcoxon signed-rank test (two-sided, scipy) of each readout at each timepoint '
+        "against each patient's baseline (smallest day), on patients measured at both; p-values adjusted "
+        "with Benjamini-Hochberg across every readout and timepoint (q). An empty p means the test could "
         "not be run (see note).</p>"
+    )
     if stats is not None and not stats.empty:
-        shown = stats.copy()
+        shown = stats.drop(columns=["day"], errors="ignore")
         shown.insert(1, "label", shown["readout"].map(READOUT_LABELS).fillna(shown["readout"]))
         signif = ["signif" if q < 0.05 else "" for q in shown["p_adj"].fillna(1.0)]
         body += table(shown, row_classes=signif, headers=_STATS_HEADERS)
@@ -167,11 +204,14 @@ def _gating(gate_figures: Mapping, qc: pd.DataFrame, summary: pd.DataFrame) -> s
         st = str(status.get(name, "ok"))
         label = f'{esc(name)} <span class="status-{esc(st)}">({esc(st)})</span>'
         try:
-            blocks.append(details(label, img(gate_figures[name], f"gating path of {name}")))
+            figure = img(gate_figures[name], f"gating path of {name}")
+            blocks.append(details(label, figure, open_=st != "ok"))  # samples to review start open
         except OSError as err:
             logger.warning("report: gating figure of %s not readable: %s", name, err)
-    note = '<p class="note">Each panel: the gate as placed on that sample over its parent population, ' \
+    note = (
+        '<p class="note">Each panel: the gate as placed on that sample over its parent population, '
         "titled with the % of parent; orange/red titles: fallback or failed placement.</p>"
+    )
     return section("gating", "Gating per sample", note + "".join(blocks))
 
 
@@ -184,7 +224,9 @@ def _clusters(clusters, cluster_figures) -> str:
     if isinstance(clusters, pd.DataFrame) and not clusters.empty:
         index = [c for c in ("cluster", "label") if c in clusters]
         if "pct" in clusters and "sample" in clusters and index:
-            wide = clusters.pivot_table(index=index, columns="sample", values="pct", sort=False).reset_index()
+            wide = clusters.pivot_table(
+                index=index, columns="sample", values="pct", sort=False
+            ).reset_index()
             body += details("Cluster % per sample", table(wide), open_=True)
         else:
             body += table(clusters)
@@ -199,7 +241,9 @@ def _methods(methods: Mapping) -> str:
         elif isinstance(value, list | tuple):
             value = ", ".join(map(str, value))
         items.append(f"<dt>{esc(key)}</dt><dd>{esc(value)}</dd>")
-    command = methods.get("command") or "cytokit run INPUT --out DIR  (with the panel/strategy above)"
+    command = (
+        methods.get("command") or "cytokit run INPUT --out DIR  (with the panel/strategy above)"
+    )
     body = f'<dl class="methods">{"".join(items)}</dl>'
     body += f"<h3>How to rerun</h3><pre>{esc(command)}</pre>"
     body += (
@@ -252,20 +296,39 @@ def write_report(
         _overview(summary, stats, qc),
         _qc(qc),
         _strategy(populations),
-        _trial(summary, stats) if not summary.empty else "",
+        _trial(summary, stats)
+        if {"patient", "timepoint"} <= set(summary.columns) and len(summary)
+        else "",
         _stats(stats, summary),
         _gating(gate_figures, qc, summary),
         _clusters(clusters, cluster_figures),
         _methods(methods or {}),
     ]
-    nav = [("overview", "Overview"), ("qc", "QC"), ("strategy", "Strategy"), ("trial", "Trial"),
-           ("stats", "Statistics"), ("gating", "Gating"), ("clusters", "Clusters"), ("methods", "Methods")]
+    nav = [
+        ("overview", "Overview"),
+        ("qc", "QC"),
+        ("strategy", "Strategy"),
+        ("trial", "Trial"),
+        ("stats", "Statistics"),
+        ("gating", "Gating"),
+        ("clusters", "Clusters"),
+        ("methods", "Methods"),
+    ]
     nav = [(a, t) for a, t in nav if f'id="{a}"' in "".join(parts)]
-    tps = ", ".join(timepoint_order(summary)) if {"timepoint"} <= set(summary.columns) and len(summary) else ""
+    tps = (
+        ", ".join(timepoint_order(summary))
+        if {"timepoint"} <= set(summary.columns) and len(summary)
+        else ""
+    )
     when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    subtitle = f"{len(qc)} files; timepoints {tps}; generated {when}" if tps else f"{len(qc)} files; {when}"
+    subtitle = (
+        f"{len(qc)} files; timepoints {tps}; generated {when}"
+        if tps
+        else f"{len(qc)} files; {when}"
+    )
     path = out / "report.html"
-    path.write_text(page("cytokit immunomonitoring report", subtitle, nav, "".join(parts)), encoding="utf-8")
+    path.write_text(
+        page("cytokit immunomonitoring report", subtitle, nav, "".join(parts)), encoding="utf-8"
+    )
     logger.info("wrote %s", path)
     return path
-

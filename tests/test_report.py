@@ -1,0 +1,149 @@
+"""report.html: one self-contained page; figures decode; renders in headless Chromium (skipped if absent)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import shutil
+import subprocess
+import tempfile
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib import image as mpimg
+from test_readouts import make_gated
+
+from cytokit import pl, readouts, report, stats
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    rows, pops, qc, figs = [], [], [], {}
+    for p in range(4):
+        for k, (tp, day) in enumerate([("D0", 0), ("D8", 8)]):
+            sample = f"P{p}_{tp}"
+            adata = make_gated(n=800, seed=10 * p + k, treg_shift=0.1 * k)
+            rows.append(
+                {
+                    "sample": sample,
+                    "patient": f"P{p}",
+                    "timepoint": tp,
+                    "day": day,
+                    **readouts.sample_readouts(adata),
+                }
+            )
+            pops.append(readouts.population_table(adata).assign(sample=sample))
+            status = "warning" if sample == "P1_D8" else "ok"
+            qc.append(
+                {
+                    "file": f"{sample}.fcs",
+                    "sample": sample,
+                    "status": status,
+                    "events": 800,
+                    "message": "Treg gate: <fallback>" if status == "warning" else "",
+                }
+            )
+            if p == 0:
+                path = out / f"{sample}.png"
+                pl.gating_path(adata, max_points=300).savefig(path, dpi=40)
+                figs[sample] = path
+    qc.append(
+        {
+            "file": "bad.fcs",
+            "sample": "bad",
+            "status": "failed",
+            "events": 0,
+            "message": "truncated",
+        }
+    )
+    summary = readouts.add_baseline_change(pd.DataFrame(rows))
+    path = report.write_report(
+        out,
+        summary=summary,
+        stats=stats.paired_tests(summary),
+        qc=pd.DataFrame(qc),
+        populations=pd.concat(pops),
+        gate_figures=figs,
+        methods={
+            "cytokit": "0.1.0",
+            "packages": {"numpy": np.__version__},
+            "command": "cytokit run x/",
+        },
+    )
+    return path
+
+
+def test_page_is_self_contained(written):
+    text = written.read_text(encoding="utf-8")
+    assert written.name == "report.html"
+    assert not re.search(r"https?://", text)
+    assert not re.search(r'(src|href)="(?!data:|#)', text)  # only data: URIs and in-page anchors
+    assert "<script" not in text and "<link" not in text
+
+
+def test_sections_tables_and_escaping(written):
+    text = written.read_text(encoding="utf-8")
+    for anchor in ("overview", "qc", "strategy", "trial", "stats", "gating", "methods"):
+        assert f'id="{anchor}"' in text
+    assert 'class="warning"' in text and 'class="failed"' in text
+    assert "Treg gate: &lt;fallback&gt;" in text  # user text is escaped
+    assert text.count("<details") >= 2 and "P0_D0" in text
+    assert "cytokit run x/" in text and "numpy" in text
+
+
+def test_every_image_decodes(written):
+    text = written.read_text(encoding="utf-8")
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', text)
+    assert len(images) >= 6
+    for data in images:
+        pixels = mpimg.imread(io.BytesIO(base64.b64decode(data)), format="png")
+        assert pixels.shape[0] > 50 and pixels.shape[1] > 50
+        assert pixels[..., :3].std() > 0.01  # not a blank image
+
+
+def test_renders_in_headless_chromium(written, tmp_path):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium not installed (apt-get install chromium)")
+    shot = tmp_path / "shot.png"
+    cmd = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tempfile.mkdtemp()}",
+        f"--screenshot={shot}",
+        "--window-size=1400,3000",
+        f"file://{written}",
+    ]
+    subprocess.run(cmd, capture_output=True, timeout=120, check=False)
+    assert shot.is_file()
+    pixels = mpimg.imread(shot)
+    assert pixels.shape[:2] == (3000, 1400)
+    rgb = pixels[..., :3]
+    assert rgb.std() > 0.05 and (rgb < 0.5).mean() > 0.005  # text and figures drawn, not blank
+
+
+def test_report_of_a_real_pipeline_run(small_trial, tmp_path):
+    """End to end on a simulated trial: gating paths of every sample embedded, stats match the summary."""
+    from cytokit.pipeline import run
+
+    result = run(small_trial, out=tmp_path, jobs=1, cluster=False)
+    text = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert not re.search(r"https?://", text)
+    summary = result.summary
+    for sample in summary["sample"]:
+        assert f"gating path of {sample}" in text
+    wide = summary.pivot(index="patient", columns="timepoint", values="treg_pct_cd4")
+    row = result.stats.set_index(["readout", "timepoint"]).loc[("treg_pct_cd4", "D8")]
+    assert row["n_pairs"] == len(wide.dropna())
+    assert row["median_fold_change"] == pytest.approx((wide["D8"] / wide["D0"]).median())
+    assert summary["treg_fold_vs_baseline"].notna().all()
