@@ -46,6 +46,7 @@ _PLACEMENT_KEYS = {
     "max_shift",
     "guide",
     "guide_events",
+    "helper",
 }
 
 
@@ -366,6 +367,10 @@ class _Run:
         res = _one_d(method, x, kw)
         if guide and res.status != "ok":
             res = _valley_above_window(x, kw, res)
+        if b.get("helper") and res.status == "ok" and self.cols.get(b["helper"]) is not None:
+            ref = M2.helper_threshold(x, self.column(b["helper"])[idx], float(res.value),
+                                      side=b.get("side", "high"))  # fmt: skip
+            res = M.Placement(ref.value, res.status, res.message, {**res.details, **ref.details})
         value = float(res.value)
         if prior is not None:
             # the sample's own placement wins when it agrees with the prior; else search near it

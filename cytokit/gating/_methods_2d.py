@@ -336,3 +336,60 @@ def _ellipse_radius(X, own, mean, cov, purity: float = 0.9, cap: float = 9.21) -
             break
         chosen = r2_out
     return float(chosen)
+
+
+def helper_threshold(
+    x: np.ndarray,
+    helper: np.ndarray,
+    start: float,
+    *,
+    side: str = "high",
+    min_gain: float = 1.25,
+    max_shift: float = 0.06,
+) -> Placement:
+    """Refine a 1-D threshold with a helper marker that separates the same two populations.
+
+    FOXP3+ cells are also CD127-low, so in (FOXP3, CD127) the two populations lie further apart
+    than along FOXP3 alone, and dim positives (naive Tregs) that overlap the negatives' tail on
+    FOXP3 are still told apart. The events are split at ``start``; the axis between the two
+    populations' medians, scaled by their pooled robust spread (a robust Fisher discriminant), is
+    searched for a density valley between them. When that axis separates better than ``x`` alone
+    (Fisher ratio ``min_gain`` times higher), the threshold on ``x`` is the one that gates as many
+    events as the valley does on the axis (errors both ways balance out in the count), moved at
+    most ``max_shift``; otherwise ``start`` is kept. The gate stays a plain threshold on ``x``.
+    """
+    from ._methods import _side_sign, density_valley
+
+    sign = _side_sign(side)
+    X = np.column_stack([np.asarray(x, float), np.asarray(helper, float)])
+    X = X[np.isfinite(X).all(axis=1)]
+    pos = (X[:, 0] - start) * sign >= 0
+    keep = Placement(float(start), "ok", "", {"helper_used": False})
+    if min(pos.sum(), (~pos).sum()) < MIN_EVENTS:
+        return keep
+    c1, c0 = np.median(X[pos], axis=0), np.median(X[~pos], axis=0)
+    sd = np.sqrt(0.5 * (_mad2(X[pos]) + _mad2(X[~pos])))
+    w = (c1 - c0) / sd**2  # diagonal robust LDA direction
+    z = X @ w
+    z0, z1 = float(c0 @ w), float(c1 @ w)
+    sep_1d = abs(c1[0] - c0[0]) / sd[0]
+    sep_2d = (z1 - z0) / np.sqrt(0.5 * (_mad2(z[pos]) + _mad2(z[~pos])))
+    details = {"helper_used": False, "separation": [float(sep_1d), float(sep_2d)]}
+    if not sep_2d >= min_gain * sep_1d:
+        return Placement(float(start), "ok", "", details)
+    try:
+        v = density_valley(z, search=(z0, z1), min_prominence=0.01, fallback="none")
+    except GatingError:
+        return Placement(float(start), "ok", "", details)
+    n_pos = int((z >= v.value).sum())
+    order = np.sort(X[:, 0])[::-sign]  # descending for side="high"
+    t = float(order[min(max(n_pos, 1), len(order)) - 1])
+    t = float(np.clip(t, start - max_shift, start + max_shift))
+    details.update(helper_used=True, n_positive=n_pos, axis_valley=float(v.value))
+    return Placement(t, "ok", "", details)
+
+
+def _mad2(X: np.ndarray) -> np.ndarray:
+    """Squared normal-consistent MAD per column, never zero."""
+    mad = 1.4826 * np.median(np.abs(X - np.median(X, axis=0)), axis=0)
+    return np.maximum(mad, 1e-6) ** 2

@@ -204,6 +204,7 @@ def _write_tables(results: list[SampleResult], out: Path) -> dict[str, pd.DataFr
     from .. import readouts, stats
 
     qc = pd.DataFrame([r.qc_row() for r in results])
+    qc["events"] = qc["events"].astype("Int64")  # a file that could not be read has no count
     meta_cols = ["sample", "patient", "timepoint", "day"]
     ok = [r for r in results if r.status != "failed"]
     pops = [r.populations.assign(**_meta(r, meta_cols)) for r in ok if r.populations is not None]

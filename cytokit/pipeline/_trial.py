@@ -81,7 +81,7 @@ def write_run_report(
         for r in results
         if (out / "gates" / f"{r.sample}.png").is_file()
     }
-    cluster_figures = _cluster_figures(out) if clusters is not None else None
+    cluster_figures = _cluster_figures(out, clusters) if clusters is not None else None
     methods = {
         "cytokit": __version__,
         "python": sys.version.split()[0],
@@ -92,7 +92,7 @@ def write_run_report(
         "transform": settings.transform,
         "seed": settings.seed,
         "events per sample for clustering": settings.cells_per_sample,
-        "command": " ".join(sys.argv) if sys.argv and sys.argv[0].endswith("cytokit") else "",
+        "command": _command_line(),
     }
     return report.write_report(
         out,
@@ -107,7 +107,7 @@ def write_run_report(
     )
 
 
-def _cluster_figures(out: Path) -> dict[str, bytes] | None:
+def _cluster_figures(out: Path, clusters: pd.DataFrame) -> dict[str, bytes] | None:
     import anndata as ad
     import matplotlib
 
@@ -120,14 +120,25 @@ def _cluster_figures(out: Path) -> dict[str, bytes] | None:
     if not path.is_file():
         return None
     adata = ad.read_h5ad(path)
+    names = clusters.drop_duplicates("cluster").set_index("cluster")["label"]
+    names.index = names.index.astype(str)
     figures = {}
     for color in ("cluster", "population"):
-        fig = pl.umap(adata, color=color)
+        fig = pl.umap(
+            adata, color=color, legend_labels=names.to_dict() if color == "cluster" else None
+        )
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=80)
         plt.close(fig)
         figures[f"UMAP coloured by {color}"] = buf.getvalue()
     return figures
+
+
+def _command_line() -> str:
+    """The command that started this run, as the user would type it (empty from Python)."""
+    if not sys.argv or Path(sys.argv[0]).name not in {"cytokit", "cli.py", "__main__.py"}:
+        return ""
+    return " ".join(["cytokit", *sys.argv[1:]])
 
 
 def _versions() -> dict[str, str]:
