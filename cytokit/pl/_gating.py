@@ -31,8 +31,9 @@ _GATE_STYLE = {"edgecolor": "#d01c1c", "facecolor": "none", "linewidth": 1.6}
 def _column(adata: AnnData, dim: str) -> np.ndarray | None:
     if dim not in adata.var_names:
         return None
-    x = adata[:, dim].X
-    return np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=float)[:, 0]
+    # index X directly: an AnnData view of a million events costs ~0.1 s in categorical bookkeeping
+    x = adata.X[:, adata.var_names.get_loc(dim)]
+    return np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=float).ravel()
 
 
 def _gate_entries(adata: AnnData) -> list[dict]:
