@@ -20,23 +20,10 @@ from cytokit.datasets import (
 )
 from cytokit.datasets.__main__ import main
 from cytokit.datasets._oracle import compensated, oracle_treg_gate
+from cytokit.datasets._panel import MARKERS
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DATA = ROOT / "sample_data"
-FLUOR_MARKERS = {
-    "CD3",
-    "CD4",
-    "CD8",
-    "CD25",
-    "CD127",
-    "FOXP3",
-    "CD45RA",
-    "Ki67",
-    "HLA-DR",
-    "Helios",
-    "CD56",
-    "Viability",
-}
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +60,7 @@ def test_sample_shapes_and_ranges(big):
     ev = big.events
     assert ev.dtype == np.float32 and ev.shape == (40_000, 16)
     assert big.channels[:3] == ["FSC-A", "FSC-H", "SSC-A"] and big.channels[-1] == "Time"
-    assert set(big.markers.values()) - {"FSC-A", "FSC-H", "SSC-A", "Time"} == FLUOR_MARKERS
+    assert set(big.markers.values()) - {"FSC-A", "FSC-H", "SSC-A", "Time"} == set(MARKERS)
     assert all(c.endswith("-A") for c in big.channels[3:-1])  # BD detector names
     assert ev[:, :-1].max() <= 262143
     fl = ev[:, 3:-1]
