@@ -220,3 +220,41 @@ def test_mixture_window_brackets_the_small_positive_population():
     assert 0.18 < lo < 0.32 and 0.5 < hi < 0.6
     v = density_valley(np.r_[neg, act, pos][:, 1], search=p.value, fallback="midpoint")
     assert 0.33 < v.value < 0.48
+
+
+def _treg_like(seed: int, helper_shift: float):
+    """FOXP3 of CD4 cells: a big negative peak with a tail, dim and bright positives; the helper
+    (CD127) is lower on the positives by ``helper_shift``."""
+    r = rng(seed)
+    neg = np.c_[r.normal(0.18, 0.06, 6000), r.normal(0.5, 0.04, 6000)]
+    dim = np.c_[r.normal(0.38, 0.035, 200), r.normal(0.5 - helper_shift, 0.04, 200)]
+    bright = np.c_[r.normal(0.5, 0.04, 300), r.normal(0.5 - helper_shift, 0.04, 300)]
+    return np.r_[neg, dim, bright], len(dim) + len(bright)
+
+
+def test_helper_threshold_recovers_dim_positives_a_valley_misses():
+    from cytokit.gating._methods_2d import helper_threshold
+
+    X, truth = _treg_like(21, helper_shift=0.25)
+    start = density_valley(X[:, 0], search=(0.2, 0.48), min_prominence=0.01).value
+    p = helper_threshold(X[:, 0], X[:, 1], start)
+    assert p.details["helper_used"]
+    assert abs(p.details["n_positive"] - truth) < 0.05 * truth  # the axis valley counts right
+    err_start = abs((X[:, 0] >= start).sum() - truth)
+    err_helper = abs((X[:, 0] >= p.value).sum() - truth)
+    assert err_helper < 0.6 * err_start  # the threshold moves toward that count (bounded move)
+    assert abs(p.value - start) <= 0.06 + 1e-9
+
+
+def test_helper_threshold_without_information_stays_near_the_start():
+    from cytokit.gating._methods_2d import helper_threshold
+
+    X, _ = _treg_like(22, helper_shift=0.0)
+    start = 0.38
+    p = helper_threshold(X[:, 0], X[:, 1], start)
+    assert abs(p.value - start) <= 0.06 + 1e-9
+    # a helper unrelated to the populations cannot move the count by more than noise
+    moved = abs((X[:, 0] >= p.value).sum() - (X[:, 0] >= start).sum())
+    assert moved < 0.25 * (X[:, 0] >= start).sum()
+    few = helper_threshold(X[:5, 0], X[:5, 1], start)
+    assert few.value == start and not few.details["helper_used"]

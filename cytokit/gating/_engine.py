@@ -166,6 +166,7 @@ class _Run:
         self.prior_thr = prior_thresholds(prior)
         self.prior_gates = prior_gates(prior)
         dims = {d for n in strat.nodes if isinstance(n, GateSpec) for d in n.dims}
+        dims |= {m for n in strat.nodes if isinstance(n, GateSpec) for m in _helper_markers(n)}
         self.cols = resolve_dims(adata, sorted(dims))
         self._col_cache: dict[int, np.ndarray] = {}
         self._root = np.ones(self.n, dtype=bool)
@@ -474,6 +475,14 @@ def _polygon_mask(vertices, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     out = np.empty(len(x), dtype=bool)
     out[order] = inside
     return out
+
+
+def _helper_markers(spec: GateSpec) -> set[str]:
+    """Markers a gate's placement reads besides its dims (``guide``, ``helper``)."""
+    bounds = [spec.params, *spec.params.get("bounds", {}).values()]
+    return {
+        str(b[k]) for b in bounds if isinstance(b, dict) for k in ("guide", "helper") if b.get(k)
+    }
 
 
 def _valley_above_window(x: np.ndarray, kw: dict, res: M.Placement) -> M.Placement:

@@ -344,7 +344,7 @@ def helper_threshold(
     start: float,
     *,
     side: str = "high",
-    min_gain: float = 1.25,
+    min_gain: float = 1.0,
     max_shift: float = 0.06,
 ) -> Placement:
     """Refine a 1-D threshold with a helper marker that separates the same two populations.
