@@ -92,6 +92,16 @@ def parse_fcs(path: str | os.PathLike, *, data_set: int = 0) -> FCSFile:
         raise FCSError(f"unreadable FCS file ({msg})", path) from err
 
 
+def _event_names(n: int) -> pd.Index:
+    """``"0".."n-1"`` as obs_names; building a million of them is a visible share of reading a file."""
+    try:
+        import pyarrow as pa  # pandas' optional engine: ~3x faster int -> str than Python
+
+        return pd.Index(pa.array(np.arange(n)).cast(pa.string()).to_numpy(zero_copy_only=False))
+    except ImportError:
+        return pd.Index([str(i) for i in range(n)])
+
+
 def read_fcs(path: str | os.PathLike, *, panel=None, data_set: int = 0) -> AnnData:
     """Read an FCS file as AnnData: events x parameters, markers recognised from $PnS/$PnN.
 
@@ -137,8 +147,7 @@ def read_fcs(path: str | os.PathLike, *, panel=None, data_set: int = 0) -> AnnDa
         index=pd.Index(names),
     )
     events = np.arange(fcs.n_events)
-    # str() in a comprehension beats numpy's astype(str) by ~1/3 on a million events
-    obs = pd.DataFrame({K.EVENT: events}, index=pd.Index([str(i) for i in range(fcs.n_events)]))
+    obs = pd.DataFrame({K.EVENT: events}, index=_event_names(fcs.n_events))
     adata = ad.AnnData(X=fcs.data, obs=obs, var=var)
     adata.uns[K.FCS] = dict(fcs.keywords)
     if fcs.spillover is not None:
