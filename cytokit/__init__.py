@@ -16,7 +16,18 @@ __version__ = "0.1.0"
 
 __all__ = ["CytokitError", "datasets", "gate", "io", "pl", "pp", "read_fcs", "run", "tl"]
 
-_SUBMODULES = {"datasets", "gating", "io", "pl", "pp", "tl", "pipeline", "panels", "readouts", "stats"}
+_SUBMODULES = {
+    "datasets",
+    "gating",
+    "io",
+    "pl",
+    "pp",
+    "tl",
+    "pipeline",
+    "panels",
+    "readouts",
+    "stats",
+}
 _FUNCTIONS = {"read_fcs": "io", "gate": "gating", "run": "pipeline"}
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -24,4 +24,6 @@ COMPENSATION = "compensation"  # {"source": "FCS"|"user", "matrix": DataFrame}
 TRANSFORM = "transform"  # {var_name: {"kind": "logicle", "T":, "W":, "M":, "A":} | ...}
 UMAP_PARAMS = "umap"  # {"markers": [...], "params": {...}} of tl.umap
 GATING = "gating"  # {"strategy": str, "gates": {gate_id: {...}}, "warnings": [...]}
-SAMPLE_INFO = "sample_info"  # {"file": str, "sample": str, "n_events_header": int, "warnings": [...]}
+SAMPLE_INFO = (
+    "sample_info"  # {"file": str, "sample": str, "n_events_header": int, "warnings": [...]}
+)

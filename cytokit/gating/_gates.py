@@ -58,7 +58,11 @@ class PolygonGate:
         return inside
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "dims": list(self.dims), "vertices": [list(p) for p in self.vertices]}
+        return {
+            "kind": self.kind,
+            "dims": list(self.dims),
+            "vertices": [list(p) for p in self.vertices],
+        }
 
 
 @dataclass(frozen=True)
