@@ -257,8 +257,15 @@ def _progress(quiet: bool):
     if not sys.stderr.isatty():
 
         def log_line(done: int, total: int, result) -> None:
+            why = f": {result.message}" if result.status == "warning" else ""
             logger.info(
-                "[%d/%d] %s: %s (%.1f s)", done, total, result.sample, result.status, result.seconds
+                "[%d/%d] %s: %s (%.1f s)%s",
+                done,
+                total,
+                result.sample,
+                result.status,
+                result.seconds,
+                why,
             )
 
         return log_line, lambda: None

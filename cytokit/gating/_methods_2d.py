@@ -16,7 +16,13 @@ from ..errors import GatingError
 from ._gates import EllipseGate, PolygonGate
 from ._methods import MIN_EVENTS, Placement, _gaussian_smooth, _robust_sd
 
-__all__ = ["density_region", "mixture_window", "scatter_mixture", "singlet_band"]
+__all__ = [
+    "density_region",
+    "helper_threshold",
+    "mixture_window",
+    "scatter_mixture",
+    "singlet_band",
+]
 
 
 def singlet_band(

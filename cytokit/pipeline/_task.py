@@ -6,6 +6,7 @@ finished one can be cached by (file content, settings).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import time
@@ -81,7 +82,8 @@ def process_sample(spec: SampleSpec, settings: Settings, prior: dict | None = No
     start = time.perf_counter()
     result = SampleResult(sample=spec.sample, file=str(spec.file), metadata=spec.metadata())
     try:
-        _run_steps(spec, settings, prior, result)
+        with _steps_logged_at_debug():
+            _run_steps(spec, settings, prior, result)
     except CytokitError as err:
         result.status, result.message = "failed", str(err)
     except MemoryError:
@@ -92,6 +94,19 @@ def process_sample(spec: SampleSpec, settings: Settings, prior: dict | None = No
         result.message = f"{spec.file.name}: internal error {type(err).__name__}: {err}"
     result.seconds = time.perf_counter() - start
     return result
+
+
+@contextlib.contextmanager
+def _steps_logged_at_debug():
+    """In a batch, the per-step INFO lines of every sample drown the one line per sample; keep them for
+    ``--debug``. Warnings still show."""
+    level = logger.level
+    if level != logging.DEBUG:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _run_steps(
