@@ -293,3 +293,30 @@ def test_umap_plot_returns_a_figure_per_colour():
     assert sum(ax.get_visible() for ax in fig.axes) == 3  # two panels and one colour bar
     with pytest.raises(CytokitError):
         plot_umap(ad.AnnData(np.zeros((3, 2), dtype=np.float32)))
+
+
+def test_gate_cluster_agreement_tracks_the_matching_cluster():
+    from anndata import AnnData
+
+    rng = np.random.default_rng(0)
+    samples, clusters, pops = [], [], []
+    for i, share in enumerate([0.02, 0.05, 0.08, 0.12]):
+        n = 1000
+        is_treg = rng.random(n) < share
+        samples += [f"S{i}"] * n
+        pops += np.where(is_treg, "Treg", "Teff").tolist()
+        # the Treg cluster holds every Treg and a few Teff; the rest is one big cluster
+        stray = (~is_treg) & (rng.random(n) < 0.002)
+        clusters += np.where(is_treg | stray, "7", "1").tolist()
+    adata = AnnData(
+        np.zeros((len(samples), 1), np.float32),
+        obs=pd.DataFrame({"sample": samples, "population": pops, "cluster": clusters}),
+    )
+    table = tl.gate_cluster_agreement(adata, "Treg")
+    assert table.attrs["clusters"] == ["7"]
+    assert table.attrs["spearman"] == pytest.approx(1.0)
+    assert (table["cluster_pct"] >= table["gated_pct"]).all()
+    assert (table["cluster_pct"] - table["gated_pct"]).max() < 1.0
+    # a population that is nowhere the majority of a cluster has no matching cluster
+    none = tl.gate_cluster_agreement(adata, "Teff", min_purity=1.01)
+    assert none.attrs["clusters"] == [] and (none["cluster_pct"] == 0).all()

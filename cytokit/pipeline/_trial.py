@@ -21,13 +21,20 @@ logger = logging.getLogger("cytokit")
 _OBS_META = ("patient", "timepoint", "day")
 
 
-def pooled_cells(results: list[SampleResult]):
-    """AnnData of the per-sample subsamples (equal events per sample), on the markers all samples share."""
+def pooled_cells(results: list[SampleResult], *, seed: int = 0):
+    """AnnData of the per-sample subsamples (equal events per sample), on the markers all samples share.
+
+    A large trial takes fewer events from each sample so the pool stays under ``tl.MAX_POOLED_EVENTS``.
+    """
     import anndata as ad
+
+    from ..tl import MAX_POOLED_EVENTS
 
     parts = [r for r in results if r.status != "failed" and r.cells and len(r.cells["event"])]
     if not parts:
         return None
+    per_sample = max(1, MAX_POOLED_EVENTS // len(parts))
+    rng = np.random.default_rng(seed)
     shared = [
         v for v in parts[0].cells["var_names"] if all(v in p.cells["var_names"] for p in parts)
     ]
@@ -35,12 +42,15 @@ def pooled_cells(results: list[SampleResult]):
     X, obs = [], []
     for r in parts:
         cols = [r.cells["var_names"].index(v) for v in shared]
-        X.append(r.cells["X"][:, cols])
-        n = len(r.cells["event"])
-        frame = {"sample": [r.sample] * n, "event": r.cells["event"]}
+        rows = np.arange(len(r.cells["event"]))
+        if rows.size > per_sample:
+            rows = np.sort(rng.choice(rows, per_sample, replace=False))
+        X.append(r.cells["X"][np.ix_(rows, cols)])
+        n = rows.size
+        frame = {"sample": [r.sample] * n, "event": r.cells["event"][rows]}
         frame.update({k: [r.metadata.get(k)] * n for k in _OBS_META})
         pops = r.cells["population"]
-        frame["population"] = pops if pops is not None else ["ungated"] * n
+        frame["population"] = pops[rows] if pops is not None else ["ungated"] * n
         obs.append(pd.DataFrame(frame))
     obs = pd.concat(obs, ignore_index=True)
     for col in ("sample", "patient", "timepoint", "population"):
@@ -54,7 +64,7 @@ def cluster_pooled(results: list[SampleResult], out: Path, *, seed: int = 0) -> 
     """Cluster and embed the pooled subsample; write ``cells.h5ad`` and ``clusters.csv``."""
     from .. import tl
 
-    adata = pooled_cells(results)
+    adata = pooled_cells(results, seed=seed)
     if adata is None:
         logger.warning("no events to cluster")
         return None
@@ -109,12 +119,8 @@ def write_run_report(
 
 def _cluster_figures(out: Path, clusters: pd.DataFrame) -> dict[str, bytes] | None:
     import anndata as ad
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .. import pl
+    from .. import pl, tl
 
     path = out / "cells.h5ad"
     if not path.is_file():
@@ -124,14 +130,22 @@ def _cluster_figures(out: Path, clusters: pd.DataFrame) -> dict[str, bytes] | No
     names.index = names.index.astype(str)
     figures = {}
     for color in ("cluster", "population"):
-        fig = pl.umap(
-            adata, color=color, legend_labels=names.to_dict() if color == "cluster" else None
+        legend = names.to_dict() if color == "cluster" else None
+        figures[f"UMAP coloured by {color}"] = _png(
+            pl.umap(adata, color=color, legend_labels=legend)
         )
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=80)
-        plt.close(fig)
-        figures[f"UMAP coloured by {color}"] = buf.getvalue()
+    if "Treg" in set(adata.obs["population"].astype(str)):
+        agreement = tl.gate_cluster_agreement(adata, "Treg")
+        figures["Gated Tregs vs the Treg cluster(s), per sample"] = _png(
+            pl.gate_cluster_agreement(agreement)
+        )
     return figures
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    return buf.getvalue()
 
 
 def _command_line() -> str:

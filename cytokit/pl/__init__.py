@@ -2,10 +2,11 @@
 
 from ._embedding import umap
 from ._gating import gating_path, strategy_diagram
-from ._trial import activation, paired_boxes, trial_trajectories
+from ._trial import activation, gate_cluster_agreement, paired_boxes, trial_trajectories
 
 __all__ = [
     "activation",
+    "gate_cluster_agreement",
     "gating_path",
     "paired_boxes",
     "strategy_diagram",

@@ -66,7 +66,12 @@ def umap(
     size = size if size is not None else float(np.clip(12_000 / max(len(xy), 1), 0.5, 20))
     nrows = max(1, -(-len(colors) // ncols))
     ncol = min(ncols, max(1, len(colors)))
-    fig = Figure(figsize=(panel_size * ncol * 1.25, panel_size * nrows), layout="constrained")
+    # room for the legend: long cluster labels ("7  CD3+ CD4+ CD25hi FOXP3+") would squeeze the panel
+    longest = max((len(str(v)) for v in (legend_labels or {}).values()), default=0)
+    legend_width = max(0.25 * panel_size, 0.075 * (longest + 4))
+    fig = Figure(
+        figsize=((panel_size + legend_width) * ncol, panel_size * nrows), layout="constrained"
+    )
     axes = fig.subplots(nrows, ncol, squeeze=False).ravel()
     order = np.random.default_rng(0).permutation(len(xy))  # no group drawn wholly on top of another
     for ax, key, name in zip(axes, colors, titles, strict=False):

@@ -14,7 +14,7 @@ from matplotlib.lines import Line2D
 
 from ..readouts import READOUT_LABELS, add_baseline_change, timepoint_order
 
-__all__ = ["activation", "paired_boxes", "trial_trajectories"]
+__all__ = ["activation", "gate_cluster_agreement", "paired_boxes", "trial_trajectories"]
 
 _TREG, _TEFF = "#c0392b", "#2c7fb8"
 
@@ -255,3 +255,22 @@ def _fold_line(ax: Axes, summary: pd.DataFrame, x: pd.Series, readout: str, colo
     ax.fill_between(q.index, q[0.25], q[0.75], color=color, alpha=0.18, lw=0)
     ax.plot(q.index, q[0.5], "-o", ms=3, color=color, label=name)
     return True
+
+
+def gate_cluster_agreement(table: pd.DataFrame) -> Figure:
+    """Gated population % versus the % in its matching clusters, one point per sample (``tl.gate_cluster_agreement``)."""
+    population = table.attrs.get("population", "population")
+    fig = Figure(figsize=(4.6, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    ax.scatter(table["gated_pct"], table["cluster_pct"], s=22, color="#c0392b", zorder=3)
+    top = float(np.nanmax([table["gated_pct"].max(), table["cluster_pct"].max(), 1.0])) * 1.08
+    ax.plot([0, top], [0, top], color="#888888", lw=1, ls="--", label="identity")
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, top)
+    ax.set_xlabel(f"gated {population} (% of pooled events)")
+    clusters = ", ".join(table.attrs.get("clusters", [])) or "none"
+    ax.set_ylabel(f"cluster(s) {clusters} (% of pooled events)")
+    rho = table.attrs.get("spearman", np.nan)
+    ax.set_title(f"{population}: gating vs clustering (Spearman {rho:.2f})", fontsize=10)
+    ax.grid(alpha=0.3)
+    return fig

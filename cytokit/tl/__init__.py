@@ -4,6 +4,7 @@ from ._flowsom import consensus_metaclusters, flowsom
 from ._labels import (
     cluster_abundance,
     cluster_population_overlap,
+    gate_cluster_agreement,
     label_clusters,
     positivity_threshold,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "cluster_population_overlap",
     "consensus_metaclusters",
     "flowsom",
+    "gate_cluster_agreement",
     "label_clusters",
     "leiden",
     "positivity_threshold",

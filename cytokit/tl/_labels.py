@@ -247,3 +247,49 @@ def _clusters(adata: AnnData, key: str) -> pd.Series:
             f"obs has no {key!r} column: run tl.flowsom or tl.leiden first", sample_file(adata)
         )
     return adata.obs[key].astype("category")
+
+
+def gate_cluster_agreement(
+    adata: AnnData,
+    population: str = "Treg",
+    *,
+    key: str = K.CLUSTER,
+    population_key: str = K.POPULATION,
+    groupby: str = "sample",
+    min_purity: float = 0.5,
+) -> pd.DataFrame:
+    """Per sample, a gated population's % of events next to the % of events in its matching clusters.
+
+    The clusters matching ``population`` are those whose events are mostly (``min_purity``) that population,
+    so the comparison is fixed before looking at any sample. Supervised and unsupervised analyses agree when
+    the two columns move together across samples (``attrs["spearman"]``).
+    """
+    from scipy.stats import spearmanr
+
+    clusters = _clusters(adata, key)
+    if population_key not in adata.obs.columns:
+        raise CytokitError(
+            f"obs has no {population_key!r} column: gate the events first", sample_file(adata)
+        )
+    is_pop = adata.obs[population_key].astype(str).to_numpy() == population
+    purity = pd.Series(is_pop).groupby(clusters.to_numpy()).mean()
+    matching = [str(c) for c in purity.index[purity >= min_purity]]
+    in_match = clusters.astype(str).isin(matching).to_numpy()
+    groups = adata.obs[groupby].astype(str).to_numpy()
+    table = (
+        pd.DataFrame({groupby: groups, "gated": is_pop, "clustered": in_match})
+        .groupby(groupby, sort=True)
+        .mean()
+        .mul(100.0)
+        .rename(columns={"gated": "gated_pct", "clustered": "cluster_pct"})
+        .reset_index()
+    )
+    table.attrs["population"] = population
+    table.attrs["clusters"] = matching
+    enough = (
+        len(table) >= 3 and table["cluster_pct"].nunique() > 1 and table["gated_pct"].nunique() > 1
+    )
+    table.attrs["spearman"] = (
+        float(spearmanr(table["gated_pct"], table["cluster_pct"])[0]) if enough else np.nan
+    )
+    return table
