@@ -205,7 +205,7 @@ def describe(adata) -> str:
     info = adata.uns.get(K.SAMPLE_INFO, {})
     lines = [
         f"file       {info.get('file', '')}",
-        f"version    {kw.get('FCSVERSION', kw.get('__VERSION__', ''))}".rstrip(),
+        f"version    FCS {info.get('version', '?')}",
         f"events     {adata.n_obs}",
         f"parameters {adata.n_vars}",
         "",

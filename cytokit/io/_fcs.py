@@ -155,6 +155,7 @@ def read_fcs(path: str | os.PathLike, *, panel=None, data_set: int = 0) -> AnnDa
     adata.uns[K.SAMPLE_INFO] = {
         "file": str(fcs.path),
         "sample": fcs.path.stem,
+        "version": fcs.version,
         "n_events_header": fcs.n_events,
         "warnings": list(fcs.warnings),
     }
