@@ -180,6 +180,7 @@ def test_inspect_shows_channels_markers_and_spillover(small_trial):
     proc = cytokit("inspect", str(f))
     assert proc.returncode == 0, proc.stderr
     assert "events" in proc.stdout and "FOXP3" in proc.stdout and "spillover" in proc.stdout
+    assert "FCS 3.1" in proc.stdout
 
 
 def test_dask_scheduler_gives_identical_results(small_trial, tmp_path):
