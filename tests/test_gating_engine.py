@@ -339,3 +339,26 @@ def test_fast_polygon_mask_equals_polygon_gate_apply():
         assert np.array_equal(
             PolygonGate(("a", "b"), verts).apply(X), _polygon_mask(verts, X[:, 0], X[:, 1])
         )
+
+
+def _gating_with(threshold: float, *, status: str = "ok", method: str = "valley") -> dict:
+    gate = {"kind": "range", "dims": ["CD3"], "low": [threshold], "high": [None]}
+    time = {"kind": "range", "dims": ["Time"], "low": [threshold], "high": [None]}
+    return {
+        "gates": {
+            "CD3": {"gate": gate, "method": method, "status": status},
+            "time_ok": {"gate": time, "method": "time_qc", "status": "ok"},
+        }
+    }
+
+
+def test_placement_jumps_flags_a_gate_far_from_the_patients_other_samples():
+    from cytokit.gating import placement_jumps
+
+    others = [_gating_with(0.40), _gating_with(0.42), _gating_with(0.44)]
+    assert placement_jumps(_gating_with(0.45), others) == []
+    messages = placement_jumps(_gating_with(0.70), others)
+    assert len(messages) == 1 and messages[0].startswith("CD3: CD3 threshold 0.700")
+    # a failed placement is reported elsewhere; time QC follows each file's acquisition
+    assert placement_jumps(_gating_with(0.70, status="fallback"), others) == []
+    assert placement_jumps(_gating_with(0.45), []) == []

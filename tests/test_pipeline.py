@@ -204,3 +204,21 @@ def test_dask_scheduler_gives_identical_results(small_trial, tmp_path):
             figures=False,
         )
     pd.testing.assert_frame_equal(local.summary, remote.summary)
+
+
+def test_runner_marks_jumping_samples_warning_and_keeps_the_rest(tmp_path):
+    from cytokit.pipeline import SampleSpec
+    from cytokit.pipeline._run import _flag_jumps
+    from cytokit.pipeline._task import SampleResult
+
+    specs, results = [], []
+    for day, threshold in zip((0, 8, 15, 29), (0.40, 0.42, 0.75, 0.41), strict=True):
+        spec = SampleSpec(tmp_path / f"P1_D{day}.fcs", f"P1_D{day}", "P1", f"D{day}", float(day))
+        gate = {"kind": "range", "dims": ["CD3"], "low": [threshold], "high": [None]}
+        gating = {"gates": {"CD3": {"gate": gate, "method": "valley", "status": "ok"}}}
+        specs.append(spec)
+        results.append(SampleResult(spec.sample, str(spec.file), gating=gating))
+    flagged = _flag_jumps(specs, results)
+    assert [r.status for r in flagged] == ["ok", "ok", "warning", "ok"]
+    assert "patient's other samples" in flagged[2].message
+    assert results[2].status == "ok"  # the cached result is not changed in place

@@ -27,7 +27,7 @@ from ._strategy import ROOT, GateSpec, PopulationSpec, Strategy, load_strategy
 if TYPE_CHECKING:
     from anndata import AnnData
 
-__all__ = ["consensus_prior", "gate", "resolve_dims"]
+__all__ = ["consensus_prior", "gate", "placement_jumps", "resolve_dims"]
 
 logger = logging.getLogger("cytokit")
 
@@ -566,6 +566,32 @@ def consensus_prior(gatings: list[dict]) -> dict:
         if merged is not None:
             out[gid] = {"gate": merged, "status": "ok", "n_samples": len(gates)}
     return {"strategy": "consensus", "gates": out}
+
+
+def placement_jumps(gating: dict, others: list[dict], *, max_shift: float = 0.15) -> list[str]:
+    """Thresholds of ``gating`` that lie more than ``max_shift`` (transformed units) from the median of the
+    same patient's ``others``: a placement to review (a gate on the wrong valley, a lost population).
+
+    On simulated trials, strong per-file drift plus treatment moved valley thresholds by up to 0.13 and
+    activation-marker tails by up to 0.2 of the logicle scale, while a tail that slid along a continuum
+    jumped by 0.5; 0.15 (about two-thirds of a decade) separates the two. Time-QC gates are left out:
+    their bounds follow each file's acquisition.
+    """
+    if not others:
+        return []
+    reference = prior_thresholds(consensus_prior(others))
+    messages = []
+    for (gid, dim), value in prior_thresholds(gating).items():
+        rec = gating.get("gates", {}).get(gid, {})
+        ref = reference.get((gid, dim))
+        if ref is None or rec.get("status") != "ok" or rec.get("method") == "time_qc":
+            continue
+        if abs(value - ref) > max_shift:
+            messages.append(
+                f"{gid}: {dim} threshold {value:.3f} is {abs(value - ref):.2f} from the patient's "
+                f"other samples (median {ref:.3f})"
+            )
+    return messages
 
 
 def _median_gate(gates: list[dict]) -> dict | None:

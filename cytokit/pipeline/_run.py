@@ -6,7 +6,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -121,7 +121,7 @@ def _process_all(specs, settings, out: Path, *, jobs, scheduler, progress) -> li
     if settings.consistency == "patient":
         priors = _patient_priors(specs, results)
         results = run_pass(priors, tag="prior", progress=progress, previous=results)
-    return results
+    return _flag_jumps(specs, results)
 
 
 class _PassRunner:
@@ -158,16 +158,39 @@ class _PassRunner:
         return results
 
 
-def _patient_priors(specs: list[SampleSpec], results: list[SampleResult]) -> list[dict | None]:
-    """Each sample's prior: the consensus placement of its patient's other successful samples."""
-    from ..gating import consensus_prior
-
+def _patient_members(specs: list[SampleSpec], results: list[SampleResult]) -> list[list[int]]:
+    """Indices of each patient's successfully gated samples."""
     by_patient: dict[str, list[int]] = {}
     for i, (spec, r) in enumerate(zip(specs, results, strict=True)):
         if spec.patient and r.status != "failed" and r.gating:
             by_patient.setdefault(spec.patient, []).append(i)
+    return list(by_patient.values())
+
+
+def _flag_jumps(specs: list[SampleSpec], results: list[SampleResult]) -> list[SampleResult]:
+    """Mark ``warning`` the samples whose gates jumped away from the same patient's other samples."""
+    from ..gating import placement_jumps
+
+    results = list(results)
+    for members in _patient_members(specs, results):
+        if len(members) < 3:  # a median of one other sample says nothing
+            continue
+        for i in members:
+            others = [results[j].gating for j in members if j != i]
+            jumps = placement_jumps(results[i].gating, others)
+            if jumps:
+                message = "; ".join(filter(None, [results[i].message, *jumps]))
+                results[i] = replace(results[i], status="warning", message=message)
+                logger.warning("%s: %s", specs[i].sample, "; ".join(jumps))
+    return results
+
+
+def _patient_priors(specs: list[SampleSpec], results: list[SampleResult]) -> list[dict | None]:
+    """Each sample's prior: the consensus placement of its patient's other successful samples."""
+    from ..gating import consensus_prior
+
     priors: list[dict | None] = [None] * len(specs)
-    for members in by_patient.values():
+    for members in _patient_members(specs, results):
         if len(members) < 2:
             continue
         prior = consensus_prior([results[i].gating for i in members])
