@@ -8,23 +8,12 @@ import pytest
 from anndata import AnnData
 
 from cytokit import _keys as K
+from cytokit.datasets._panel import MARKERS as SIMULATED_MARKERS
 from cytokit.errors import GatingError, MarkerError, StrategyError
 from cytokit.gating import consensus_prior, gate, gate_from_dict, load_strategy
 from cytokit.gating._strategy import parse_expr, strategy_from_dict
 
-MARKERS = [
-    "CD3",
-    "CD4",
-    "CD8",
-    "CD25",
-    "CD127",
-    "FOXP3",
-    "CD45RA",
-    "Ki67",
-    "HLA-DR",
-    "Helios",
-    "CD56",
-]
+MARKERS = [m for m in SIMULATED_MARKERS if m != "Viability"]
 DIMS = ["FSC-A", "FSC-H", "SSC-A", "Time", "Viability", *MARKERS]
 
 
