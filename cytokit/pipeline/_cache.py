@@ -29,14 +29,17 @@ class SampleCache:
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
+        self._digests: dict[Path, str] = {}  # each file is hashed once per run, however many passes
 
     def key(self, spec: SampleSpec, settings: Settings, prior: dict | None) -> str | None:
         from .. import __version__
 
         try:
-            digest = _file_digest(spec.file)
+            if spec.file not in self._digests:
+                self._digests[spec.file] = _file_digest(spec.file)
         except OSError:
             return None  # a missing file is never cached; the task reports it
+        digest = self._digests[spec.file]
         payload = {
             "file": digest,
             "settings": settings.to_dict(),

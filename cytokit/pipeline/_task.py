@@ -7,7 +7,6 @@ finished one can be cached by (file content, settings).
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import time
 import traceback
@@ -161,19 +160,11 @@ def _plain(obj):
     return obj
 
 
-def _gating_figure(adata) -> bytes | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def _gating_figure(adata) -> bytes:
     from .. import pl
+    from ..report._html import figure_png
 
-    fig = pl.gating_path(adata)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=72)
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(pl.gating_path(adata), dpi=72)  # a pyplot-free Figure: nothing to close
 
 
 def _subsample_cells(adata, settings: Settings, spec: SampleSpec) -> dict | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import platform
 import sys
@@ -121,6 +120,7 @@ def _cluster_figures(out: Path, clusters: pd.DataFrame) -> dict[str, bytes] | No
     import anndata as ad
 
     from .. import pl, tl
+    from ..report._html import figure_png
 
     path = out / "cells.h5ad"
     if not path.is_file():
@@ -131,21 +131,15 @@ def _cluster_figures(out: Path, clusters: pd.DataFrame) -> dict[str, bytes] | No
     figures = {}
     for color in ("cluster", "population"):
         legend = names.to_dict() if color == "cluster" else None
-        figures[f"UMAP coloured by {color}"] = _png(
-            pl.umap(adata, color=color, legend_labels=legend)
+        figures[f"UMAP coloured by {color}"] = figure_png(
+            pl.umap(adata, color=color, legend_labels=legend), dpi=80
         )
     if "Treg" in set(adata.obs["population"].astype(str)):
         agreement = tl.gate_cluster_agreement(adata, "Treg")
-        figures["Gated Tregs vs the Treg cluster(s), per sample"] = _png(
-            pl.gate_cluster_agreement(agreement)
+        figures["Gated Tregs vs the Treg cluster(s), per sample"] = figure_png(
+            pl.gate_cluster_agreement(agreement), dpi=80
         )
     return figures
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    return buf.getvalue()
 
 
 def _command_line() -> str:
