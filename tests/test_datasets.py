@@ -172,7 +172,7 @@ def test_treatment_effect_in_truth(trial):
     assert (
         (wide["teff_ki67_pct"]["D8"] - wide["teff_ki67_pct"]["D0"]).abs() < 3
     ).all()  # Teff not activated
-    assert (wide["treg_cd45ra_neg_pct"]["D8"] > wide["treg_cd45ra_neg_pct"]["D0"]).mean() >= 0.75
+    assert (wide["treg_cd45raneg_pct"]["D8"] > wide["treg_cd45raneg_pct"]["D0"]).mean() >= 0.75
     assert 2.5 < wide["treg_pct_cd4"]["D0"].min() and wide["treg_pct_cd4"]["D0"].max() < 12
 
 
@@ -308,3 +308,37 @@ def test_cli_bad_option_is_a_usage_error(tmp_path):
     with pytest.raises(SystemExit) as exc:
         main([str(tmp_path / "x"), "--missing", "CD3"])
     assert exc.value.code == 2 and not (tmp_path / "x").exists()
+
+
+def test_truth_columns_are_named_as_the_summary_readouts(big):
+    """truth.csv joins summary.csv on column names: every readout-like truth key is a real readout."""
+    from cytokit.datasets._simulate import TRUTH_READOUTS
+    from cytokit.readouts import READOUTS
+
+    assert set(TRUTH_READOUTS) <= set(READOUTS)
+    assert set(TRUTH_READOUTS) <= set(big.truth)
+    pct_like = {k for k in big.truth if k.endswith("_pct") or "_pct_" in k}
+    extra = {"teff_helios_pct", "teff_cd45raneg_pct", "nk_cd56bright_pct_nk"}
+    assert pct_like - extra <= set(READOUTS)
+
+
+def test_activation_truth_is_per_event_and_differs_between_treg_and_teff(trial):
+    truth = load_truth(trial)
+    ev = load_event_truth(trial, "P02_D8")
+    row = truth.loc["P02_D8"]
+    for state, key in (("Ki67", "ki67"), ("HLA-DR", "hladr")):
+        for pop in ("treg", "teff"):
+            got = 100 * ev.loc[ev[pop], state].mean()
+            assert got == pytest.approx(row[f"{pop}_{key}_pct"], abs=1e-3)
+    assert 100 * (~ev.loc[ev["treg"], "CD45RA"]).mean() == pytest.approx(
+        row["treg_cd45raneg_pct"], abs=1e-3
+    )
+    assert 100 * ev.loc[ev["treg"], "Helios"].mean() == pytest.approx(
+        row["treg_helios_pct"], abs=1e-3
+    )
+    # Tregs are more often Ki67+ and HLA-DR+ than Teff under ld-IL2, and mostly Helios+
+    d8 = truth[truth["timepoint"] == "D8"]
+    assert (d8["treg_hladr_pct"] > 2 * d8["teff_hladr_pct"]).all()
+    assert (d8["treg_ki67_pct"] > 2 * d8["teff_ki67_pct"]).all()
+    assert (truth["treg_helios_pct"] > 50).all() and (truth["teff_helios_pct"] < 20).all()
+    assert ev["treg_surface"].sum() <= ev["treg"].sum()

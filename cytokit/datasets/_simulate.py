@@ -78,8 +78,39 @@ class SimulatedSample:
         )
 
 
+#: truth.csv columns named as the readouts of ``summary.csv`` (cytokit.readouts.READOUTS)
+TRUTH_READOUTS = (
+    "cd4_count",
+    "treg_count",
+    "teff_count",
+    "treg_pct_cd4",
+    "teff_pct_cd4",
+    "treg_teff_ratio",
+    "treg_cd127lo_pct_cd4",
+    "treg_ki67_pct",
+    "teff_ki67_pct",
+    "treg_hladr_pct",
+    "teff_hladr_pct",
+    "treg_cd45raneg_pct",
+    "treg_helios_pct",
+    "nk_cd56bright_pct_nk",
+)
+
+
 def truth_readouts(labels: np.ndarray, states: dict[str, np.ndarray]) -> dict[str, float]:
-    """Readouts from per-event truth with the contract's definitions (CD4, Treg, Teff; 0-100 %)."""
+    """Readouts from per-event truth with the contract's definitions (CD4, Treg, Teff; 0-100 %).
+
+    Every readout key that ``summary.csv`` also has carries exactly the name of
+    :data:`cytokit.readouts.READOUTS` (listed in :data:`TRUTH_READOUTS`), so truth and results join on
+    column names: ``treg_pct_cd4``, ``teff_pct_cd4``, ``treg_teff_ratio``, ``treg_cd127lo_pct_cd4``
+    (CD25hi CD127lo surface Tregs: Tregs not in a CD127hi component), ``treg_ki67_pct``,
+    ``teff_ki67_pct``, ``treg_hladr_pct``, ``teff_hladr_pct``, ``treg_helios_pct``,
+    ``treg_cd45raneg_pct`` (Tregs outside the CD45RA+ component) and ``nk_cd56bright_pct_nk``.
+    Activation readouts are the latent positive states of the events (never a gate), and a readout
+    whose marker is not on the panel is absent. Extra keys (not readouts): ``n_events``,
+    ``live_singlet_count``, ``cd8_count``, ``nk_count``, ``teff_helios_pct``, ``teff_cd45raneg_pct``,
+    ``anomaly_events``.
+    """
     names = np.asarray(bio.LABELS)
     lab = names[labels]
     cd4 = np.isin(lab, bio.CD4_LABELS)
@@ -102,12 +133,16 @@ def truth_readouts(labels: np.ndarray, states: dict[str, np.ndarray]) -> dict[st
         "cd8_count": int((lab == "CD8_T").sum()),
         "nk_count": int(nk.sum()),
         "nk_cd56bright_pct_nk": pct(lab == "NK_CD56bright", nk),
-        "treg_cd45ra_neg_pct": pct(lab == "Treg_memory", treg),
     }
+    surface = treg & ~states.get("CD127hi", np.zeros(labels.size, bool))
+    out["treg_cd127lo_pct_cd4"] = pct(surface, cd4)
     for state, key in (("Ki67", "ki67"), ("HLA-DR", "hladr"), ("Helios", "helios")):
         if state in states:
             out[f"treg_{key}_pct"] = pct(states[state], treg)
             out[f"teff_{key}_pct"] = pct(states[state], teff)
+    if "CD45RA" in states:  # CD45RA- (memory/activated) = not in the CD45RA+ component
+        out["treg_cd45raneg_pct"] = pct(~states["CD45RA"], treg)
+        out["teff_cd45raneg_pct"] = pct(~states["CD45RA"], teff)
     out["anomaly_events"] = int(states["anomaly"].sum()) if "anomaly" in states else 0
     return out
 

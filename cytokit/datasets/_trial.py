@@ -134,9 +134,13 @@ def load_truth(folder: str | Path) -> pd.DataFrame:
 
 
 def load_event_truth(folder: str | Path, sample: str) -> pd.DataFrame:
-    """Per-event truth of one sample, one row per DATA row: ``label`` and the contract's populations
-    (``cd4``, ``treg``, ``teff``), latent states (``Ki67``, ``HLA-DR``, ``Helios``, ``CD45RA``) and
-    ``anomaly`` (acquired during a clog or burst)."""
+    """Per-event truth of one sample, one row per DATA row.
+
+    Columns: ``label``; the contract's populations ``cd4``, ``treg``, ``teff``; ``treg_surface`` (the
+    Tregs a CD25hi CD127lo gate should hold); the latent positive states of the panel's markers
+    (``Ki67``, ``HLA-DR``, ``Helios``, ``CD45RA``: True = in the marker's positive component, so
+    CD45RA- = ``~CD45RA``) and ``anomaly`` (acquired during a clog or burst).
+    """
     path = _truth_dir(folder) / f"{sample}.npz"
     if not path.exists():
         raise FileNotFoundError(f"{path}: no per-event truth for sample {sample!r}")
@@ -152,4 +156,6 @@ def load_event_truth(folder: str | Path, sample: str) -> pd.DataFrame:
     df["cd4"] = lab.isin(bio.CD4_LABELS)
     df["treg"] = lab.isin(bio.TREG_LABELS)
     df["teff"] = lab.isin(bio.TEFF_LABELS)
+    cd127hi = df["CD127hi"] if "CD127hi" in df else False
+    df["treg_surface"] = df["treg"] & ~cd127hi  # the CD25hi CD127lo (surface) definition
     return df
