@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 
 from . import _keys as K
@@ -496,15 +497,21 @@ def _dedupe(markers: list[str], channels: Sequence[str]) -> list[str]:
     return out
 
 
-def find_var(adata: Any, name: str) -> str:
+def find_var(adata: Any, name: str, *, required: bool = True) -> str | None:
     """The var name of marker ``name`` in ``adata``, falling back to channel ($PnN) and stain names.
 
-    Raises :class:`~cytokit.errors.MarkerError` naming the sample file when nothing matches.
+    The one marker lookup of cytokit (gating, readouts, figures and clustering all use it), so a
+    marker found for a gate is also found for its readout. In order: the var name itself; the
+    ``marker`` column against the canonical spelling of ``name``; the ``channel`` and ``stain``
+    columns (exact, then case-insensitive); then any var name, stain or channel whose recognised
+    marker is the same (``"CD25 PE-Cy7"`` as stain of ``"PE-Cy7-A"`` is CD25). Raises
+    :class:`~cytokit.errors.MarkerError` naming the sample file when nothing matches, or returns
+    None with ``required=False``.
     """
     var = adata.var
     if name in var.index:
         return str(name)
-    canon = canonical_marker(name)
+    canon = _safe_canonical(name)
     for column, wanted in ((K.MARKER, canon), (K.CHANNEL, name), (K.STAIN, name)):
         if wanted and column in var.columns:
             hits = _matches(var[column].astype(str), wanted)
@@ -512,9 +519,33 @@ def find_var(adata: Any, name: str) -> str:
                 return hits[0]
     if canon and canon in var.index:
         return canon
+    hits = _matches(_index_series(var.index), name)
+    if hits:  # var name with another case
+        return hits[0]
+    target = canon or name
+    columns = [var[c].astype(str) for c in (K.STAIN, K.CHANNEL) if c in var.columns]
+    for values in (var.index.astype(str), *columns):
+        for vname, value in zip(var.index, values, strict=True):
+            if value and _safe_canonical(value) == target:
+                return str(vname)
+    if not required:
+        return None
     info = adata.uns.get(K.SAMPLE_INFO, {}) if hasattr(adata, "uns") else {}
     known = ", ".join(str(v) for v in var.index)
     raise MarkerError(f"marker or channel {name!r} not found (have: {known})", info.get("file"))
+
+
+def _index_series(index) -> pd.Series:
+    """An index as a Series of strings keyed by itself (what :func:`_matches` takes)."""
+    return pd.Series([str(v) for v in index], index=index)
+
+
+def _safe_canonical(text: str) -> str | None:
+    """Canonical marker of ``text``; a spelling the recogniser cannot parse is no match."""
+    try:
+        return canonical_marker(str(text))
+    except Exception:  # an odd name is simply not a marker
+        return None
 
 
 def _matches(values: Iterable[str], wanted: str) -> list[str]:

@@ -16,6 +16,7 @@ import pandas as pd
 from anndata import AnnData
 
 from . import _keys as K
+from .panels import find_var
 
 __all__ = [
     "READOUTS",
@@ -145,24 +146,9 @@ def _ratio(num: float, denom: float) -> float:
     return num / denom if np.isfinite(num) and np.isfinite(denom) and denom > 0 else np.nan
 
 
-def _find_var(adata: AnnData, name: str) -> str | None:
-    """var_name for a marker: exact var_name, then ``marker``, then ``channel`` (case-insensitive)."""
-    if name in adata.var_names:
-        return name
-    lower = name.lower()
-    for column in (None, K.MARKER, K.CHANNEL):
-        values = adata.var_names if column is None else adata.var.get(column)
-        if values is None:
-            continue
-        hits = [v for v, s in zip(adata.var_names, values, strict=True) if str(s).lower() == lower]
-        if hits:
-            return hits[0]
-    return None
-
-
 def _median_on(adata: AnnData, mask: np.ndarray, marker: str) -> tuple[float, float]:
     """Median of ``marker`` over ``mask`` events: transformed, and on the linear (inverse) scale."""
-    var = _find_var(adata, marker)
+    var = find_var(adata, marker, required=False)
     if var is None or not mask.any():
         return np.nan, np.nan
     column = adata[:, var].X

@@ -106,54 +106,18 @@ def gate(
 
 
 def resolve_dims(adata: AnnData, names) -> dict[str, int | None]:
-    """Column index of each marker name (var_name, marker, channel, or a recognised spelling).
+    """Column index of each marker name, through the one lookup :func:`cytokit.panels.find_var`.
 
     A name may list alternatives, ``"SSC-A|SSC-H"``: the first one the sample has is used.
     """
-    var_names = [str(v) for v in adata.var_names]
-    fields = [var_names]
-    for col in (K.MARKER, K.CHANNEL, K.STAIN):
-        if col in adata.var:
-            fields.append([str(v) for v in adata.var[col]])
-    canon = _canonical()
+    from ..panels import find_var
+
     out: dict[str, int | None] = {}
     for name in names:  # "FSC-A|FSC-H": the first alternative present
-        found = (_find_column(alt.strip(), fields, canon) for alt in str(name).split("|"))
-        out[name] = next((j for j in found if j is not None), None)
+        found = (find_var(adata, alt.strip(), required=False) for alt in str(name).split("|"))
+        var = next((v for v in found if v is not None), None)
+        out[name] = None if var is None else int(adata.var_names.get_loc(var))
     return out
-
-
-def _canonical():
-    try:
-        from ..panels import canonical_marker
-    except ImportError:  # the panels module is older than this one
-        return None
-    return canonical_marker
-
-
-def _find_column(name: str, fields: list[list[str]], canon) -> int | None:
-    for values in fields:  # exact first, then case-insensitive, then recognised spellings
-        if name in values:
-            return values.index(name)
-    low = name.lower()
-    for values in fields:
-        hits = [i for i, v in enumerate(values) if v.lower() == low]
-        if hits:
-            return hits[0]
-    if canon is not None:
-        target = _safe(canon, name) or name
-        for values in fields:
-            hits = [i for i, v in enumerate(values) if v and _safe(canon, v) == target]
-            if hits:
-                return hits[0]
-    return None
-
-
-def _safe(canon, text):
-    try:
-        return canon(text)
-    except Exception:  # a spelling the recogniser cannot parse is just not a match
-        return None
 
 
 class _Run:
@@ -209,7 +173,12 @@ class _Run:
         return self.masks[name]
 
     def sample_idx(self, name: str, limit: int) -> np.ndarray:
-        idx = np.flatnonzero(self.mask(name))
+        """Events of ``name`` to fit on: at most ``limit``, drawn at random over the whole acquisition."""
+        return self.spread(np.flatnonzero(self.mask(name)), limit)
+
+    def spread(self, idx: np.ndarray, limit: int) -> np.ndarray:
+        """At most ``limit`` of ``idx``, a uniform random draw (never a prefix: a file's first events
+        are its first seconds, and a file that drifts or clogs would be fitted on its start only)."""
         if limit and len(idx) > limit:
             idx = np.sort(self.rng.choice(idx, limit, replace=False))
         return idx
@@ -311,9 +280,9 @@ class _Run:
         if spec.method == "singlets":
             res = M2.singlet_band(cols[0], cols[1], dims=dims, **kw)
         elif spec.method == "scatter_mixture":
-            n_fit = int(p.get("fit_events", 2000))
+            sub = self.spread(np.arange(len(idx)), int(p.get("fit_events", 2000)))
             res = M2.scatter_mixture(
-                np.column_stack(cols)[:n_fit], dims=dims, seed=self.strat.seed, **kw
+                np.column_stack(cols)[sub], dims=dims, seed=self.strat.seed, **kw
             )
         else:  # time_qc
             res = M.time_anomalies(cols[0], cols[1] if len(cols) > 1 else None, dims=dims, **kw)
@@ -360,9 +329,8 @@ class _Run:
         if b.get("guide") and method == "valley":
             if self.cols.get(b["guide"]) is None:
                 raise GatingError(f"guide marker {b['guide']} not found")
-            pair = np.column_stack([self.column(b["guide"])[idx], x])[
-                : int(b.get("guide_events", 4000))
-            ]
+            sub = self.spread(idx, int(b.get("guide_events", 4000)))
+            pair = np.column_stack([self.column(b["guide"])[sub], self.column(dim)[sub]])
             guide = M2.mixture_window(pair, seed=self.strat.seed).details
             kw["search"] = tuple(guide["window"])
         res = _one_d(method, x, kw)

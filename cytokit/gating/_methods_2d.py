@@ -2,8 +2,8 @@
 
 Pure functions over an ``(n, 2)`` array of one sample's events returning a :class:`Placement` whose
 value is a gate object (:class:`PolygonGate`, :class:`EllipseGate`) or a search window; the 1-D
-thresholds live in ``_methods.py``. A small dependency-free EM for 2-D Gaussian mixtures
-(:func:`gmm_2d`) serves the scatter mixture, the guided FOXP3 valley and the Treg region.
+thresholds live in ``_methods.py``. Gaussian mixtures (scikit-learn's ``GaussianMixture``, via
+:func:`_gmm_2d`) serve the scatter mixture and the guided FOXP3 valley.
 """
 
 from __future__ import annotations
@@ -280,53 +280,30 @@ def _same_population(means, covs, pick: int, radius2: float = 4.0) -> list[int]:
     return members
 
 
-def _gmm_2d(X: np.ndarray, k: int, *, seed: int = 0, n_iter: int = 60, tol: float = 1e-4) -> dict:
-    """Full-covariance Gaussian mixture in two dimensions by EM (k-means++ start), vectorised in numpy.
+def _gmm_2d(X: np.ndarray, k: int, *, seed: int = 0, max_iter: int = 100) -> dict:
+    """Full-covariance Gaussian mixture by EM (scikit-learn's ``GaussianMixture``, k-means start).
 
-    Small and dependency-free (scikit-learn's import alone costs ~2 s); returns weights, means,
-    covariances, hard labels, log-likelihood and BIC.
+    Returns weights, means, covariances, hard labels, log-likelihood and BIC. The covariance floor
+    scales with the data's own spread (a millionth of its total variance), so it means the same on
+    logicle, arcsinh or linear units.
     """
-    rng = np.random.default_rng(seed)
-    n = len(X)
-    centres = [X[rng.integers(n)]]
-    for _ in range(1, k):  # k-means++ seeding
-        d2 = np.min([((X - c) ** 2).sum(1) for c in centres], axis=0)
-        centres.append(X[rng.choice(n, p=d2 / d2.sum())])
-    means = np.array(centres)
-    for _ in range(10):  # a few Lloyd steps
-        lab = np.argmin(((X[:, None, :] - means[None]) ** 2).sum(-1), axis=1)
-        means = np.array([X[lab == j].mean(0) if np.any(lab == j) else means[j] for j in range(k)])
-    resp = np.eye(k)[lab]
-    floor = 1e-6 * np.trace(np.cov(X.T))
-    prev = -np.inf
-    for it in range(n_iter):  # noqa: B007 (it is reported)
-        nk = resp.sum(0) + 1e-12
-        weights, means = nk / n, (resp.T @ X) / nk[:, None]
-        d = X[:, None, :] - means[None]
-        a, b = d[..., 0], d[..., 1]
-        sxx = (resp * a * a).sum(0) / nk + floor
-        syy = (resp * b * b).sum(0) / nk + floor
-        sxy = (resp * a * b).sum(0) / nk
-        covs = np.stack([sxx, sxy, sxy, syy], -1).reshape(k, 2, 2)
-        det = sxx * syy - sxy**2
-        m2 = (syy * a * a - 2 * sxy * a * b + sxx * b * b) / det
-        logp = np.log(weights) - 0.5 * (m2 + np.log(det) + 2 * np.log(2 * np.pi))
-        top = logp.max(1, keepdims=True)
-        lse = top[:, 0] + np.log(np.exp(logp - top).sum(1))
-        resp = np.exp(logp - lse[:, None])
-        ll = float(lse.sum())
-        if ll - prev < tol * n:
-            break
-        prev = ll
-    n_params = k * 6 - 1
+    from sklearn.mixture import GaussianMixture
+
+    X = np.asarray(X, dtype=float)
+    floor = 1e-6 * float(np.trace(np.atleast_2d(np.cov(X.T)))) or 1e-9
+    gm = GaussianMixture(
+        n_components=k, covariance_type="full", reg_covar=floor, max_iter=max_iter,
+        random_state=seed,
+    )  # fmt: skip
+    gm.fit(X)
     return {
-        "weights": weights,
-        "means": means,
-        "covs": covs,
-        "labels": np.argmax(resp, 1),
-        "loglik": ll,
-        "bic": -2 * ll + n_params * np.log(n),
-        "n_iter": it + 1,
+        "weights": gm.weights_,
+        "means": gm.means_,
+        "covs": gm.covariances_,
+        "labels": gm.predict(X),
+        "loglik": float(gm.score(X) * len(X)),
+        "bic": float(gm.bic(X)),
+        "n_iter": int(gm.n_iter_),
     }
 
 
