@@ -8,8 +8,7 @@ import pytest
 from test_gating_engine import synthetic_sample, treg_pct, truth_pct
 
 from cytokit import _keys as K
-from cytokit.gating import _engine
-from cytokit.gating import gate
+from cytokit.gating import _engine, gate
 
 LYMPH = ["dead", "B/NK", "CD8", "DN", "Treg", "Teff"]
 

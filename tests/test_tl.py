@@ -227,7 +227,7 @@ def test_errors_name_the_missing_step():
 
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory):
-    ck = pytest.importorskip("cytokit")
+    import cytokit as ck
     from cytokit.datasets import simulate_sample
 
     folder = tmp_path_factory.mktemp("sim")
