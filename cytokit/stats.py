@@ -18,7 +18,15 @@ from scipy import stats as sps
 
 from .readouts import READOUTS, baseline_rows, timepoint_order
 
-__all__ = ["DEFAULT_READOUTS", "MIN_PAIRS", "STATS_COLUMNS", "bh_adjust", "paired_tests"]
+__all__ = [
+    "DA_COLUMNS",
+    "DEFAULT_READOUTS",
+    "MIN_PAIRS",
+    "STATS_COLUMNS",
+    "bh_adjust",
+    "differential_abundance",
+    "paired_tests",
+]
 
 logger = logging.getLogger("cytokit")
 
@@ -186,3 +194,154 @@ def _median_days(summary: pd.DataFrame) -> dict[str, float]:
         return {}
     days = pd.to_numeric(summary["day"], errors="coerce")
     return days.groupby(summary["timepoint"].astype(str).values).median().to_dict()
+
+
+# --- differential abundance of clusters ------------------------------------------------------------
+
+DA_METHODS = ("wilcoxon", "glm")
+
+DA_COLUMNS = [
+    "cluster",
+    "label",
+    "timepoint",
+    "day",
+    "n_pairs",
+    "baseline_median",
+    "median",
+    "median_difference",
+    "median_fold_change",
+    "p_value",
+    "p_adj",
+    "method",
+    "note",
+]
+
+
+def differential_abundance(
+    clusters: pd.DataFrame,
+    *,
+    method: str = "wilcoxon",
+    baseline: str | None = None,
+    min_pairs: int = MIN_PAIRS,
+) -> pd.DataFrame:
+    """Paired differential abundance of each cluster at each later timepoint versus each patient's baseline.
+
+    Parameters
+    ----------
+    clusters
+        ``clusters.csv`` rows: ``sample, patient, timepoint, [day], cluster, [label], count, pct``.
+    method
+        ``"wilcoxon"``: signed-rank test of the per-sample cluster % against the same patient's baseline,
+        the machinery of :func:`paired_tests` (the table's medians and folds always come from it).
+        ``"glm"``: p-values from a quasi-binomial GLM of the cluster's event counts out of the population's,
+        with the patient as a block and the timepoint as the effect (Wald test, dispersion from Pearson's
+        chi-square): the fixed-effect design of diffcyt's DA tests (Weber et al., Commun Biol 2019), which
+        uses every event's count, not only the sign and rank of the change; needs statsmodels.
+    baseline, min_pairs
+        As in :func:`paired_tests`.
+
+    Returns
+    -------
+    DataFrame with :data:`DA_COLUMNS`, one row per cluster x later timepoint; ``p_adj`` is
+    Benjamini-Hochberg over every cluster and timepoint of the table.
+    """
+    if method not in DA_METHODS:
+        raise ValueError(f"method must be one of {DA_METHODS}, got {method!r}")
+    needed = {"sample", "patient", "timepoint", "cluster", "pct"}
+    if clusters is None or clusters.empty or not needed <= set(clusters.columns):
+        return pd.DataFrame(columns=DA_COLUMNS)
+    frame = clusters.assign(cluster=clusters["cluster"].astype(str))
+    meta_cols = [c for c in ("patient", "timepoint", "day") if c in frame]
+    meta = frame.drop_duplicates("sample").set_index("sample")[meta_cols]
+    wide = frame.pivot_table(index="sample", columns="cluster", values="pct", aggfunc="sum")
+    names = sorted(wide.columns, key=lambda c: (len(c), c))
+    summary = meta.join(wide[names].add_prefix("cluster:")).reset_index()
+    table = paired_tests(
+        summary, [f"cluster:{c}" for c in names], baseline=baseline, min_pairs=min_pairs
+    )
+    table = table.rename(columns={"readout": "cluster"})
+    table["cluster"] = table["cluster"].str.removeprefix("cluster:")
+    labels = (
+        frame.drop_duplicates("cluster").set_index("cluster")["label"]
+        if "label" in frame
+        else pd.Series(dtype=str)
+    )
+    table.insert(1, "label", table["cluster"].map(labels).fillna("").astype(str))
+    table["method"] = method
+    if method == "glm" and len(table):
+        p, notes = _glm_pvalues(frame, summary, table, baseline)
+        table["p_value"] = p
+        table["note"] = [
+            "; ".join(filter(None, [a, b])) for a, b in zip(table["note"], notes, strict=True)
+        ]
+        table["p_adj"] = bh_adjust(table["p_value"].to_numpy(float))
+    return table[DA_COLUMNS]
+
+
+def _glm_pvalues(
+    frame: pd.DataFrame, summary: pd.DataFrame, table: pd.DataFrame, baseline: str | None
+) -> tuple[np.ndarray, list[str]]:
+    """Wald p-value of each (cluster, timepoint) row from a quasi-binomial GLM on counts, patient blocks."""
+    try:
+        import statsmodels.api as sm
+    except ImportError as err:
+        raise ImportError("method='glm' needs statsmodels: pip install statsmodels") from err
+    if baseline is not None:
+        is_base = summary["timepoint"].astype(str) == str(baseline)
+    else:
+        is_base = baseline_rows(summary)
+    level = pd.Series(
+        np.where(is_base, "__baseline__", summary["timepoint"].astype(str)), index=summary["sample"]
+    )
+    counts = frame.pivot_table(index="sample", columns="cluster", values="count", aggfunc="sum")
+    totals = counts.sum(axis=1)
+    counts = counts.reindex(level.index)
+    patients = summary.set_index("sample")["patient"].astype(str).reindex(level.index)
+    design = pd.get_dummies(
+        pd.DataFrame({"patient": patients, "tp": level}), drop_first=False, dtype=float
+    )
+    # reference levels: the first patient and the baseline (columns dropped from the full dummies)
+    design = design.drop(columns=[f"patient_{sorted(patients.unique())[0]}", "tp___baseline__"])
+    design.insert(0, "const", 1.0)
+    p = np.full(len(table), np.nan)
+    notes = [""] * len(table)
+    fits: dict[str, object] = {}
+    for i, (cluster, tp) in enumerate(zip(table["cluster"], table["timepoint"], strict=True)):
+        column = f"tp_{tp}"
+        if column not in design or cluster not in counts:
+            notes[i] = "glm: no samples at this timepoint"
+            continue
+        if cluster not in fits:
+            fits[cluster] = _fit_quasi_binomial(sm, counts[cluster], totals, design)
+        fit = fits[cluster]
+        if isinstance(fit, str):
+            notes[i] = f"glm: {fit}"
+        else:
+            p[i] = float(fit.pvalues[column])
+    return p, notes
+
+
+def _fit_quasi_binomial(sm, y: pd.Series, n: pd.Series, design: pd.DataFrame):
+    import warnings
+
+    y = y.to_numpy(float)
+    n = n.reindex(design.index).to_numpy(float)
+    ok = np.isfinite(y) & (n > 0)
+    if y[ok].sum() == 0 or (n[ok] - y[ok]).sum() == 0:
+        return "no events in the cluster"
+    X = design.loc[ok]
+    X = X.loc[:, X.abs().sum(axis=0) > 0]
+    if len(X) <= X.shape[1]:
+        return "fewer samples than parameters"
+    family = sm.families.Binomial()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # proportions weighted by the events (statsmodels' two-column form mis-scales X2)
+            model = sm.GLM(y[ok] / n[ok], X, family=family, var_weights=n[ok])
+            first = model.fit()
+            # quasi-binomial dispersion from Pearson's chi-square, never below binomial (1)
+            dispersion = max(1.0, float(first.pearson_chi2 / max(first.df_resid, 1)))
+            return model.fit(scale=dispersion)
+    except Exception as err:  # separation, singular design: no p-value, a note says why
+        return f"fit failed ({type(err).__name__})"

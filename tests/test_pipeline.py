@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -48,6 +49,17 @@ CONTRACT_COLUMNS = {
         "p_adj",
     ],
     "clusters.csv": ["sample", "cluster", "count", "pct", "label"],
+    "da.csv": [
+        "cluster",
+        "label",
+        "timepoint",
+        "n_pairs",
+        "baseline_median",
+        "median",
+        "median_fold_change",
+        "p_value",
+        "p_adj",
+    ],
 }
 
 
@@ -222,3 +234,64 @@ def test_runner_marks_jumping_samples_warning_and_keeps_the_rest(tmp_path):
     assert [r.status for r in flagged] == ["ok", "ok", "warning", "ok"]
     assert "patient's other samples" in flagged[2].message
     assert results[2].status == "ok"  # the cached result is not changed in place
+
+
+def test_clusters_count_every_event_of_the_clustered_population(run_out):
+    _, out = run_out
+    clusters = pd.read_csv(out / "clusters.csv", dtype={"cluster": str})
+    pops = pd.read_csv(out / "populations.csv")
+    live = pops.loc[pops["population"] == "live"].set_index("sample")["count"]
+    per_sample = clusters.groupby("sample")["count"].sum()
+    # every live lymphocyte is counted, not the pooled subsample of a few hundred
+    assert per_sample.to_dict() == live.loc[per_sample.index].to_dict()
+    assert (per_sample > 1000).all()
+    np.testing.assert_allclose(clusters.groupby("sample")["pct"].sum(), 100.0)
+    # every sample has every cluster, labelled as in the model the run saved
+    model = json.loads((out / "cluster_model.json").read_text())
+    assert set(clusters["cluster"]) == set(model["node_cluster"])
+    labels = clusters.drop_duplicates("cluster").set_index("cluster")["label"]
+    assert labels.to_dict() == model["labels"]
+
+
+def test_da_table_has_a_row_per_cluster_and_later_timepoint(run_out):
+    _, out = run_out
+    da = pd.read_csv(out / "da.csv", dtype={"cluster": str})
+    assert set(CONTRACT_COLUMNS["da.csv"]) <= set(da.columns)
+    clusters = pd.read_csv(out / "clusters.csv", dtype={"cluster": str})
+    assert sorted(da["cluster"]) == sorted(clusters["cluster"].unique())
+    assert set(da["timepoint"]) == {"D8"} and (da["n_pairs"] == 3).all()
+
+
+def test_saved_model_maps_a_sample_onto_the_run_counts(run_out, small_trial):
+    import cytokit as ck
+
+    _, out = run_out
+    clusters = pd.read_csv(out / "clusters.csv", dtype={"cluster": str})
+    adata = ck.read_fcs(small_trial / "P01_D8.fcs")
+    ck.pp.compensate(adata)
+    ck.pp.transform(adata)
+    ck.gate(adata)
+    ck.tl.map_clusters(adata, out / "cluster_model.json")  # the model's population: live
+    mine = adata.obs["cluster"].value_counts()
+    run = clusters.loc[clusters["sample"] == "P01_D8"].set_index("cluster")["count"]
+    assert mine.reindex(run.index).to_dict() == run.to_dict()
+    assert adata.obs["cluster"].isna().sum() == (~adata.obsm["populations"]["live"]).sum()
+
+
+def test_task_keeps_every_event_of_the_chosen_population(small_trial, tmp_path):
+    from cytokit.pipeline._inputs import discover_samples
+    from cytokit.pipeline._task import Settings, process_sample
+
+    spec = next(s for s in discover_samples(small_trial, None) if s.sample == "P02_D0")
+    settings = Settings(cluster_population="CD4", cells_per_sample=200, figures=False)
+    result = process_sample(spec, settings, None, str(tmp_path))
+    cd4 = result.populations.set_index("population").loc["CD4", "count"]
+    events = np.load(result.cells["events_file"])
+    assert len(events) == cd4 == result.cells["n_population"]
+    assert len(result.cells["event"]) == 200
+    assert set(result.cells["population"]) <= {"Treg", "Teff"}
+    # no folder to leave them in (a remote Dask worker): the events travel in the result
+    remote = process_sample(spec, settings, None, str(tmp_path / "absent"))
+    np.testing.assert_array_equal(remote.cells["events_X"], events)
+    missing = process_sample(spec, Settings(cluster_population="nope", figures=False), None)
+    assert missing.cells is None and "no population 'nope'" in missing.message

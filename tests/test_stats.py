@@ -116,3 +116,70 @@ def test_bh_matches_definition(values):
     q = stats.bh_adjust(values)
     assert np.allclose(q, _bh_reference(values), atol=1e-12)
     assert np.all(q >= np.asarray(values) - 1e-15) and np.all(q <= 1)
+
+
+# --- differential abundance of clusters ------------------------------------------------------------
+
+
+def _cluster_rows(n_patients=8, seed=0, fold=2.0, days=(0, 8)):
+    """clusters.csv rows: cluster "3" grows ``fold``-times at every later day, the others share the rest."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n_patients):
+        share = rng.dirichlet([20, 10, 1])  # clusters 1, 2 and a rare 3 (~3 %)
+        for d in days:
+            p = share.copy()
+            if d:
+                p[2] *= fold * rng.uniform(0.9, 1.1)
+            p /= p.sum()
+            counts = rng.multinomial(20_000, p)
+            for c, n in enumerate(counts, start=1):
+                rows.append(
+                    {
+                        "sample": f"P{i}_D{d}",
+                        "patient": f"P{i}",
+                        "timepoint": f"D{d}",
+                        "day": d,
+                        "cluster": str(c),
+                        "label": "CD4+ CD25hi FOXP3+" if c == 3 else f"type {c}",
+                        "count": n,
+                        "pct": 100 * n / counts.sum(),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def test_da_is_the_paired_test_of_each_cluster_pct():
+    rows = _cluster_rows(days=(0, 8, 29))
+    da = stats.differential_abundance(rows)
+    assert list(da.columns) == stats.DA_COLUMNS
+    assert len(da) == 3 * 2
+    d8 = da.set_index(["cluster", "timepoint"]).loc[("3", "D8")]
+    assert d8["label"] == "CD4+ CD25hi FOXP3+" and d8["n_pairs"] == 8
+    wide = rows.loc[rows["cluster"] == "3"].pivot(
+        index="patient", columns="timepoint", values="pct"
+    )
+    assert d8["p_value"] == pytest.approx(wilcoxon(wide["D8"], wide["D0"]).pvalue)
+    assert d8["median_fold_change"] == pytest.approx(np.median(wide["D8"] / wide["D0"]))
+    assert d8["baseline_median"] == pytest.approx(np.median(wide["D0"]))
+    # BH across every cluster x timepoint of the table
+    np.testing.assert_allclose(da["p_adj"], stats.bh_adjust(da["p_value"]))
+
+
+def test_da_glm_uses_the_counts_and_finds_a_consistent_change():
+    pytest.importorskip("statsmodels")
+    changed = stats.differential_abundance(_cluster_rows(n_patients=4), method="glm")
+    by = changed.set_index("cluster")
+    # 4 pairs: the signed-rank test cannot go below 0.125, the counts of 20,000 events can
+    assert by.loc["3", "p_adj"] < 0.001 and by.loc["3", "method"] == "glm"
+    assert stats.differential_abundance(_cluster_rows(n_patients=4)).set_index("cluster").loc[
+        "3", "p_value"
+    ] == pytest.approx(0.125)
+    unchanged = stats.differential_abundance(_cluster_rows(n_patients=6, fold=1.0), method="glm")
+    assert (unchanged["p_value"] > 0.01).all()
+
+
+def test_da_of_an_empty_table_has_the_columns():
+    assert list(stats.differential_abundance(pd.DataFrame()).columns) == stats.DA_COLUMNS
+    with pytest.raises(ValueError, match="method"):
+        stats.differential_abundance(_cluster_rows(), method="ttest")

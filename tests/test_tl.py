@@ -222,6 +222,61 @@ def test_errors_name_the_missing_step():
         tl.cluster_population_overlap(adata)
 
 
+# --- mapping new events onto a fitted model --------------------------------------------------------
+
+
+def test_map_clusters_puts_new_events_of_the_same_blobs_in_the_same_clusters(tmp_path):
+    train, truth = _blobs(seed=3)
+    tl.flowsom(train, n_clusters=6, grid=(7, 7), seed=0)
+    # the training events map back to exactly the clusters flowsom gave them
+    again = train.copy()
+    tl.map_clusters(again, train)
+    assert (again.obs["cluster"] == train.obs["cluster"]).all()
+    # a new sample from the same blobs, markers in another order and with other spellings of the panel
+    new, new_truth = _blobs(seed=3, sd=0.035)
+    new = new[:, ["CD8", "CD3", "CD45RA", "FOXP3", "CD4", "CD25", "CD56", "Ki67"]].copy()
+    path = tl.write_cluster_model(train.uns["cluster"], tmp_path / "model.json")
+    tl.map_clusters(new, path)
+    truth_to_cluster = pd.crosstab(truth, train.obs["cluster"]).idxmax(axis=1)
+    expected = truth_to_cluster.reindex(new_truth).to_numpy()
+    assert (new.obs["cluster"].astype(str).to_numpy() == expected).mean() > 0.98
+    assert list(new.obs["cluster"].cat.categories) == [str(i) for i in range(1, 7)]
+    model = tl.read_cluster_model(path)
+    counts = tl.cluster_counts(tl._utils.matrix(new, model["markers"]), model)
+    assert counts.sum() == new.n_obs
+    assert counts.to_dict() == new.obs["cluster"].value_counts().to_dict()
+
+
+def test_map_clusters_maps_only_the_chosen_population():
+    train, _ = _blobs(seed=1)
+    tl.flowsom(train, n_clusters=4, grid=(5, 5), seed=0)
+    model = dict(train.uns["cluster"], population="live")
+    new, _ = _blobs(seed=2)
+    live = np.arange(new.n_obs) % 4 != 0
+    new.obsm["populations"] = pd.DataFrame(
+        {"live": live, "CD4": live & (np.arange(new.n_obs) % 2 == 0)}, index=new.obs_names
+    )
+    tl.map_clusters(new, model)  # the model's population by default
+    assert new.obs["cluster"].notna().to_numpy().tolist() == live.tolist()
+    assert (new.obs["cluster_node"].to_numpy()[~live] == -1).all()
+    tl.map_clusters(new, model, population="CD4")
+    assert new.obs["cluster"].notna().sum() == new.obsm["populations"]["CD4"].sum()
+    with pytest.raises(CytokitError, match="no gated population 'Treg'"):
+        tl.map_clusters(new, model, population="Treg")
+    with pytest.raises(MarkerError):
+        tl.map_clusters(new[:, ["CD3", "CD4"]].copy(), model)
+    with pytest.raises(CytokitError, match="not a fitted cluster model"):
+        tl.map_clusters(new, {"markers": ["CD3"]})
+
+
+def test_nodes_of_an_empty_metacluster_join_their_nearest_named_cluster():
+    from cytokit.tl._flowsom import _name_empty_nodes
+
+    codes = np.array([[0.0, 0.0], [0.1, 0.0], [1.0, 1.0], [0.9, 1.0]], dtype=np.float32)
+    named = _name_empty_nodes(np.array(["1", "", "2", ""]), codes)
+    assert named.tolist() == ["1", "1", "2", "2"]
+
+
 # --- simulated trial data: the Treg cluster holds the gated Tregs -----------------------------------
 
 

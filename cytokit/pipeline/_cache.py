@@ -61,7 +61,9 @@ class SampleCache:
                 stored_key, result = pickle.load(fh)
         except Exception:  # a damaged cache entry is recomputed, never fatal
             return None
-        return result if stored_key == key else None
+        if stored_key != key or not _events_present(result):
+            return None
+        return result
 
     def put(self, spec: SampleSpec, key: str | None, result: SampleResult, tag: str = "") -> None:
         if key is None or result.status == "failed":
@@ -72,3 +74,9 @@ class SampleCache:
         with open(tmp, "wb") as fh:
             pickle.dump((key, result), fh, protocol=pickle.HIGHEST_PROTOCOL)
         tmp.replace(path)
+
+
+def _events_present(result: SampleResult) -> bool:
+    """A cached sample whose clustered events file is gone is recomputed (the run maps those events)."""
+    path = (result.cells or {}).get("events_file")
+    return path is None or Path(path).is_file()

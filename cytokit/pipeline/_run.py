@@ -36,6 +36,7 @@ class RunResult:
     summary: pd.DataFrame
     stats: pd.DataFrame
     clusters: pd.DataFrame | None = None
+    da: pd.DataFrame | None = None
 
     @property
     def n_failed(self) -> int:
@@ -56,6 +57,8 @@ def run(
     cells_per_sample: int = 500,
     figures: bool = True,
     consistency: str = "sample",
+    cluster_population: str = "live",
+    da_method: str = "wilcoxon",
     progress: ProgressFn | None = None,
 ) -> RunResult:
     """Process every sample of ``input`` (folder or manifest CSV) and write the contract's files to ``out``.
@@ -63,13 +66,16 @@ def run(
     Bad samples are recorded as ``failed`` in ``qc.csv`` and never stop the others. A rerun into the same
     ``out`` reuses samples whose file and settings did not change. ``consistency="patient"`` re-places each
     sample's gates with its patient's consensus placement as a prior (openCyto's groupBy idea);
-    ``"sample"`` places every sample on its own data only.
+    ``"sample"`` places every sample on its own data only. ``cluster_population``: the gated population
+    whose events are clustered (pooled subsample) and then all mapped to the clusters (``clusters.csv``);
+    ``da_method``: ``"wilcoxon"`` or ``"glm"`` p-values in ``da.csv`` (:func:`cytokit.stats.differential_abundance`).
     """
     if consistency not in {"sample", "patient"}:
         raise CytokitError(f"consistency must be 'sample' or 'patient', not {consistency!r}")
     start = time.perf_counter()
     specs = discover_samples(input, manifest)
     settings = _settings(panel, strategy, seed, cells_per_sample, figures, consistency)
+    settings = replace(settings, cluster_population=cluster_population)
     out = Path(out)
     (out / "gates").mkdir(parents=True, exist_ok=True)
     jobs = default_jobs() if jobs is None else max(1, int(jobs))
@@ -79,12 +85,23 @@ def run(
 
     results = _process_all(specs, settings, out, jobs=jobs, scheduler=scheduler, progress=progress)
     tables = _write_tables(results, out)
-    clusters = _guarded("clustering", cluster_pooled, results, out, seed=seed) if cluster else None
-    _guarded("report", write_run_report, tables, results, settings, out, clusters)
+    clustered = None
+    if cluster:
+        clustered = _guarded(
+            "clustering",
+            cluster_pooled,
+            results,
+            out,
+            seed=seed,
+            population=cluster_population,
+            da_method=da_method,
+        )
+    clusters, da = clustered or (None, None)
+    _guarded("report", write_run_report, tables, results, settings, out, clusters, da)
     logger.info(
         "finished %d sample(s) in %.1f s -> %s", len(specs), time.perf_counter() - start, out
     )
-    return RunResult(out=out, clusters=clusters, **tables)
+    return RunResult(out=out, clusters=clusters, da=da, **tables)
 
 
 def _settings(
@@ -145,7 +162,9 @@ class _PassRunner:
             if r is not None:
                 _finish(r, specs[i], self.out, progress, i + 1, total)
         todo = [i for i, r in enumerate(results) if r is None]
-        tasks = [(specs[i], self.settings, priors[i]) for i in todo]
+        events_dir = self.cache.folder  # each task leaves its clustered events here (_task.py)
+        events_dir.mkdir(parents=True, exist_ok=True)
+        tasks = [(specs[i], self.settings, priors[i], str(events_dir)) for i in todo]
         for j, outcome in execute(process_sample, tasks, jobs=self.jobs, scheduler=self.scheduler):
             i = todo[j]
             if isinstance(outcome, BaseException):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -34,6 +35,9 @@ class Settings:
     transform: str = "logicle"
     cofactor: float | None = None
     cells_per_sample: int = 500
+    cluster_population: str = (
+        "live"  # clustered parent population: every one of its events is mapped
+    )
     seed: int = 0
     figures: bool = True
     consistency: str = "sample"  # or "patient": second pass with the patient's consensus as prior
@@ -76,13 +80,23 @@ class SampleResult:
         }
 
 
-def process_sample(spec: SampleSpec, settings: Settings, prior: dict | None = None) -> SampleResult:
-    """Load, preprocess, gate and summarise one sample; a bad input becomes a ``failed`` result, not an error."""
+def process_sample(
+    spec: SampleSpec,
+    settings: Settings,
+    prior: dict | None = None,
+    events_dir: str | None = None,
+) -> SampleResult:
+    """Load, preprocess, gate and summarise one sample; a bad input becomes a ``failed`` result, not an error.
+
+    ``events_dir``: an existing folder where the task leaves the clustered population's events (all of
+    them, ``<sample>.events.npy``) for the run to map onto the pooled clusters without reading the file
+    again; when it is not a folder here (a remote Dask worker) the events travel in the result.
+    """
     start = time.perf_counter()
     result = SampleResult(sample=spec.sample, file=str(spec.file), metadata=spec.metadata())
     try:
         with _steps_logged_at_debug():
-            _run_steps(spec, settings, prior, result)
+            _run_steps(spec, settings, prior, result, events_dir)
     except CytokitError as err:
         result.status, result.message = "failed", str(err)
     except MemoryError:
@@ -109,7 +123,11 @@ def _steps_logged_at_debug():
 
 
 def _run_steps(
-    spec: SampleSpec, settings: Settings, prior: dict | None, result: SampleResult
+    spec: SampleSpec,
+    settings: Settings,
+    prior: dict | None,
+    result: SampleResult,
+    events_dir: str | None = None,
 ) -> None:
     from .. import pp, readouts
     from ..gating import _gatingml, gate
@@ -139,7 +157,10 @@ def _run_steps(
         result.gatingml = _gatingml.export_gatingml(adata)
     if settings.figures:
         result.gate_png = _gating_figure(adata)
-    result.cells = _subsample_cells(adata, settings, spec)
+    events_name = (
+        f"{spec.sample}{'.prior' if prior else ''}.events.npy"  # as the cache names passes
+    )
+    result.cells = _subsample_cells(adata, settings, spec, events_dir, events_name, warnings)
     if warnings:
         result.status = "warning"
         result.message = "; ".join(dict.fromkeys(str(w) for w in warnings))
@@ -167,30 +188,65 @@ def _gating_figure(adata) -> bytes:
     return figure_png(pl.gating_path(adata), dpi=72)  # a pyplot-free Figure: nothing to close
 
 
-def _subsample_cells(adata, settings: Settings, spec: SampleSpec) -> dict | None:
-    """An equal-size random subsample of the sample's live lymphocytes for pooled clustering."""
+def _subsample_cells(
+    adata,
+    settings: Settings,
+    spec: SampleSpec,
+    events_dir: str | None,
+    events_name: str,
+    warnings: list[str],
+) -> dict | None:
+    """An equal-size random subsample of the sample's clustered population (live lymphocytes by default)
+    for pooled clustering, and every event of that population for mapping onto the pooled clusters."""
     if settings.cells_per_sample <= 0:
         return None
-    pops = adata.obsm.get(K.POPULATIONS)
-    keep = np.ones(adata.n_obs, dtype=bool)
-    if pops is not None and "live" in pops.columns:
-        keep = np.asarray(pops["live"], dtype=bool)
-    idx = np.flatnonzero(keep)
-    if idx.size == 0:
+    keep = _cluster_population(adata, settings.cluster_population, warnings)
+    if keep is None:
         return None
-    rng = np.random.default_rng([settings.seed, _stable_hash(spec.sample)])
-    if idx.size > settings.cells_per_sample:
-        idx = np.sort(rng.choice(idx, settings.cells_per_sample, replace=False))
+    idx = np.flatnonzero(keep)
     roles = adata.var[K.ROLE].astype(str) if K.ROLE in adata.var else pd.Series("", adata.var_names)
     cols = np.flatnonzero(~roles.isin(["scatter", "time"]).to_numpy())
-    population = adata.obs[K.POPULATION].to_numpy()[idx] if K.POPULATION in adata.obs else None
-    return {
-        "X": np.asarray(adata.X[idx][:, cols], dtype=np.float32),
+    everything = np.asarray(adata.X[idx][:, cols], dtype=np.float32)
+    rng = np.random.default_rng([settings.seed, _stable_hash(spec.sample)])
+    sub = np.arange(idx.size)
+    if idx.size > settings.cells_per_sample:
+        sub = np.sort(rng.choice(idx.size, settings.cells_per_sample, replace=False))
+    population = adata.obs[K.POPULATION].to_numpy()[idx[sub]] if K.POPULATION in adata.obs else None
+    cells = {
+        "X": everything[sub],
         "var_names": [str(v) for v in adata.var_names[cols]],
         "roles": [str(r) for r in roles.to_numpy()[cols]],
-        "event": adata.obs[K.EVENT].to_numpy()[idx],
+        "event": adata.obs[K.EVENT].to_numpy()[idx[sub]],
         "population": None if population is None else population.astype(str),
+        "n_population": int(idx.size),
     }
+    cells.update(_keep_all_events(everything, events_dir, events_name))
+    return cells
+
+
+def _cluster_population(adata, name: str, warnings: list[str]) -> np.ndarray | None:
+    """Events of the clustered population; every event when the strategy has no such population and the
+    default was asked for (a GatingML strategy, a file exported from a lower gate)."""
+    pops = adata.obsm.get(K.POPULATIONS)
+    if pops is not None and name in pops.columns:
+        keep = np.asarray(pops[name], dtype=bool)
+        return keep if keep.any() else None
+    if name == Settings.cluster_population:
+        return np.ones(adata.n_obs, dtype=bool)
+    warnings.append(f"no population {name!r} to cluster: sample left out of the clusters")
+    return None
+
+
+def _keep_all_events(X: np.ndarray, events_dir: str | None, name: str) -> dict:
+    """Leave the population's events where the run maps them: a file beside the cache, else the result."""
+    if events_dir and Path(events_dir).is_dir():
+        path = Path(events_dir) / name
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        with open(tmp, "wb") as fh:
+            np.save(fh, X, allow_pickle=False)
+        tmp.replace(path)
+        return {"events_file": str(path)}
+    return {"events_X": X}
 
 
 def _stable_hash(text: str) -> int:

@@ -59,9 +59,21 @@ def pooled_cells(results: list[SampleResult], *, seed: int = 0):
     return ad.AnnData(X=np.vstack(X).astype(np.float32), obs=obs, var=var)
 
 
-def cluster_pooled(results: list[SampleResult], out: Path, *, seed: int = 0) -> pd.DataFrame | None:
-    """Cluster and embed the pooled subsample; write ``cells.h5ad`` and ``clusters.csv``."""
-    from .. import tl
+def cluster_pooled(
+    results: list[SampleResult],
+    out: Path,
+    *,
+    seed: int = 0,
+    population: str = "live",
+    da_method: str = "wilcoxon",
+) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """Fit FlowSOM on the pooled subsample, map every event of each sample's clustered population onto it.
+
+    Writes ``cells.h5ad`` (the pooled subsample with clusters, UMAP and the model in ``uns["cluster"]``),
+    ``cluster_model.json``, ``clusters.csv`` (counts and % over every event of the population) and
+    ``da.csv`` (paired differential abundance versus baseline). Returns (clusters, da).
+    """
+    from .. import stats, tl
 
     adata = pooled_cells(results, seed=seed)
     if adata is None:
@@ -72,15 +84,80 @@ def cluster_pooled(results: list[SampleResult], out: Path, *, seed: int = 0) -> 
     ]
     logger.info("clustering %d pooled events on %d markers", adata.n_obs, len(markers))
     tl.flowsom(adata, markers=markers, seed=seed)
-    tl.umap(adata, markers=markers, seed=seed)
-    clusters = tl.cluster_abundance(adata, key=K.CLUSTER, groupby="sample")
+    model = adata.uns[K.CLUSTER]
+    labels = tl.label_clusters(adata, key=K.CLUSTER)["label"]
+    model["labels"] = {str(c): str(v) for c, v in labels.items()}
+    model["population"] = population
+    tl.write_cluster_model(model, out / "cluster_model.json")
+    clusters = mapped_abundance(results, model)
     clusters.to_csv(out / "clusters.csv", index=False)
+    da = stats.differential_abundance(clusters, method=da_method)
+    da.to_csv(out / "da.csv", index=False)
+    tl.umap(adata, markers=markers, seed=seed)
     adata.write_h5ad(out / "cells.h5ad", compression="gzip")
-    return clusters
+    return clusters, da
+
+
+def mapped_abundance(results: list[SampleResult], model: dict) -> pd.DataFrame:
+    """clusters.csv: per sample and cluster, the count and % of every event of the clustered population.
+
+    Each sample's events are the ones its task left beside the cache (or sent back in its result); they are
+    mapped with :func:`cytokit.tl.cluster_counts`, the rule that labelled the pooled events.
+    """
+    from .. import tl
+
+    labels = model.get("labels", {})
+    rows = []
+    for r in results:
+        if r.status == "failed" or not r.cells:
+            continue
+        X = _population_events(r)
+        if X is None:
+            continue
+        cols = [r.cells["var_names"].index(m) for m in model["markers"]]
+        counts = tl.cluster_counts(np.asarray(X[:, cols]), model)
+        total = int(counts.sum())
+        frame = pd.DataFrame(
+            {
+                "sample": r.sample,
+                **{k: r.metadata.get(k) for k in _OBS_META},
+                "population": model.get("population", ""),
+                "cluster": counts.index.astype(str),
+                "label": [labels.get(c, "") for c in counts.index.astype(str)],
+                "count": counts.to_numpy(),
+                "pct": 100.0 * counts.to_numpy() / max(total, 1),
+            }
+        )
+        rows.append(frame)
+    columns = ["sample", *_OBS_META, "population", "cluster", "label", "count", "pct"]
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=columns)
+
+
+def _population_events(result: SampleResult):
+    """Every event of a sample's clustered population (memory-mapped from its file where possible)."""
+    cells = result.cells
+    X = cells.get("events_X")
+    path = cells.get("events_file")
+    if X is None and path:
+        try:
+            X = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as err:
+            logger.error("%s: cannot read its events for clustering (%s)", result.sample, err)
+            return None
+    expected = cells.get("n_population")
+    if X is None or (expected is not None and len(X) != expected):
+        logger.error("%s: its events for clustering are missing or stale", result.sample)
+        return None
+    return X
 
 
 def write_run_report(
-    tables: dict, results: list[SampleResult], settings: Settings, out: Path, clusters
+    tables: dict,
+    results: list[SampleResult],
+    settings: Settings,
+    out: Path,
+    clusters,
+    da: pd.DataFrame | None = None,
 ) -> Path:
     """The self-contained ``report.html`` of the run."""
     from .. import __version__, report

@@ -9,6 +9,7 @@ from ._labels import (
     positivity_threshold,
 )
 from ._leiden import leiden
+from ._map import cluster_counts, map_clusters, map_events, read_cluster_model, write_cluster_model
 from ._som import SOM
 from ._umap import umap
 
@@ -25,12 +26,17 @@ __all__ = [
     "MAX_POOLED_EVENTS",
     "SOM",
     "cluster_abundance",
+    "cluster_counts",
     "cluster_population_overlap",
     "consensus_metaclusters",
     "flowsom",
     "gate_cluster_agreement",
     "label_clusters",
     "leiden",
+    "map_clusters",
+    "map_events",
     "positivity_threshold",
+    "read_cluster_model",
     "umap",
+    "write_cluster_model",
 ]

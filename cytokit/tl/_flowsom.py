@@ -19,6 +19,7 @@ from scipy.spatial.distance import squareform
 
 from .. import _keys as K
 from .._logging import timed
+from ._map import cluster_categorical, map_events
 from ._som import SOM
 from ._utils import check_events, matrix, renumber_by_size, resolve
 
@@ -119,7 +120,9 @@ def flowsom(
     Returns
     -------
     ``None``, or the copy when ``copy=True``. Sets ``obs[key_added]`` (categorical "1".."k", "1" the largest)
-    and ``uns[key_added]`` = ``{"method", "markers", "params", "codes", "node_cluster", "node_size"}``.
+    and ``uns[key_added]`` = the fitted model ``{"method", "markers", "params", "codes", "node_cluster",
+    "node_size"}``: :func:`map_clusters` assigns the events of any other sample to the same clusters, and
+    :func:`write_cluster_model` keeps it in a small file.
     """
     adata = adata.copy() if copy else adata
     start = time.perf_counter()
@@ -127,11 +130,9 @@ def flowsom(
     X = matrix(adata, names)
     check_events(X, max(n_clusters, 2), "FlowSOM clustering", adata)
     som = SOM(grid, n_iter=n_iter, random_state=seed).fit(X)
-    nodes = som.labels_
     meta = consensus_metaclusters(som.codes_, n_clusters, method=linkage, seed=seed)
-    labels, node_names = renumber_by_size(meta[nodes], n_clusters)
-    adata.obs[key_added] = labels
-    adata.uns[key_added] = {
+    _, node_names = renumber_by_size(meta[som.labels_], n_clusters)
+    model = {
         "method": "flowsom",
         "markers": list(names),
         "params": {
@@ -142,10 +143,14 @@ def flowsom(
             "linkage": linkage,
         },
         "codes": som.codes_,
-        "node_cluster": node_names[meta].astype(str),
-        "node_size": np.bincount(nodes, minlength=len(som.codes_)),
+        "node_cluster": _name_empty_nodes(node_names[meta].astype(str), som.codes_),
+        "node_size": np.bincount(som.labels_, minlength=len(som.codes_)),
         "quantization_error": som.quantization_error_,
     }
+    # the training events get their clusters through the same mapping as any later event or sample
+    labels = cluster_categorical(model, map_events(X, model)[1])
+    adata.obs[key_added] = labels
+    adata.uns[key_added] = model
     logger.info(
         timed(
             f"flowsom: {len(labels.categories)} clusters of {X.shape[0]} events on {len(names)} markers",
@@ -153,3 +158,15 @@ def flowsom(
         )
     )
     return adata if copy else None
+
+
+def _name_empty_nodes(node_cluster: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Nodes of a metacluster without training events take the cluster of their nearest named node, so
+    every event mapped later (a new sample, a rare phenotype) lands in a named cluster."""
+    node_cluster = node_cluster.copy()
+    empty = node_cluster == ""
+    if empty.any() and not empty.all():
+        named = np.flatnonzero(~empty)
+        d2 = ((codes[empty][:, None, :] - codes[named][None, :, :]) ** 2).sum(-1)
+        node_cluster[empty] = node_cluster[named[d2.argmin(axis=1)]]
+    return node_cluster
