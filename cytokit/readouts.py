@@ -19,6 +19,7 @@ from . import _keys as K
 from .panels import find_var
 
 __all__ = [
+    "HELPER_READOUTS",
     "READOUTS",
     "READOUT_LABELS",
     "add_baseline_change",
@@ -44,6 +45,21 @@ _PCT_READOUTS: dict[str, tuple[str, str]] = {
     "teff_cd25_pct": ("Teff_CD25pos", "Teff"),
     "nk_cd56bright_pct_lymph": ("NK_CD56bright", "lymphocytes"),
     "nk_cd56bright_pct_nk": ("NK_CD56bright", "NK"),
+    # helper subsets (gating/shared/helper_subsets.yaml); memory CD4 = CD4 CD45RA- and not Treg
+    "tfh_pct_cd4": ("cTfh", "CD4"),
+    "tfh_pd1hi_pct_tfh": ("cTfh_PD1hi", "cTfh"),
+    "th1_pct_mem": ("Th1", "CD4mem"),
+    "th2_pct_mem": ("Th2", "CD4mem"),
+    "th17_pct_mem": ("Th17", "CD4mem"),
+    "th1_17_pct_mem": ("Th1_17", "CD4mem"),
+    "il17a_pct_cd4": ("IL17Apos", "CD4"),
+    "ifng_pct_cd4": ("IFNgpos", "CD4"),
+    "il4_pct_cd4": ("IL4pos", "CD4"),
+}
+# readout -> (numerator population, denominator population) of count ratios
+_RATIO_READOUTS: dict[str, tuple[str, str]] = {
+    "treg_teff_ratio": ("Treg", "Teff"),
+    "th17_treg_ratio": ("Th17", "Treg"),
 }
 
 #: Readout columns of ``summary.csv`` in their column order, with a label for tables and figures.
@@ -66,7 +82,30 @@ READOUT_LABELS: dict[str, str] = {
     "teff_cd25_pct": "CD25+ (% of Teff)",
     "nk_cd56bright_pct_lymph": "CD56bright NK (% of lymphocytes)",
     "nk_cd56bright_pct_nk": "CD56bright (% of NK)",
+    "tfh_pct_cd4": "cTfh CXCR5+ (% of CD4)",
+    "tfh_pd1hi_pct_tfh": "PD-1hi (% of cTfh)",
+    "th1_pct_mem": "Th1 CXCR3+CCR6- (% of memory CD4)",
+    "th2_pct_mem": "Th2 CXCR3-CCR6- (% of memory CD4)",
+    "th17_pct_mem": "Th17 CXCR3-CCR6+ (% of memory CD4)",
+    "th1_17_pct_mem": "Th1/17 CXCR3+CCR6+ (% of memory CD4)",
+    "th17_treg_ratio": "Th17/Treg ratio",
+    "il17a_pct_cd4": "IL-17A+ (% of CD4)",
+    "ifng_pct_cd4": "IFN-gamma+ (% of CD4)",
+    "il4_pct_cd4": "IL-4+ (% of CD4)",
 }
+#: The helper-subset readouts (SLE trial): empty unless the panel has their markers.
+HELPER_READOUTS: tuple[str, ...] = (
+    "tfh_pct_cd4",
+    "tfh_pd1hi_pct_tfh",
+    "th1_pct_mem",
+    "th2_pct_mem",
+    "th17_pct_mem",
+    "th1_17_pct_mem",
+    "th17_treg_ratio",
+    "il17a_pct_cd4",
+    "ifng_pct_cd4",
+    "il4_pct_cd4",
+)
 READOUTS: tuple[str, ...] = tuple(READOUT_LABELS)
 
 _UNUSABLE_STATUS = {"failed", "skipped"}
@@ -173,7 +212,9 @@ def sample_readouts(adata: AnnData) -> dict[str, float]:
     """One summary row of readouts for a gated sample (see :data:`READOUT_LABELS`).
 
     Counts are events in the population; percentages are 0-100 of the named parent (``treg_ki67_pct`` =
-    Ki67+ % of Treg); ``treg_teff_ratio = treg_count / teff_count``; ``treg_cd25_median`` is the median
+    Ki67+ % of Treg); ``treg_teff_ratio = treg_count / teff_count``; helper subsets are % of CD4
+    (cTfh, cytokine+), of cTfh (PD-1hi) or of memory CD4 (CD45RA- not Treg: Th1, Th2, Th17, Th1/17),
+    ``th17_treg_ratio = Th17 count / Treg count``; ``treg_cd25_median`` is the median
     CD25 of Tregs on the transformed scale and ``treg_cd25_median_linear`` the same on the linear scale.
     A readout that cannot be computed is NaN (empty in CSV), never 0.
     """
@@ -190,7 +231,8 @@ def sample_readouts(adata: AnnData) -> dict[str, float]:
     }
     for key, (num, denom) in _PCT_READOUTS.items():
         out[key] = _pct(count(num), count(denom))
-    out["treg_teff_ratio"] = _ratio(count("Treg"), count("Teff"))
+    for key, (num, denom) in _RATIO_READOUTS.items():
+        out[key] = _ratio(count(num), count(denom))
     treg = np.isfinite(count("Treg"))
     mask = np.asarray(adata.obsm[K.POPULATIONS]["Treg"], dtype=bool) if treg else np.zeros(0, bool)
     med, med_linear = _median_on(adata, mask, "CD25") if treg else (np.nan, np.nan)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from .readouts import READOUTS, baseline_rows, timepoint_order
+from .readouts import HELPER_READOUTS, READOUTS, baseline_rows, timepoint_order
 
 __all__ = [
     "DA_COLUMNS",
@@ -129,7 +129,8 @@ def paired_tests(
     summary
         One row per sample with ``patient``, ``timepoint``, optional ``day`` and readout columns.
     readouts
-        Columns to test; default every :data:`DEFAULT_READOUTS` column present.
+        Columns to test; default every :data:`DEFAULT_READOUTS` column present (helper-subset
+        readouts only when some sample has a value).
     baseline
         Timepoint label used as every patient's baseline. Default None: each patient's own baseline
         (smallest ``day``, else the first timepoint), as in :func:`cytokit.readouts.add_baseline_change`.
@@ -143,8 +144,13 @@ def paired_tests(
     per-patient difference and value/baseline ratio); ``p_value``; ``p_adj`` (Benjamini-Hochberg over the
     whole table); ``note`` (why a p-value is empty, or a caveat).
     """
-    if readouts is None:
-        readouts = [r for r in DEFAULT_READOUTS if r in summary]
+    if readouts is None:  # helper subsets only when the panel measured them (no rows of blanks)
+        readouts = [
+            r
+            for r in DEFAULT_READOUTS
+            if r in summary
+            and (r not in HELPER_READOUTS or pd.to_numeric(summary[r], errors="coerce").notna().any())
+        ]
     if not {"patient", "timepoint"} <= set(summary.columns):
         return pd.DataFrame(columns=STATS_COLUMNS)
     summary = summary.loc[summary["patient"].notna() & summary["timepoint"].notna()]

@@ -152,14 +152,17 @@ def test_marker_spellings_resolve_through_channel_and_case():
     assert ad.obsm[K.POPULATIONS]["Treg"].sum() > 0
 
 
-def test_missing_optional_marker_is_skipped_with_warning():
+def test_missing_optional_marker_is_skipped_and_recorded_not_warned():
+    # a marker the panel lacks is about the panel, not the sample: recorded, no per-sample warning
     ad = synthetic_sample(n=8000, drop=("Helios", "CD56"))
     gate(ad)
     pops = ad.obsm[K.POPULATIONS]
     assert "Treg_Heliospos" not in pops and "NK_CD56bright" not in pops and "Treg" in pops
     rec = ad.uns[K.GATING]["gates"]["Treg_Heliospos"]
     assert rec["status"] == "skipped" and "Helios" in rec["message"]
-    assert any("Treg_Heliospos" in w for w in ad.uns[K.GATING]["warnings"])
+    missing = ad.uns[K.GATING]["missing_markers"]
+    assert "Treg_Heliospos" in missing["Helios"] and "NK" in missing["CD56"]
+    assert not any("Helios" in w or "CD56" in w for w in ad.uns[K.GATING]["warnings"])
 
 
 def test_missing_time_passes_all_events():

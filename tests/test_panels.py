@@ -103,6 +103,26 @@ SPELLINGS = {
     "142Nd_CD19": "CD19",
     "PD-1 BV421": "PD-1",
     "IFN-γ": "IFNg",
+    # helper-subset markers (SLE trial): chemokine receptors by name or CD number, cytokines
+    "CXCR5 BB515": "CXCR5",
+    "CD185 (CXCR5) BV421": "CXCR5",
+    "CD185": "CXCR5",
+    "PD1": "PD-1",
+    "CD279 PE-Cy7": "PD-1",
+    "CXCR3 APC": "CXCR3",
+    "CD183": "CXCR3",
+    "CCR6 BV785": "CCR6",
+    "CD196 PE": "CCR6",
+    "CCR4 PE-Cy7": "CCR4",
+    "CD194": "CCR4",
+    "IL-17A BV421": "IL-17A",
+    "IL17A": "IL-17A",
+    "IL-17": "IL-17A",
+    "IFN-g APC": "IFNg",
+    "IFN gamma": "IFNg",
+    "IFNg PE-Cy7": "IFNg",
+    "IL-4 PE": "IL-4",
+    "IL4": "IL-4",
 }
 
 # different markers that substring search would confuse
@@ -120,6 +140,9 @@ CONFUSIONS = {
     "CD127": "CD127",
     "CD30": "CD30",
     "CD56bright": "CD56",
+    "CXCR4": None,  # not CXCR3/CXCR5
+    "IL-21": None,  # not IL-2
+    "CD194 PE": "CCR4",  # not CD19
 }
 
 NOT_MARKERS = [
@@ -242,6 +265,14 @@ def test_panel_names_aliases_and_channels_win(tmp_path):
     # PE-A has no stain: the panel's usual channel names it; FITC-A's stain says CD45, which wins
     assert markers == ["IL2RA", "CD45", "FoxP3"]
     assert roles == ["functional", "lineage", "lineage"]
+
+
+def test_shipped_sle_panel_has_treg_and_helper_markers():
+    panel = load_panel("sle_helper")
+    needed = {"CD3", "CD4", "CD25", "CD127", "FOXP3", "CD45RA", "CXCR5", "PD-1", "CXCR3", "CCR6", "CCR4",
+              "IL-17A", "IFNg", "IL-4", "Viability", "FSC-A", "SSC-A", "Time"}  # fmt: skip
+    assert needed <= set(panel.names)
+    assert canonical_marker("CD194 BV650", panel) == "CCR4"
 
 
 def test_shipped_treg_panel_has_the_trial_markers():

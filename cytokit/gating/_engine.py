@@ -35,6 +35,7 @@ _METHOD_KW = {
     "valley": {"side", "min_prominence", "adjust", "pair", "search", "window", "fallback", "k"},
     "tail": {"side", "k", "adjust", "peak"},
     "otsu": {"nbins"},
+    "reference": {"side"},
 }
 _PLACEMENT_KEYS = {
     "warn",
@@ -47,6 +48,7 @@ _PLACEMENT_KEYS = {
     "guide",
     "guide_events",
     "helper",
+    "reference",
 }
 
 
@@ -138,6 +140,8 @@ class _Run:
         self.thresholds: dict[tuple[str, str], float] = {}
         self.records: dict[str, dict] = {}
         self.warnings: list[str] = []
+        self.absent: set[str] = set()  # optional nodes skipped for markers the panel lacks
+        self.missing_markers: dict[str, list[str]] = {}  # marker -> optional gates skipped for it
 
     # ---------------------------------------------------------------- data access
     def column(self, dim: str) -> np.ndarray:
@@ -191,16 +195,26 @@ class _Run:
             else:
                 self.evaluate(node)
 
-    def fail(self, node, message: str, *, status: str, missing_marker: bool = False) -> None:
-        """Handle a node that cannot be placed: raise if required, else skip/pass with a warning."""
+    def fail(self, node, message: str, *, status: str, missing: list[str] = ()) -> None:
+        """Handle a node that cannot be placed: raise if required, else skip/pass with a warning.
+
+        An optional node skipped because the panel lacks its markers (``missing``), or because a
+        population it needs was skipped that way, is about the panel, not the sample: it is recorded in
+        ``uns["gating"]["missing_markers"]`` without a warning (a panel without helper-subset markers
+        gates as before)."""
         if node.required:
-            err = MarkerError if missing_marker else GatingError
+            err = MarkerError if missing else GatingError
             raise err(f"gate {node.id!r}: {message}", self.path)
         parent_ok = node.parent == ROOT or node.parent in self.masks
         passes = getattr(node, "when_missing", "drop") == "pass" and parent_ok
         if passes:
             self.masks[node.id] = self.mask(node.parent).copy()
         self.records[node.id] = _record(None, "", {}, status, message)
+        if missing or node.references() & self.absent:
+            self.absent.add(node.id)
+            for marker in missing:
+                self.missing_markers.setdefault(marker, []).append(node.id)
+            return
         self.warnings.append(
             f"{node.id} {status}: {message}" + ("; all parent events kept" if passes else "")
         )
@@ -212,10 +226,7 @@ class _Run:
         missing = [d for d in self.dims_of(spec) if self.cols.get(d) is None]
         if missing:
             self.fail(
-                spec,
-                f"marker {', '.join(missing)} not found",
-                status="skipped",
-                missing_marker=True,
+                spec, f"marker {', '.join(missing)} not found", status="skipped", missing=missing
             )
             return
         try:
@@ -267,7 +278,7 @@ class _Run:
         if spec.method == "fixed":
             g = gate_from_dict({**spec.gate, "dims": [self.var(d) for d in spec.dims]})
             return g, "ok", "fixed", {}
-        if spec.method in ("valley", "tail", "otsu"):
+        if spec.method in ("valley", "tail", "otsu", "reference"):
             return self.range_gate(spec, {spec.dims[0]: {**p, "method": spec.method}})
         if spec.method == "range":
             return self.range_gate(spec, p["bounds"])
@@ -333,7 +344,14 @@ class _Run:
             pair = np.column_stack([self.column(b["guide"])[sub], self.column(dim)[sub]])
             guide = M2.mixture_window(pair, seed=self.strat.seed).details
             kw["search"] = tuple(guide["window"])
-        res = _one_d(method, x, kw)
+        if method == "reference":  # the excess over a negative reference population
+            ref = b.get("reference")
+            ref_idx = self.sample_idx(ref, int(b.get("fit_events", self.strat.fit_events)))
+            if len(ref_idx) < M.MIN_EVENTS:
+                raise GatingError(f"only {len(ref_idx)} events in reference {ref!r} to place {dim}")
+            res = M.reference_threshold(x, self.column(dim)[ref_idx], side=b.get("side", "high"))
+        else:
+            res = _one_d(method, x, kw)
         if guide and res.status != "ok":
             res = _valley_above_window(x, kw, res)
         if b.get("helper") and res.status == "ok" and self.cols.get(b["helper"]) is not None:
@@ -417,6 +435,7 @@ class _Run:
             "gates": self.records,
             "counts": counts,
             "warnings": list(self.warnings),
+            "missing_markers": {m: list(ids) for m, ids in self.missing_markers.items()},
         }
 
 

@@ -8,7 +8,7 @@ A strategy file (see the shipped ``gating/treg.yaml``, documented inline) holds:
       - id: CD3
         parent: live
         dims: [CD3]            # marker names (var_names of the sample, panel spellings resolved)
-        method: valley         # valley | tail | otsu | range | singlets | scatter_mixture | time_qc | fixed
+        method: valley         # valley | tail | otsu | reference | range | singlets | scatter_mixture | time_qc | fixed
         params: {side: high}
         outside: B/NK          # name of the parent's events that fail this gate (obs label)
         required: true         # false: skipped with a warning when a marker is missing
@@ -16,6 +16,10 @@ A strategy file (see the shipped ``gating/treg.yaml``, documented inline) holds:
       - id: Teff
         parent: CD4
         expr: CD4 and not FOXP3+
+    include: [shared/helper_subsets.yaml]   # gates/populations of other files, defined once
+
+An included file holds ``gates:`` and ``populations:`` only (no lineage of its own); its nodes join the
+strategy as if written in it. Paths are relative to the including file, then to the shipped ``gating/``.
 
 Only loading and validation live here; placement is in ``_engine.py``.
 """
@@ -23,7 +27,7 @@ Only loading and validation live here; placement is in ``_engine.py``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -36,9 +40,9 @@ __all__ = ["METHODS", "GateSpec", "PopulationSpec", "Strategy", "load_strategy",
 
 ROOT = "root"
 METHODS = frozenset(
-    {"valley", "tail", "otsu", "range", "singlets", "scatter_mixture", "time_qc", "fixed"}
+    {"valley", "tail", "otsu", "reference", "range", "singlets", "scatter_mixture", "time_qc", "fixed"}
 )
-ONE_D = frozenset({"valley", "tail", "otsu"})
+ONE_D = frozenset({"valley", "tail", "otsu", "reference"})
 _GATE_KEYS = {
     "id", "parent", "dims", "method", "params", "gate", "outside", "required",
     "when_missing", "label", "expect", "description",
@@ -70,7 +74,7 @@ class GateSpec:
         refs = {self.parent}
         bounds = self.params.get("bounds", {}) if self.method == "range" else {}
         for spec in [self.params, *bounds.values()]:
-            for key in ("within", "from"):
+            for key in ("within", "from", "reference"):
                 if isinstance(spec, dict) and spec.get(key):
                     refs.add(spec[key])
         return refs - {ROOT}
@@ -103,6 +107,12 @@ class Strategy:
     seed: int = 0
     description: str = ""
     path: Path | None = None
+    includes: tuple[Path, ...] = ()  # files whose nodes were included (their contents define it too)
+
+    @property
+    def sources(self) -> tuple[Path, ...]:
+        """Every file the strategy was read from (a cache key must cover all of them)."""
+        return tuple(p for p in (self.path, *self.includes) if p is not None)
 
     @property
     def names(self) -> list[str]:
@@ -185,6 +195,52 @@ def load_strategy(name_or_path: str | Path | Strategy) -> Strategy:
         path = resolve_definition("gating", name_or_path)
     except CytokitError as err:
         raise StrategyError(str(err)) from None
+    return _compose(path)
+
+
+def _compose(path: Path) -> Strategy:
+    """The strategy of ``path`` with its ``include:`` files merged in (YAML parsed once per file version)."""
+    path = path.resolve()
+    doc = _read_yaml(path)
+    includes = doc.get("include") if isinstance(doc, dict) else None
+    if includes is None:
+        return strategy_from_dict(doc, path=path)
+    if isinstance(includes, str):
+        includes = [includes]
+    if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
+        raise StrategyError("'include' must be a file name or a list of them", path)
+    merged = {**doc, "gates": list(doc.get("gates") or []), "populations": list(doc.get("populations") or [])}
+    found: list[Path] = []
+    for name in includes:
+        inc = _include_path(name, path)
+        part = _read_yaml(inc)
+        if not isinstance(part, dict) or set(part) - {"gates", "populations", "description", "include"}:
+            raise StrategyError("an included file holds only 'gates:' and 'populations:'", inc)
+        if part.get("include"):
+            raise StrategyError("an included file cannot include others", inc)
+        merged["gates"] += list(part.get("gates") or [])
+        merged["populations"] += list(part.get("populations") or [])
+        found.append(inc)
+    strategy = strategy_from_dict(merged, path=path)
+    return replace(strategy, includes=tuple(found))
+
+
+def _include_path(name: str, including: Path) -> Path:
+    """An included file: relative to the including file's folder, else to the shipped ``gating/``."""
+    candidates = [including.parent / name]
+    try:
+        from .._resources import data_dir
+
+        candidates.append(data_dir("gating") / name)
+    except CytokitError:
+        pass
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    raise StrategyError(f"included file {name!r} not found", including)
+
+
+def _read_yaml(path: Path):
     try:
         stamp = path.stat().st_mtime_ns
     except OSError as err:
@@ -193,15 +249,14 @@ def load_strategy(name_or_path: str | Path | Strategy) -> Strategy:
 
 
 @lru_cache(maxsize=32)
-def _load_cached(path: Path, stamp: int) -> Strategy:
+def _load_cached(path: Path, stamp: int):
     """Parse once per file version (YAML parsing costs more than gating a small sample)."""
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise StrategyError(f"cannot read strategy: {first}", path) from None
-    return strategy_from_dict(doc, path=path)
 
 
 def strategy_from_dict(doc: dict, *, path: Path | None = None) -> Strategy:

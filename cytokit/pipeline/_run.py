@@ -111,11 +111,12 @@ def _settings(
     from ..gating import load_strategy
 
     strategy_path = resolve_definition("gating", strategy or "treg")
+    sources: tuple[Path, ...] = (strategy_path,)
     if strategy_path.suffix.lower() not in {".xml", ".wsp"}:
-        load_strategy(strategy_path)  # syntax errors surface here, once
+        sources = load_strategy(strategy_path).sources  # syntax errors surface here, once
     panel_path = resolve_definition("panels", panel) if panel else None
     digest = hashlib.sha256()
-    for path in filter(None, (strategy_path, panel_path)):
+    for path in filter(None, (*sources, panel_path)):  # included strategy files count too
         digest.update(Path(path).read_bytes())
     return Settings(
         panel=str(panel_path) if panel_path else None,

@@ -14,7 +14,13 @@ from matplotlib.lines import Line2D
 
 from ..readouts import READOUT_LABELS, add_baseline_change, timepoint_order
 
-__all__ = ["activation", "gate_cluster_agreement", "paired_boxes", "trial_trajectories"]
+__all__ = [
+    "activation",
+    "gate_cluster_agreement",
+    "helper_subsets",
+    "paired_boxes",
+    "trial_trajectories",
+]
 
 _TREG, _TEFF = "#c0392b", "#2c7fb8"
 
@@ -25,6 +31,18 @@ _ACTIVATION = [
     ("HLA-DR+ (% of subset)", "treg_hladr_pct", "teff_hladr_pct"),
     ("CD25 (Treg median MFI; Teff % CD25+)", "treg_cd25_median_linear", "teff_cd25_pct"),
 ]
+
+
+# (title, [(readout, colour, legend name)]): the SLE trial's helper-subset panels
+_HELPER = [
+    ("cTfh and activated cTfh", [("tfh_pct_cd4", "#6a3d9a", "cTfh % CD4"),
+                                 ("tfh_pd1hi_pct_tfh", "#cab2d6", "PD-1hi % cTfh")]),
+    ("Th subsets (% of memory CD4)", [("th1_pct_mem", "#1b9e77", "Th1"), ("th2_pct_mem", "#d95f02", "Th2"),
+                                      ("th17_pct_mem", "#e7298a", "Th17")]),
+    ("Th17/Treg balance", [("th17_treg_ratio", "#e7298a", "Th17/Treg"), ("treg_pct_cd4", _TREG, "Treg % CD4")]),
+    ("Cytokine+ (% of CD4)", [("il17a_pct_cd4", "#e7298a", "IL-17A+"), ("ifng_pct_cd4", "#1b9e77", "IFN-g+"),
+                              ("il4_pct_cd4", "#d95f02", "IL-4+")]),
+]  # fmt: skip
 
 
 def _label(readout: str) -> str:
@@ -240,6 +258,59 @@ def activation(summary: pd.DataFrame) -> Figure:
         handles, ["Treg", "Teff"], loc="outside upper right", ncols=2, fontsize=8, frameon=False
     )
     return fig
+
+
+def helper_subsets(summary: pd.DataFrame) -> Figure:
+    """Helper T-cell subsets over time as median fold of baseline: cTfh, Th1/Th2/Th17, Th17/Treg.
+
+    The SLE trial's readouts (He et al., Nat Med 2016: ld-IL2 raised Tregs and lowered cTfh and Th17
+    while Th1/Th2 stayed flat), drawn like :func:`activation` (median fold versus each patient's own
+    baseline, band 25-75th percentile). Panels whose markers the panel lacks are left out; the
+    cytokine panel appears only for a stimulated intracellular-cytokine panel.
+
+    Parameters
+    ----------
+    summary
+        The trial's summary table; fold columns are computed when absent.
+
+    Returns
+    -------
+    The Figure ("not measured" when no helper-subset readout has a value).
+    """
+    measured = [
+        (title, [line for line in lines if _has_values(summary, line[0])])
+        for title, lines in _HELPER
+    ]
+    panels = [(title, lines) for title, lines in measured if lines and lines[0][0] != "treg_pct_cd4"]
+    wanted = [r for _, lines in panels for r, _, _ in lines]
+    folded = summary
+    if any(f"{r}_fold_vs_baseline" not in summary for r in wanted):
+        folded = add_baseline_change(summary, readouts=wanted)
+    fig = Figure(figsize=(3.3 * max(len(panels), 1), 3.4), layout="constrained")
+    if not panels:
+        _empty(fig.add_subplot(), "helper subsets: not measured")
+        return fig
+    x, xlabel, ticks = _x(folded)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (title, lines) in zip(axes, panels, strict=True):
+        ax.set_title(title, fontsize=9)
+        drawn = [_fold_line(ax, folded, x, r, color, name) for r, color, name in lines]
+        if not any(drawn):
+            _empty(ax, "no baseline pairs")
+            continue
+        ax.axhline(1.0, color="black", lw=0.8, ls="--")
+        ax.set_xlabel(xlabel, fontsize=8)
+        if xlabel == "timepoint":
+            _set_ticks(ax, ticks, rotate=len(ticks) > 5)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.25)
+        ax.legend(fontsize=7, frameon=False, loc="best")
+    axes[0].set_ylabel("fold vs baseline (median, IQR)", fontsize=8)
+    return fig
+
+
+def _has_values(summary: pd.DataFrame, readout: str) -> bool:
+    return readout in summary and pd.to_numeric(summary[readout], errors="coerce").notna().any()
 
 
 def _fold_line(ax: Axes, summary: pd.DataFrame, x: pd.Series, readout: str, color, name) -> bool:

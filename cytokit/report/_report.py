@@ -16,7 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from .. import pl
-from ..readouts import READOUT_LABELS, timepoint_order
+from ..readouts import HELPER_READOUTS, READOUT_LABELS, timepoint_order
 from ._html import details, esc, img, page, section, table
 
 __all__ = ["write_report"]
@@ -36,6 +36,7 @@ _MORE = (
     "treg_cd127lo_pct_cd4",
     "nk_cd56bright_pct_lymph",
     "nk_cd56bright_pct_nk",
+    *HELPER_READOUTS,
 )
 _STATS_HEADERS = {
     "n_pairs": "pairs",
@@ -161,6 +162,15 @@ def _trial(summary: pd.DataFrame, stats: pd.DataFrame) -> str:
         "Median fold change versus each patient's baseline (band: interquartile range); flat blue lines "
         "with rising red ones = Treg expansion and activation without effector activation.",
     )
+    if any(_measured(summary, r) for r in HELPER_READOUTS):
+        body += "<h3>Helper T-cell subsets: cTfh, Th1/Th2/Th17 and the Th17/Treg balance</h3>"
+        body += img(
+            pl.helper_subsets(summary),
+            "helper subsets",
+            "Median fold change versus each patient's baseline (band: interquartile range). cTfh = "
+            "CD45RA- non-Treg CD4 CXCR5+; Th1/Th2/Th17 by CXCR3/CCR6 (CCR4 where measured) among CXCR5- "
+            "memory CD4. In the ld-IL2 SLE trial Tregs rose while cTfh and Th17 fell and Th1/Th2 stayed flat.",
+        )
     more = [r for r in _MORE if _measured(summary, r)]
     if more:
         grid = (
@@ -251,7 +261,12 @@ def _methods(methods: Mapping) -> str:
         "events; subset percentages are of their parent (e.g. Ki67+ % of Treg); CD25 median on Tregs in "
         "transformed and linear units. Fold vs baseline = value / the patient's baseline value. "
         "treg_change_auc = trapezoid area over day of (Treg % of CD4 - baseline), percentage points x days, "
-        "from baseline to the last sample. Unavailable readouts are empty, never 0.</p>"
+        "from baseline to the last sample. Helper subsets (when the panel has CXCR5/PD-1/CXCR3/CCR6): "
+        "cTfh = CXCR5+ % of CD4 among memory (CD45RA-, not Treg) CD4; PD-1hi % of cTfh; Th1 CXCR3+CCR6-, "
+        "Th2 CXCR3-CCR6- (CCR4+ where measured), Th17 CXCR3-CCR6+ (CCR4+ where measured) % of memory CD4, "
+        "among CXCR5- memory cells; th17_treg_ratio = Th17 / Treg events; chemokine-receptor thresholds "
+        "gate the excess of memory cells over the sample's naive CD4 cells (median-anchored Overton "
+        "subtraction). Unavailable readouts are empty, never 0.</p>"
     )
     return section("methods", "Methods", body)
 
