@@ -149,7 +149,9 @@ def paired_tests(
             r
             for r in DEFAULT_READOUTS
             if r in summary
-            and (r not in HELPER_READOUTS or pd.to_numeric(summary[r], errors="coerce").notna().any())
+            and (
+                r not in HELPER_READOUTS or pd.to_numeric(summary[r], errors="coerce").notna().any()
+            )
         ]
     if not {"patient", "timepoint"} <= set(summary.columns):
         return pd.DataFrame(columns=STATS_COLUMNS)

@@ -230,7 +230,7 @@ def reference_threshold(
             break
     details = {
         "reference_median": m * sign,
-        "n_reference": int(len(ref)),
+        "n_reference": len(ref),
         "overton_fraction": start,
         "negative_scale": scale,
         "positive_fraction": w,

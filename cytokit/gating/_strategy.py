@@ -40,13 +40,24 @@ __all__ = ["METHODS", "GateSpec", "PopulationSpec", "Strategy", "load_strategy",
 
 ROOT = "root"
 METHODS = frozenset(
-    {"valley", "tail", "otsu", "reference", "range", "singlets", "scatter_mixture", "time_qc", "fixed"}
+    {
+        "valley",
+        "tail",
+        "otsu",
+        "reference",
+        "range",
+        "singlets",
+        "scatter_mixture",
+        "time_qc",
+        "fixed",
+    }
 )
 ONE_D = frozenset({"valley", "tail", "otsu", "reference"})
 _GATE_KEYS = {
     "id", "parent", "dims", "method", "params", "gate", "outside", "required",
     "when_missing", "label", "expect", "description",
 }  # fmt: skip
+_INCLUDE_KEYS = {"gates", "populations", "description", "include"}
 _POP_KEYS = {"id", "parent", "expr", "label", "required", "expect", "description"}
 
 
@@ -107,7 +118,8 @@ class Strategy:
     seed: int = 0
     description: str = ""
     path: Path | None = None
-    includes: tuple[Path, ...] = ()  # files whose nodes were included (their contents define it too)
+    # files whose nodes were included (their contents define the strategy too)
+    includes: tuple[Path, ...] = ()
 
     @property
     def sources(self) -> tuple[Path, ...]:
@@ -209,12 +221,16 @@ def _compose(path: Path) -> Strategy:
         includes = [includes]
     if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
         raise StrategyError("'include' must be a file name or a list of them", path)
-    merged = {**doc, "gates": list(doc.get("gates") or []), "populations": list(doc.get("populations") or [])}
+    merged = {
+        **doc,
+        "gates": list(doc.get("gates") or []),
+        "populations": list(doc.get("populations") or []),
+    }
     found: list[Path] = []
     for name in includes:
         inc = _include_path(name, path)
         part = _read_yaml(inc)
-        if not isinstance(part, dict) or set(part) - {"gates", "populations", "description", "include"}:
+        if not isinstance(part, dict) or set(part) - _INCLUDE_KEYS:
             raise StrategyError("an included file holds only 'gates:' and 'populations:'", inc)
         if part.get("include"):
             raise StrategyError("an included file cannot include others", inc)

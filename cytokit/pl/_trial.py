@@ -281,7 +281,9 @@ def helper_subsets(summary: pd.DataFrame) -> Figure:
         (title, [line for line in lines if _has_values(summary, line[0])])
         for title, lines in _HELPER
     ]
-    panels = [(title, lines) for title, lines in measured if lines and lines[0][0] != "treg_pct_cd4"]
+    panels = [
+        (title, lines) for title, lines in measured if lines and lines[0][0] != "treg_pct_cd4"
+    ]
     wanted = [r for _, lines in panels for r, _, _ in lines]
     folded = summary
     if any(f"{r}_fold_vs_baseline" not in summary for r in wanted):
