@@ -1,4 +1,5 @@
-"""The `cytokit` command line: `cytokit run` for a trial, `cytokit inspect` for one file.
+"""The `cytokit` command line: `cytokit run` for a trial, `cytokit inspect` for one file, `cytokit panel`
+for a panel template from a file's channels.
 
 Exit status: 0 all samples succeeded; 2 usage error (bad option, missing folder, unreadable manifest);
 3 the run finished but one or more samples failed (see qc.csv). No traceback for bad input (`--debug` shows one).
@@ -81,8 +82,22 @@ def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
 @click.option(
     "--strategy",
     metavar="NAME|PATH",
-    help="Gating strategy: a shipped name from gating/ (default: treg), a YAML path, or a "
-    "GatingML 2.0 / FlowJo .wsp file of fixed gates.",
+    help="Gating strategy: a shipped name from gating/, a YAML path, or a GatingML 2.0 / FlowJo .wsp "
+    "file of fixed gates. Default: chosen from each file's markers, treg with FOXP3, treg_surface "
+    "(CD25hi CD127lo) with CD25 and CD127 but no FOXP3; the choice is logged and in the report.",
+)
+@click.option(
+    "--start-at",
+    metavar="POPULATION",
+    help="The files were exported from this gate of the strategy (e.g. CD4 for a CD3+CD4+ export): "
+    "every event belongs to it and the gates above it are skipped.",
+)
+@click.option(
+    "--auc-window",
+    metavar="START:END",
+    callback=lambda ctx, param, value: _auc_window(value),
+    help="Days over which the Treg change AUC (treg_change_auc) is integrated, e.g. 0:84 for "
+    "course-based dosing. Default: each patient's whole follow-up.",
 )
 @click.option(
     "--jobs", type=click.IntRange(min=1), help="Local worker processes (default: all cores)."
@@ -128,6 +143,8 @@ def run_command(
     panel,
     strategy,
     jobs,
+    start_at,
+    auc_window,
     scheduler,
     no_cluster: bool,
     seed: int,
@@ -156,9 +173,11 @@ def run_command(
             cells_per_sample=cells_per_sample,
             figures=not no_figures,
             consistency=consistency,
+            start_at=start_at,
+            auc_window=auc_window,
             progress=progress,
         )
-    except CytokitError as err:
+    except CytokitError as err:  # only raised before any sample runs: a usage error
         raise _Fail(str(err), EXIT_USAGE) from None
     except Exception as err:
         if ctx.obj["debug"]:
@@ -195,6 +214,41 @@ def inspect_command(ctx: click.Context, file: Path) -> None:
             raise
         raise _Fail(str(err), EXIT_USAGE) from None
     click.echo(describe(adata))
+
+
+def _auc_window(value: str | None):
+    from .pipeline._run import parse_auc_window
+
+    try:
+        return parse_auc_window(value)
+    except CytokitError as err:
+        raise click.BadParameter(err.message) from None
+
+
+@cli.command("panel")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.pass_context
+def panel_command(ctx: click.Context, file: Path) -> None:
+    """Write a panel YAML template from FILE's channels to standard output.
+
+    Markers are filled in where the file names them; a channel without a marker name gets its channel
+    name as a placeholder, marked FILL IN: replace it with the marker (e.g. `name: CD25`), then pass the
+    file as --panel:
+
+        cytokit panel plate_01.fcs > my_panel.yaml   # edit the FILL IN lines
+        cytokit run plates/ --panel my_panel.yaml
+    """
+    from ._panel_template import panel_template
+
+    if not file.is_file():
+        raise _Fail(f"{file}: no such file", EXIT_USAGE)
+    try:
+        text = panel_template(file)
+    except CytokitError as err:
+        if ctx.obj["debug"]:
+            raise
+        raise _Fail(str(err), EXIT_USAGE) from None
+    click.echo(text, nl=False)
 
 
 def describe(adata) -> str:

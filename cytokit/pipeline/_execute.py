@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import multiprocessing
 import os
+import signal
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing.connection import wait
 
-__all__ = ["default_jobs", "execute"]
+__all__ = ["WorkerDied", "default_jobs", "execute"]
 
 logger = logging.getLogger("cytokit")
 
@@ -25,7 +28,9 @@ def execute(
 ) -> Iterator[tuple[int, object]]:
     """Yield ``(index, func(*tasks[index]))`` as tasks finish.
 
-    A task that cannot run at all (a worker process died) yields the exception in place of its result.
+    A task that cannot finish because its worker process died (killed by the out-of-memory killer, a
+    crash in native code) yields a :class:`WorkerDied` in place of its result; only the task that worker
+    held is lost, and a new worker takes the remaining tasks. On Dask the scheduler retries a task once.
     """
     if not tasks:
         return
@@ -38,16 +43,113 @@ def execute(
         yield from _on_processes(func, tasks, jobs)
 
 
+class WorkerDied(RuntimeError):
+    """The worker process running a task stopped without returning (killed, or crashed)."""
+
+
+def _death_reason(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        hint = " (e.g. the out-of-memory killer)" if -exitcode == signal.SIGKILL else ""
+        return f"worker process killed by {name}{hint}"
+    return f"worker process exited with status {exitcode}"
+
+
+class _Worker:
+    """One worker process and the pipe it takes tasks from (a task at a time, so a death loses one)."""
+
+    def __init__(self, ctx, func: Callable):
+        self.conn, child = ctx.Pipe(duplex=True)
+        self.process = ctx.Process(target=_worker_loop, args=(func, child), daemon=True)
+        self.process.start()
+        child.close()
+        self.task: int | None = None
+
+    def send(self, index: int, args: tuple) -> None:
+        self.task = index
+        self.conn.send((index, args))
+
+    def stop(self) -> None:
+        """Let an idle worker exit; kill one still busy (the run is being interrupted)."""
+        if self.task is not None:
+            self.process.kill()
+        with contextlib.suppress(OSError, ValueError):
+            self.conn.send(None)
+        self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.conn.close()
+
+
 def _on_processes(
     func: Callable, tasks: Sequence[tuple], jobs: int
 ) -> Iterator[tuple[int, object]]:
-    with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), initializer=_one_thread) as pool:
-        futures = {pool.submit(func, *args): i for i, args in enumerate(tasks)}
-        for future in as_completed(futures):
-            try:
-                yield futures[future], future.result()
-            except Exception as err:  # worker killed (out of memory, crash)
-                yield futures[future], err
+    """Tasks on ``jobs`` local processes; a worker that dies is replaced and costs only its own task."""
+    ctx = multiprocessing.get_context()
+    pending = list(range(len(tasks)))[::-1]  # popped from the end: submission order
+    workers = [_Worker(ctx, func) for _ in range(min(jobs, len(tasks)))]
+    try:
+        for k in range(len(workers)):
+            if pending:
+                i = pending.pop()
+                workers[k].send(i, tasks[i])
+        while any(w.task is not None for w in workers):
+            busy = [w for w in workers if w.task is not None]
+            ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy])
+            for k, w in enumerate(list(workers)):
+                if w.task is None or (w.conn not in ready and w.process.sentinel not in ready):
+                    continue
+                outcome, died = _collect(w)
+                index, w.task = w.task, None
+                yield index, outcome
+                if died or not w.process.is_alive():
+                    if died:
+                        logger.warning("%s; starting a new worker", outcome)
+                    w.stop()
+                    w = workers[k] = _Worker(ctx, func)
+                if pending:
+                    i = pending.pop()
+                    w.send(i, tasks[i])
+    finally:
+        for w in workers:
+            w.stop()
+
+
+def _collect(w: _Worker) -> tuple[object, bool]:
+    """The result a worker sent, or a :class:`WorkerDied` (and True) when it died holding its task."""
+    try:
+        if w.conn.poll():
+            _, outcome = w.conn.recv()
+            return outcome, False
+    except (EOFError, OSError):
+        pass
+    w.process.join(timeout=5)
+    return WorkerDied(_death_reason(w.process.exitcode)), True
+
+
+def _worker_loop(func: Callable, conn) -> None:
+    _one_thread()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops us
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        index, args = message
+        try:
+            outcome = func(*args)
+        except Exception as err:  # the task's own error goes back as its result
+            outcome = err
+        try:
+            conn.send((index, outcome))
+        except Exception as err:  # an unpicklable result or error: say so rather than hang
+            conn.send((index, RuntimeError(f"{type(err).__name__}: {err}")))
 
 
 def _on_dask(func: Callable, tasks: Sequence[tuple], address: str) -> Iterator[tuple[int, object]]:
@@ -59,12 +161,13 @@ def _on_dask(func: Callable, tasks: Sequence[tuple], address: str) -> Iterator[t
             "--scheduler needs dask[distributed]: pip install 'cytokit[cluster]'"
         ) from err
     with Client(address, timeout="20s") as client:
-        futures = [client.submit(func, *args, pure=False) for args in tasks]
+        # retries=1: the scheduler runs a task once more when it errs or its worker is lost
+        futures = [client.submit(func, *args, pure=False, retries=1) for args in tasks]
         index = {f.key: i for i, f in enumerate(futures)}
         for future in dask_completed(futures):
             try:
                 yield index[future.key], future.result()
-            except Exception as err:
+            except Exception as err:  # KilledWorker after the retries, or the task's own error
                 yield index[future.key], err
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 import time
 from collections.abc import Callable
@@ -14,7 +15,8 @@ import pandas as pd
 from .._resources import resolve_definition
 from ..errors import CytokitError
 from ._cache import SampleCache
-from ._execute import default_jobs, execute
+from ._choose import choose_strategy, file_markers
+from ._execute import WorkerDied, default_jobs, execute
 from ._inputs import SampleSpec, discover_samples
 from ._task import SampleResult, Settings, process_sample
 from ._trial import cluster_pooled, write_run_report
@@ -59,6 +61,8 @@ def run(
     consistency: str = "sample",
     cluster_population: str = "live",
     da_method: str = "wilcoxon",
+    start_at: str | None = None,
+    auc_window: tuple[float, float] | str | None = None,
     progress: ProgressFn | None = None,
 ) -> RunResult:
     """Process every sample of ``input`` (folder or manifest CSV) and write the contract's files to ``out``.
@@ -69,13 +73,26 @@ def run(
     ``"sample"`` places every sample on its own data only. ``cluster_population``: the gated population
     whose events are clustered (pooled subsample) and then all mapped to the clusters (``clusters.csv``);
     ``da_method``: ``"wilcoxon"`` or ``"glm"`` p-values in ``da.csv`` (:func:`cytokit.stats.differential_abundance`).
+
+    Without ``strategy``, each file gets the shipped strategy that fits its markers (``treg`` with FOXP3,
+    ``treg_surface`` with CD25 and CD127 but no FOXP3); the choice is logged, in ``qc.csv`` (``strategy``)
+    and in the report. ``start_at`` names the population the files were exported from (e.g. ``"CD4"``):
+    every event belongs to it and the gates above it are skipped. ``auc_window`` (``(first_day, last_day)``
+    or ``"START:END"``) bounds the Treg change AUC; default the whole follow-up.
+
+    Raises
+    ------
+    CytokitError
+        A usage error found before any sample is processed: no samples, a panel or strategy that cannot
+        be loaded, an unknown ``start_at`` population, a bad ``auc_window``.
     """
     if consistency not in {"sample", "patient"}:
         raise CytokitError(f"consistency must be 'sample' or 'patient', not {consistency!r}")
     start = time.perf_counter()
+    auc_window = parse_auc_window(auc_window)
     specs = discover_samples(input, manifest)
-    settings = _settings(panel, strategy, seed, cells_per_sample, figures, consistency)
-    settings = replace(settings, cluster_population=cluster_population)
+    plan = _plan(specs, panel, strategy, start_at, seed, cells_per_sample, figures, consistency)
+    settings = [replace(s, cluster_population=cluster_population) for s in plan.settings]
     out = Path(out)
     (out / "gates").mkdir(parents=True, exist_ok=True)
     jobs = default_jobs() if jobs is None else max(1, int(jobs))
@@ -84,7 +101,7 @@ def run(
     )
 
     results = _process_all(specs, settings, out, jobs=jobs, scheduler=scheduler, progress=progress)
-    tables = _write_tables(results, out)
+    tables = _write_tables(results, out, auc_window=auc_window)
     clustered = None
     if cluster:
         clustered = _guarded(
@@ -97,36 +114,140 @@ def run(
             da_method=da_method,
         )
     clusters, da = clustered or (None, None)
-    _guarded("report", write_run_report, tables, results, settings, out, clusters, da)
+    notes = {**plan.notes, "AUC window": _auc_text(auc_window)}
+    if absent_markers_note(results):
+        notes["absent markers"] = absent_markers_note(results)
+    _guarded(
+        "report", write_run_report, tables, results, settings[0], out, clusters, da, notes=notes
+    )
     logger.info(
         "finished %d sample(s) in %.1f s -> %s", len(specs), time.perf_counter() - start, out
     )
     return RunResult(out=out, clusters=clusters, da=da, **tables)
 
 
-def _settings(
-    panel, strategy, seed: int, cells_per_sample: int, figures: bool, consistency: str
-) -> Settings:
-    """Resolve shipped names to files now, so a typo is a usage error before any work starts."""
-    from ..gating import load_strategy
+@dataclass
+class _Plan:
+    """Per-sample settings of a run (the strategy may differ per file) and notes for the report."""
 
-    strategy_path = resolve_definition("gating", strategy or "treg")
-    sources: tuple[Path, ...] = (strategy_path,)
-    if strategy_path.suffix.lower() not in {".xml", ".wsp"}:
-        sources = load_strategy(strategy_path).sources  # syntax errors surface here, once
+    settings: list[Settings]
+    notes: dict
+
+
+def _plan(
+    specs, panel, strategy, start_at, seed: int, cells_per_sample: int, figures: bool, consistency
+) -> _Plan:
+    """Resolve and load every definition now, so a bad panel, strategy or option is one usage error
+    before any work starts (not one failure per sample)."""
+    from ..panels import load_panel
+
     panel_path = resolve_definition("panels", panel) if panel else None
-    digest = hashlib.sha256()
-    for path in filter(None, (*sources, panel_path)):  # included strategy files count too
-        digest.update(Path(path).read_bytes())
-    return Settings(
+    loaded_panel = load_panel(panel_path) if panel_path else None
+    if strategy:
+        chosen = [(str(strategy), "")] * len(specs)
+    else:
+        chosen = [choose_strategy(file_markers(s.file, loaded_panel)) for s in specs]
+    paths = {name: _check_strategy(name, start_at) for name, _ in set(chosen)}
+    base = Settings(
         panel=str(panel_path) if panel_path else None,
-        strategy=str(strategy_path),
         cells_per_sample=cells_per_sample,
         seed=seed,
         figures=figures,
         consistency=consistency,
-        definitions=digest.hexdigest(),
+        start_at=start_at or None,
     )
+    by_name = {}
+    for name, (path, sources) in paths.items():
+        digest = hashlib.sha256()
+        for file in filter(None, (*sources, panel_path)):  # included strategy files count too
+            digest.update(Path(file).read_bytes())
+        by_name[name] = replace(base, strategy=str(path), definitions=digest.hexdigest())
+    notes = {"strategy choice": _choice_text(chosen, bool(strategy))}
+    if start_at:
+        notes["pre-gated files"] = (
+            f"files exported from the {start_at} gate (--start-at {start_at}): every event counted as "
+            f"{start_at}, the gates above it skipped"
+        )
+    logger.info("strategy: %s", notes["strategy choice"])
+    if start_at:
+        logger.info("pre-gated: %s", notes["pre-gated files"])
+    return _Plan([by_name[name] for name, _ in chosen], notes)
+
+
+def _check_strategy(name: str, start_at: str | None) -> tuple[Path, tuple[Path, ...]]:
+    """The strategy's file and the files it includes, loaded once (syntax, methods, references), and
+    ``start_at`` checked on it."""
+    from ..gating import gate, load_strategy
+
+    path = resolve_definition("gating", name)
+    if path.suffix.lower() in {".xml", ".wsp"}:
+        if start_at:
+            raise CytokitError(
+                "--start-at works with cytokit strategies (YAML), not fixed GatingML/FlowJo gates",
+                path,
+            )
+        from ..gating import load_gatingml
+
+        try:
+            load_gatingml(path)
+        except CytokitError:
+            raise
+        except Exception as err:  # FlowKit's parse errors: still one usage error naming the file
+            msg = " ".join(f"{type(err).__name__}: {err}".split())[:200]
+            raise CytokitError(f"cannot load gates ({msg})", path) from None
+        return path, (path,)
+    strat = load_strategy(path)  # syntax errors and unknown methods surface here, once
+    if start_at:
+        if start_at not in strat.names:
+            raise CytokitError(
+                f"--start-at {start_at!r} is not a population of the strategy "
+                f"(have: {', '.join(strat.names)})",
+                path,
+            )
+        if "start_at" not in inspect.signature(gate).parameters:
+            raise CytokitError("--start-at is not supported by this version's gating engine")
+    return path, tuple(strat.sources)
+
+
+def _choice_text(chosen: list[tuple[str, str]], explicit: bool) -> str:
+    """``treg_surface (CD25 and CD127 without FOXP3)`` or, when files differ, each choice with its count."""
+    if not chosen:
+        return ""
+    if explicit:
+        return f"{Path(chosen[0][0]).stem} (--strategy)"
+    counts: dict[tuple[str, str], int] = {}
+    for item in chosen:
+        counts[item] = counts.get(item, 0) + 1
+    if len(counts) == 1:
+        name, why = chosen[0]
+        return f"{name}, chosen from the panel ({why})"
+    parts = [f"{name} for {n} file(s) ({why})" for (name, why), n in counts.items()]
+    return "chosen per file from its panel: " + "; ".join(parts)
+
+
+def parse_auc_window(window) -> tuple[float, float] | None:
+    """``(start, end)`` days from ``"START:END"`` or a pair; None (whole follow-up) stays None."""
+    if window is None or window == "":
+        return None
+    if isinstance(window, str):
+        parts = window.split(":")
+        if len(parts) != 2:
+            raise CytokitError(f"AUC window {window!r} is not START:END (days, e.g. 0:84)")
+    else:
+        parts = list(window)
+    try:
+        lo, hi = (float(p) for p in parts)
+    except (TypeError, ValueError):
+        raise CytokitError(f"AUC window {window!r} is not START:END (days, e.g. 0:84)") from None
+    if not hi > lo:
+        raise CytokitError(f"AUC window {window!r}: END must be after START")
+    return lo, hi
+
+
+def _auc_text(window: tuple[float, float] | None) -> str:
+    if window is None:
+        return "whole follow-up: each patient's baseline day to their last sample"
+    return f"days {window[0]:g} to {window[1]:g} (--auc-window), clipped to each patient's samples"
 
 
 def _process_all(specs, settings, out: Path, *, jobs, scheduler, progress) -> list[SampleResult]:
@@ -134,12 +255,51 @@ def _process_all(specs, settings, out: Path, *, jobs, scheduler, progress) -> li
     re-places each sample with its patient's consensus placement as the prior."""
     cache = SampleCache(out / ".cache")
     run_pass = _PassRunner(specs, settings, out, cache, jobs=jobs, scheduler=scheduler)
-    show = progress if settings.consistency != "patient" else None
+    patient_pass = settings[0].consistency == "patient"
+    show = progress if not patient_pass else None
     results = run_pass([None] * len(specs), tag="", progress=show)
-    if settings.consistency == "patient":
+    if patient_pass:
         priors = _patient_priors(specs, results)
         results = run_pass(priors, tag="prior", progress=progress, previous=results)
-    return _flag_jumps(specs, results)
+    return _flag_absent_markers(specs, _flag_jumps(specs, results))
+
+
+def absent_markers_note(results: list[SampleResult]) -> str:
+    """The run's one note on optional markers no sample has (their gates skipped), or ""."""
+    everywhere = _absent_everywhere(results)
+    if not everywhere:
+        return ""
+    return (
+        f"not in the panel: {', '.join(sorted(everywhere))} (optional: their gates were skipped "
+        "and their readouts are empty in every sample)"
+    )
+
+
+def _absent_everywhere(results: list[SampleResult]) -> set[str]:
+    gated = [r for r in results if r.status != "failed" or r.partial]
+    return set.intersection(*(set(r.absent_markers) for r in gated)) if gated else set()
+
+
+def _flag_absent_markers(
+    specs: list[SampleSpec], results: list[SampleResult]
+) -> list[SampleResult]:
+    """Absent optional markers are a panel fact, said once for the run; a marker absent from only some
+    samples is about those samples (a file from another panel), so they get a ``warning``."""
+    everywhere = _absent_everywhere(results)
+    note = absent_markers_note(results)
+    if note:
+        logger.info("optional markers %s", note)
+    out = list(results)
+    for i, r in enumerate(out):
+        own = [m for m in r.absent_markers if m not in everywhere]
+        if own and r.status != "failed":
+            why = (
+                f"marker(s) {', '.join(own)} absent from this file but present in other samples "
+                "of the run; their gates were skipped"
+            )
+            out[i] = replace(r, status="warning", message="; ".join(filter(None, [r.message, why])))
+            logger.warning("%s: %s", specs[i].sample, why)
+    return out
 
 
 class _PassRunner:
@@ -151,7 +311,10 @@ class _PassRunner:
 
     def __call__(self, priors, *, tag: str, progress, previous=None) -> list[SampleResult]:
         specs, total = self.specs, len(self.specs)
-        keys = [self.cache.key(s, self.settings, p) for s, p in zip(specs, priors, strict=True)]
+        keys = [
+            self.cache.key(s, self.settings[i], p)
+            for i, (s, p) in enumerate(zip(specs, priors, strict=True))
+        ]
         results = [
             previous[i] if previous is not None and priors[i] is None else self.cache.get(s, k, tag)
             for i, (s, k) in enumerate(zip(specs, keys, strict=True))
@@ -165,7 +328,7 @@ class _PassRunner:
         todo = [i for i, r in enumerate(results) if r is None]
         events_dir = self.cache.folder  # each task leaves its clustered events here (_task.py)
         events_dir.mkdir(parents=True, exist_ok=True)
-        tasks = [(specs[i], self.settings, priors[i], str(events_dir)) for i in todo]
+        tasks = [(specs[i], self.settings[i], priors[i], str(events_dir)) for i in todo]
         for j, outcome in execute(process_sample, tasks, jobs=self.jobs, scheduler=self.scheduler):
             i = todo[j]
             if isinstance(outcome, BaseException):
@@ -220,11 +383,16 @@ def _patient_priors(specs: list[SampleSpec], results: list[SampleResult]) -> lis
 
 
 def _crashed(spec: SampleSpec, err: BaseException) -> SampleResult:
+    """The failed result of a sample whose task never returned (its worker died, or Dask gave up)."""
+    if isinstance(err, WorkerDied):
+        message = f"{spec.file.name}: {err} while processing this sample"
+    else:
+        message = f"{spec.file.name}: worker stopped ({type(err).__name__}: {err})"
     return SampleResult(
         sample=spec.sample,
         file=str(spec.file),
         status="failed",
-        message=f"{spec.file.name}: worker stopped ({type(err).__name__}: {err})",
+        message=" ".join(message.split()),
         metadata=spec.metadata(),
     )
 
@@ -243,13 +411,16 @@ def _finish(
         progress(n_done, total, result)
 
 
-def _write_tables(results: list[SampleResult], out: Path) -> dict[str, pd.DataFrame]:
+def _write_tables(
+    results: list[SampleResult], out: Path, *, auc_window: tuple[float, float] | None = None
+) -> dict[str, pd.DataFrame]:
     from .. import readouts, stats
 
     qc = pd.DataFrame([r.qc_row() for r in results])
     qc["events"] = qc["events"].astype("Int64")  # a file that could not be read has no count
     meta_cols = ["sample", "patient", "timepoint", "day"]
-    ok = [r for r in results if r.status != "failed"]
+    # a partial sample (a required gate failed) keeps the populations placed above the failure
+    ok = [r for r in results if r.status != "failed" or r.partial]
     pops = [r.populations.assign(**_meta(r, meta_cols)) for r in ok if r.populations is not None]
     populations = pd.concat(pops, ignore_index=True) if pops else pd.DataFrame(columns=meta_cols)
     populations = populations[meta_cols + [c for c in populations.columns if c not in meta_cols]]
@@ -257,7 +428,7 @@ def _write_tables(results: list[SampleResult], out: Path) -> dict[str, pd.DataFr
     if summary.empty:
         summary = pd.DataFrame(columns=meta_cols)
     else:
-        summary = readouts.add_baseline_change(summary)
+        summary = readouts.add_baseline_change(summary, auc_window=auc_window)
     test_table = stats.paired_tests(summary) if len(summary) else pd.DataFrame()
     for name, table in {
         "qc": qc,

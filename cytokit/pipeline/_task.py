@@ -42,6 +42,7 @@ class Settings:
     figures: bool = True
     consistency: str = "sample"  # or "patient": second pass with the patient's consensus as prior
     definitions: str = ""  # digest of the panel and strategy files' contents
+    start_at: str | None = None  # population the files were exported from (pre-gated), e.g. "CD4"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -68,6 +69,10 @@ class SampleResult:
     gate_png: bytes | None = None
     cells: dict | None = None
     seconds: float = 0.0
+    # plain defaults (class attributes) so results cached by an older version still read
+    strategy: str = ""  # name of the strategy used (chosen from the panel unless --strategy)
+    absent_markers: tuple[str, ...] = ()  # markers of skipped optional gates the file lacks
+    partial: bool = False  # failed, but the populations above the failing gate were kept
 
     def qc_row(self) -> dict:
         return {
@@ -76,6 +81,8 @@ class SampleResult:
             "status": self.status,
             "events": self.events,
             "message": self.message,
+            "strategy": self.strategy,
+            "absent_markers": "; ".join(self.absent_markers),
             "seconds": round(self.seconds, 3),
         }
 
@@ -94,9 +101,13 @@ def process_sample(
     """
     start = time.perf_counter()
     result = SampleResult(sample=spec.sample, file=str(spec.file), metadata=spec.metadata())
+    result.strategy = Path(settings.strategy).stem
     try:
         with _steps_logged_at_debug():
             _run_steps(spec, settings, prior, result, events_dir)
+    except _PartialGating as partial:
+        result.status, result.partial = "failed", True
+        result.message = f"{partial.error}; populations above the failed gate kept"
     except CytokitError as err:
         result.status, result.message = "failed", str(err)
     except MemoryError:
@@ -148,8 +159,18 @@ def _run_steps(
         warnings.append("no spillover matrix in the file: not compensated")
     pp.transform(adata, method=settings.transform, cofactor=settings.cofactor)
     if not settings.strategy_is_gatingml:
-        gate(adata, strategy=settings.strategy, prior=prior)
-    warnings += list(adata.uns.get(K.GATING, {}).get("warnings", []))
+        options = {"start_at": settings.start_at} if settings.start_at else {}
+        try:
+            gate(adata, strategy=settings.strategy, prior=prior, **options)
+        except CytokitError as err:
+            if not _has_partial_gating(adata):
+                raise
+            result.gating = _plain(adata.uns.get(K.GATING, {}))
+            result.populations = readouts.population_table(adata)
+            result.readouts = readouts.sample_readouts(adata)
+            raise _PartialGating(err) from None
+    skipped, result.absent_markers = _skipped_gates(adata, settings)
+    warnings += [w for w in _gating_warnings(adata) if not _about(w, skipped)]
     result.gating = _plain(adata.uns.get(K.GATING, {}))
     result.populations = readouts.population_table(adata)
     result.readouts = readouts.sample_readouts(adata)
@@ -164,6 +185,57 @@ def _run_steps(
     if warnings:
         result.status = "warning"
         result.message = "; ".join(dict.fromkeys(str(w) for w in warnings))
+
+
+class _PartialGating(Exception):
+    """A required gate failed after others were placed: the sample fails, what was gated is kept."""
+
+    def __init__(self, error: CytokitError):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _has_partial_gating(adata) -> bool:
+    """``gate()`` left the populations it placed before a required gate failed (``uns["gating"]["error"]``)."""
+    gating = adata.uns.get(K.GATING) or {}
+    pops = adata.obsm.get(K.POPULATIONS)
+    return bool(gating.get("error")) and pops is not None and pops.shape[1] > 0
+
+
+def _gating_warnings(adata) -> list[str]:
+    return [str(w) for w in (adata.uns.get(K.GATING) or {}).get("warnings", [])]
+
+
+def _skipped_gates(adata, settings: Settings) -> tuple[set[str], tuple[str, ...]]:
+    """Gates skipped because the file lacks their markers (or their parent was skipped), and those markers.
+
+    A skipped optional gate is about the panel, not the sample: the run reports the absent markers once
+    (``absent_markers`` in qc.csv, the log, the report) instead of a warning on every sample.
+    """
+    from ..gating import GateSpec, load_strategy, resolve_dims
+
+    gates = (adata.uns.get(K.GATING) or {}).get("gates", {})
+    skipped = {str(g) for g, rec in gates.items() if str(rec.get("status")) == "skipped"}
+    if not skipped or settings.strategy_is_gatingml:
+        return skipped, ()
+    strategy = load_strategy(settings.strategy)
+    dims = sorted(
+        {
+            d
+            for n in strategy.nodes
+            if isinstance(n, GateSpec) and n.id in skipped
+            for d in n.dims
+            if not (n.params.get("bounds", {}).get(d, {}) or {}).get("optional")
+        }
+    )
+    absent = [d for d, j in resolve_dims(adata, dims).items() if j is None]
+    return skipped, tuple(absent)
+
+
+def _about(warning: str, gate_ids: set[str]) -> bool:
+    """Whether an engine warning is the note of one of ``gate_ids`` (``"<id> skipped: ..."``)."""
+    head = warning.split(":", 1)[0].strip()
+    return any(head in (g, f"{g} skipped") for g in gate_ids)
 
 
 def _plain(obj):

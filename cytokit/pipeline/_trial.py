@@ -158,8 +158,11 @@ def write_run_report(
     out: Path,
     clusters,
     da: pd.DataFrame | None = None,
+    *,
+    notes: dict | None = None,
 ) -> Path:
-    """The self-contained ``report.html`` of the run."""
+    """The self-contained ``report.html`` of the run; ``notes`` are run facts for the methods (strategy
+    choice, pre-gated files, AUC window, absent optional markers)."""
     from .. import __version__, report
 
     gate_figures = {
@@ -174,7 +177,9 @@ def write_run_report(
         "platform": platform.platform(),
         "packages": _versions(),
         "panel": settings.panel or "markers recognised from each file's $PnS/$PnN",
-        "strategy": settings.strategy,
+        "strategy": ", ".join(sorted({r.strategy for r in results if r.strategy}))
+        or settings.strategy,
+        **(notes or {}),
         "transform": settings.transform,
         "seed": settings.seed,
         "events per sample for clustering": settings.cells_per_sample,
