@@ -13,7 +13,7 @@ from test_gating_engine import synthetic_sample
 
 from cytokit import _keys as K
 from cytokit.gating import gate, load_strategy
-from cytokit.gating._methods import reference_threshold, tail_threshold
+from cytokit.gating._methods import mixture_threshold, reference_threshold, tail_threshold
 from cytokit.readouts import HELPER_READOUTS, sample_readouts
 
 HELPER = ("CXCR5", "PD-1", "CXCR3", "CCR6", "CCR4")
@@ -46,7 +46,8 @@ def helper_sample(n=30000, *, seed=0, markers=HELPER, tfh=0.16, th17_frac=0.2, c
             values[marker][mask] = rng.normal(mu, sd, mask.sum())
 
     pos(is_tfh, 0.31, 0.05, "CXCR5")  # a shoulder: 3 negative SDs up, wider than the negatives
-    pos(pd1hi, 0.5, 0.05, "PD-1")
+    pos(is_tfh & ~pd1hi, 0.37, 0.05, "PD-1")  # cTfh are PD-1+; PD-1hi overlap them without a valley
+    pos(pd1hi, 0.5, 0.045, "PD-1")
     pos(th1 | th1_17, 0.33, 0.06, "CXCR3")  # continua overlapping the negatives
     pos(th17 | th1_17, 0.35, 0.06, "CCR6")
     pos(th17 | th2, 0.4, 0.05, "CCR4")
@@ -127,6 +128,21 @@ def test_reference_threshold_without_positives_gates_almost_nothing():
     rng = np.random.default_rng(4)
     p = reference_threshold(rng.normal(0.2, 0.035, 4000), rng.normal(0.2, 0.035, 5000))
     assert p.details["positive_fraction"] < 0.03
+
+
+def test_mixture_threshold_counts_the_bright_part_of_a_positive_population():
+    errors = []
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        n = 3000
+        hi = rng.random(n) < 0.25
+        x = np.where(hi, rng.normal(0.5, 0.045, n), rng.normal(0.37, 0.05, n))  # no valley between
+        x[:150] = rng.normal(0.2, 0.035, 150)  # a few CXCR5- cells in the gate: a third component
+        hi[:150] = False
+        p = mixture_threshold(x)
+        assert np.mean(x >= p.value) == pytest.approx(p.details["positive_fraction"], abs=0.01)
+        errors.append(np.mean(x >= p.value) - hi.mean())
+    assert np.max(np.abs(errors)) < 0.05
 
 
 # ------------------------------------------------------------------------------ gating + readouts

@@ -36,6 +36,7 @@ _METHOD_KW = {
     "tail": {"side", "k", "adjust", "peak"},
     "otsu": {"nbins"},
     "reference": {"side"},
+    "mixture": {"side", "components"},
 }
 _PLACEMENT_KEYS = {
     "warn",
@@ -278,7 +279,7 @@ class _Run:
         if spec.method == "fixed":
             g = gate_from_dict({**spec.gate, "dims": [self.var(d) for d in spec.dims]})
             return g, "ok", "fixed", {}
-        if spec.method in ("valley", "tail", "otsu", "reference"):
+        if spec.method in ("valley", "tail", "otsu", "reference", "mixture"):
             return self.range_gate(spec, {spec.dims[0]: {**p, "method": spec.method}})
         if spec.method == "range":
             return self.range_gate(spec, p["bounds"])
@@ -493,6 +494,8 @@ def _one_d(method: str, x: np.ndarray, kw: dict) -> M.Placement:
         return M.tail_threshold(x, **kw)
     if method == "otsu":
         return M.otsu_threshold(x, **kw)
+    if method == "mixture":
+        return M.mixture_threshold(x, **kw)
     raise GatingError(f"unknown threshold method {method!r}")
 
 
