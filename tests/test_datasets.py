@@ -342,3 +342,156 @@ def test_activation_truth_is_per_event_and_differs_between_treg_and_teff(trial):
     assert (d8["treg_ki67_pct"] > 2 * d8["teff_ki67_pct"]).all()
     assert (truth["treg_helios_pct"] > 50).all() and (truth["teff_helios_pct"] < 20).all()
     assert ev["treg_surface"].sum() <= ev["treg"].sum()
+
+
+# --- drawn structure, real-blood realism, plate-cytometer files and control wells ----------------------
+
+
+def _modes(x: np.ndarray) -> int:
+    """Number of density peaks (prominence >= 1 % of the highest) of a 1-D sample: a valley makes two."""
+    from scipy.signal import find_peaks
+    from scipy.stats import gaussian_kde
+
+    lo, hi = np.quantile(x, [0.005, 0.995])
+    grid = np.linspace(lo, hi, 256)
+    density = gaussian_kde(x, bw_method=0.15)(grid)
+    return len(find_peaks(density, prominence=0.01 * density.max())[0])
+
+
+def _cd4_asinh(sim, marker: str) -> np.ndarray:
+    names = np.asarray(sim.label_names)[sim.labels]
+    cd4 = np.isin(names, datasets.CD4_LABELS)
+    return np.arcsinh(_col(sim, marker, compensated(sim))[cd4] / 150)
+
+
+@pytest.mark.parametrize("seed", [31, 47])
+def test_real_mode_has_a_treg_corner_without_1d_valleys(seed):
+    sim = simulate_sample(
+        8000, seed=seed, realism="real", panel="surface", exported_from="CD4", naming="attune"
+    )
+    names = np.asarray(sim.label_names)[sim.labels]
+    assert np.isin(names, datasets.CD4_LABELS).all()  # exported from CD3+CD4+: every event is CD4
+    assert 2.0 <= sim.truth["treg_pct_cd4"] <= 5.0
+    cd25, cd127 = _cd4_asinh(sim, "CD25"), _cd4_asinh(sim, "CD127")
+    assert _modes(cd25) == 1 and _modes(cd127) == 1  # no valley in either marker alone
+    treg = np.isin(names, datasets.TREG_LABELS) & ~sim.states["CD127hi"]
+    tconv = ~np.isin(names, datasets.TREG_LABELS)
+    # ... yet the Tregs sit in the CD25hi CD127lo corner, a distinct 2-D cloud
+    assert np.median(cd25[treg]) > np.quantile(cd25[tconv], 0.85)
+    assert np.median(cd127[treg]) < np.quantile(cd127[tconv], 0.1)
+
+
+def test_classic_blobs_have_the_valleys_that_real_mode_lacks():
+    """The measurement above can fail: on the classic structure CD25 within CD4 is bimodal."""
+    sim = simulate_sample(8000, seed=31, exported_from="CD4")
+    assert _modes(_cd4_asinh(sim, "CD25")) >= 2
+
+
+def test_structure_is_drawn_per_seed_within_ranges():
+    from cytokit.datasets._simulate import draw_trial
+
+    def levels(seed, realism="drawn"):
+        st = draw_trial(seed, realism=realism).structure
+        ph = st.phenotypes
+        return (
+            ph["Treg_memory"]["CD25"][1],
+            ph["Treg_memory"]["FOXP3"][1],
+            ph["CD4_naive"]["CD127"][1] - ph["Treg_memory"]["CD127"][3],
+            ph["CD4_activated"]["FOXP3"][0],
+            len(st.subsets.get("CD4_memory", [(1, {})])),
+        )
+
+    assert draw_trial(3).structure is None  # classic: the fixed structure
+    assert levels(5) == levels(5)  # same seed, same structure
+    drawn = np.array([levels(s) for s in range(12)])
+    assert (drawn[:, :4].std(axis=0) > 0.02).all()  # every level moves between seeds
+    assert len(set(drawn[:, 4])) >= 2  # and so does the number of memory CD4 subsets
+    assert (drawn[:, 2] > 0.7).all()  # Tregs stay CD127lo (Liu 2006, Seddiki 2006)
+    overlap = np.array([levels(s, "overlap") for s in range(12)])
+    assert overlap[:, 1].mean() < drawn[:, 1].mean() - 0.2  # dimmer FOXP3 on Tregs
+    assert overlap[:, 3].mean() > drawn[:, 3].mean() + 0.1  # more FOXP3lo activated Tconv
+    with pytest.raises(ValueError, match="realism"):
+        simulate_sample(100, realism="blobs")
+
+
+def test_drawn_structure_changes_the_events_and_keeps_treatment_effects():
+    a = simulate_sample(6000, seed=12, day=8, realism="drawn")
+    b = simulate_sample(6000, seed=13, day=8, realism="drawn")
+    for sim in (a, b):
+        t = sim.truth
+        assert 2.0 < t["treg_pct_cd4"] < 30 and t["treg_ki67_pct"] > 2 * t["teff_ki67_pct"]
+        assert t["treg_hladr_pct"] > t["teff_hladr_pct"]
+    base = simulate_sample(6000, seed=12, day=0, realism="drawn")
+    assert a.truth["treg_pct_cd4"] > 1.2 * base.truth["treg_pct_cd4"]  # ld-IL2 expands Tregs
+    assert a.truth["treg_ki67_pct"] > base.truth["treg_ki67_pct"] + 5  # and makes them cycle
+
+
+def test_overlap_mode_puts_foxp3_and_cd25_on_activated_tconv():
+    sim = simulate_sample(20_000, seed=21, day=0, realism="overlap")
+    names = np.asarray(sim.label_names)[sim.labels]
+    comp = compensated(sim)
+    fox, cd25 = _col(sim, "FOXP3", comp), _col(sim, "CD25", comp)
+    act, treg, naive = (
+        names == "CD4_activated",
+        np.isin(names, datasets.TREG_LABELS),
+        names == "CD4_naive",
+    )
+    assert np.quantile(fox[act], 0.9) > 1.25 * np.quantile(fox[naive], 0.9)
+    assert np.median(cd25[act]) > 0.4 * np.median(cd25[treg])
+    assert np.median(fox[treg]) < 8 * np.median(fox[naive])  # dim FOXP3, not a distant blob
+
+
+def test_attune_files_have_no_stain_names_and_a_panel_yaml(tmp_path):
+    from cytokit.panels import load_panel, resolve_markers
+
+    simulate_trial(
+        tmp_path, n_patients=1, timepoints=("D0",), days=(0,), n_events=800, seed=5,
+        realism="real", naming="attune", panel="surface", exported_from="CD4",
+    )  # fmt: skip
+    sample = fk.Sample(str(tmp_path / "P01_D0.fcs"))
+    fl = sample.pnn_labels[3:-1]
+    assert all(c[:2] in ("BL", "VL", "YL", "RL") and c.endswith("-H") for c in fl)
+    assert not any(sample.pns_labels)
+    markers, _ = resolve_markers(
+        sample.pnn_labels, sample.pns_labels, load_panel(tmp_path / "panel.yaml")
+    )
+    assert set(markers) >= {"CD3", "CD4", "CD25", "CD127", "CD45RA"} and "FOXP3" not in markers
+    sim = simulate_sample(
+        len(load_event_truth(tmp_path, "P01_D0")), seed=5, realism="real", naming="attune",
+        panel="surface", exported_from="CD4",
+    )  # fmt: skip
+    assert markers == [sim.markers[c] for c in sim.channels]  # the YAML names the true marker
+
+
+@pytest.mark.parametrize("control", ["isotype:CD25", "unstained:CD25"])
+def test_cd25_control_wells_have_no_positive_population(control):
+    kw = dict(seed=9, realism="real", panel="surface", exported_from="CD4", naming="attune")
+    stained = simulate_sample(6000, **kw)
+    ctrl = simulate_sample(6000, control=control, **kw)
+    assert ctrl.truth["treg_pct_cd4"] == 0 and ctrl.truth["treg_cd127lo_pct_cd4"] == 0
+    names = np.asarray(stained.label_names)[stained.labels]
+    treg = np.isin(names, datasets.TREG_LABELS)
+    cd25_s, cd25_c = _cd4_asinh(stained, "CD25"), _cd4_asinh(ctrl, "CD25")
+    low_treg = np.quantile(cd25_s[treg], 0.05)
+    assert (cd25_c > low_treg).mean() < 0.005  # nothing where Tregs are
+    assert (cd25_s > low_treg).mean() > 0.02
+    assert np.quantile(cd25_c, 0.99) < np.median(cd25_s)  # not even the memory CD25 smear
+
+
+def test_fmo_and_control_wells_in_manifest_and_truth(tmp_path):
+    manifest = simulate_trial(
+        tmp_path, n_patients=2, timepoints=("D0", "D8"), days=(0, 8), n_events=1500, seed=6,
+        controls=("FMO:Ki67", "isotype:CD25"),
+    )  # fmt: skip
+    assert len(manifest) == 2 * 2 + 2 * 2
+    on_disk = pd.read_csv(tmp_path / "manifest.csv", keep_default_na=False)
+    assert set(on_disk["control"]) == {"", "FMO:Ki67", "isotype:CD25"}
+    assert on_disk.loc[on_disk["control"] != "", "timepoint"].eq("D0").all()
+    truth = load_truth(tmp_path)
+    fmo = truth.loc["P01_D0_FMO-Ki67"]
+    assert fmo["treg_ki67_pct"] == 0 and fmo["teff_ki67_pct"] == 0
+    assert truth.loc["P01_D0", "treg_ki67_pct"] > 0
+    ev = load_event_truth(tmp_path, "P02_D0_isotype-CD25")
+    assert not ev["treg"].any() and ev["teff"].sum() == ev["cd4"].sum() > 0
+    with pytest.raises(ValueError, match="control"):
+        simulate_trial(tmp_path / "bad", n_patients=1, controls=("stain:CD25",))

@@ -9,8 +9,12 @@ Treatment (:func:`sample_state`) expands and activates Tregs and CD56bright NK c
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from cytokit.datasets._structure import Structure
 
 LABELS = (
     "debris",
@@ -63,10 +67,18 @@ class Patient:
     nk_fold: float  # peak CD56bright expansion
     activation: float  # patient's Treg activation strength (0.6-1.4)
     enrolled: int = 0  # day of the trial's calendar the patient started treatment
+    treg_ki67: float = 0.045  # Ki67+ fraction of Tregs at baseline
+    treg_hladr: float = 0.15  # HLA-DR+ fraction of memory Tregs at baseline
+    helper: dict[str, float] | None = None  # helper-subset fractions of memory Tconv (SLE design)
 
 
-def draw_patient(rng: np.random.Generator) -> Patient:
-    """Draw a patient's baseline immunophenotype and ld-IL2 responsiveness within realistic ranges."""
+def draw_patient(rng: np.random.Generator, structure: Structure | None = None) -> Patient:
+    """Draw a patient's baseline immunophenotype and ld-IL2 responsiveness within realistic ranges.
+
+    Without a ``structure`` the ranges are the classic fixed ones; with one, the trial's drawn ranges.
+    """
+    if structure is not None:
+        return structure.draw_patient(rng)
     u = rng.uniform
     return Patient(
         fractions={
@@ -95,25 +107,37 @@ def draw_patient(rng: np.random.Generator) -> Patient:
     )
 
 
-def sample_state(patient: Patient, day: float, rng: np.random.Generator) -> dict[str, float]:
+def sample_state(
+    patient: Patient, day: float, rng: np.random.Generator, structure: Structure | None = None
+) -> dict[str, float]:
     """Population fractions and activation of one blood draw (treatment effect plus day-to-day noise)."""
-    e = treatment_effect(day) * float(np.exp(rng.normal(0, 0.12))) if day > 0 else 0.0
+    fx = CLASSIC_EFFECTS if structure is None else structure.effects
+    shape = treatment_effect if structure is None else structure.effect_curve
+    e = shape(day) * float(np.exp(rng.normal(0, 0.12))) if day > 0 else 0.0
     noise = lambda: float(np.exp(rng.normal(0, 0.06)))  # noqa: E731
     treg = patient.treg_pct * (1 + (patient.treg_fold - 1) * e) * noise()
     act = patient.act_pct * noise()  # Teff are NOT activated by ld-IL2
     a = e * patient.activation
-    return {
+    out = {
         "effect": e,
         "treg_pct": min(treg, 30.0),
         "act_pct": act,
         "treg_memory": min(patient.treg_memory + (0.9 - patient.treg_memory) * 0.5 * a, 0.92),
         "nk_bright": min(patient.nk_bright * (1 + (patient.nk_fold - 1) * e) * noise(), 0.5),
-        "treg_ki67": min(0.045 + 0.28 * a, 0.6) * noise(),
-        "treg_hladr": min(0.15 + 0.2 * a, 0.6) * noise(),
-        "treg_cd25_shift": 0.22 * a,
-        "treg_foxp3_shift": 0.07 * a,
+        "treg_ki67": min(patient.treg_ki67 + fx["ki67_gain"] * a, 0.6) * noise(),
+        "treg_hladr": min(patient.treg_hladr + fx["hladr_gain"] * a, 0.6) * noise(),
+        "treg_cd25_shift": fx["cd25_shift"] * a,
+        "treg_foxp3_shift": fx["foxp3_shift"] * a,
         "nk_ki67": 0.06 + 0.2 * e,
     }
+    if patient.helper is not None and structure is not None:
+        out.update(structure.helper_state(patient, e, rng))
+    return out
+
+
+# ld-IL2 effect sizes of the classic structure (Treg Ki67+ and HLA-DR+ gain at full effect, CD25 and
+# FOXP3 shifts on Tregs in log10 units)
+CLASSIC_EFFECTS = {"ki67_gain": 0.28, "hladr_gain": 0.2, "cd25_shift": 0.22, "foxp3_shift": 0.07}
 
 
 def event_fractions(
@@ -258,19 +282,32 @@ _PHENOTYPES = {
 }
 
 
-def phenotypes(state: dict[str, float]) -> dict[str, dict[str, tuple[float, float, float]]]:
-    """Marker (positive fraction, log10 mean, log10 sd) per live population for one blood draw."""
-    p = {label: dict(spec) for label, spec in _PHENOTYPES.items()}
+def _with(spec: tuple, frac: float | None = None, shift: float = 0.0) -> tuple:
+    """A marker spec with another positive fraction and/or its positive mean shifted."""
+    f, mu, *rest = spec
+    return (f if frac is None else frac, mu + shift, *rest)
+
+
+def phenotypes(
+    state: dict[str, float], structure: Structure | None = None
+) -> dict[str, dict[str, tuple]]:
+    """Marker spec per live population for one blood draw.
+
+    A spec is ``(positive fraction, log10 mean, log10 sd)``, optionally followed by the log10 mean and sd
+    of the population's own negative (dim) component; without them the negative component is unspecific
+    staining (:data:`NEG`, :data:`NEG_INTRA`).
+    """
+    base = _PHENOTYPES if structure is None else structure.phenotypes
+    p = {label: dict(spec) for label, spec in base.items()}
     cd25, fox, ki67 = state["treg_cd25_shift"], state["treg_foxp3_shift"], state["treg_ki67"]
     for label in TREG_LABELS:
         for marker, shift in (("CD25", cd25), ("FOXP3", fox)):
-            frac, mu, sd = p[label][marker]
-            p[label][marker] = (frac, mu + shift, sd)
-    p["Treg_naive"]["Ki67"] = (ki67 * 0.5, 3.3, 0.25)
-    p["Treg_memory"]["Ki67"] = (min(ki67 * 1.3, 0.8), 3.3, 0.25)
-    p["Treg_memory"]["HLA-DR"] = (state["treg_hladr"], 3.1, 0.3)
-    p["NK_CD56dim"]["Ki67"] = (state["nk_ki67"], 3.2, 0.25)
-    p["NK_CD56bright"]["Ki67"] = (min(2 * state["nk_ki67"], 0.8), 3.2, 0.25)
+            p[label][marker] = _with(p[label][marker], shift=shift)
+    p["Treg_naive"]["Ki67"] = _with(p["Treg_naive"]["Ki67"], ki67 * 0.5)
+    p["Treg_memory"]["Ki67"] = _with(p["Treg_memory"]["Ki67"], min(ki67 * 1.3, 0.8))
+    p["Treg_memory"]["HLA-DR"] = _with(p["Treg_memory"]["HLA-DR"], state["treg_hladr"])
+    p["NK_CD56dim"]["Ki67"] = _with(p["NK_CD56dim"]["Ki67"], state["nk_ki67"])
+    p["NK_CD56bright"]["Ki67"] = _with(p["NK_CD56bright"]["Ki67"], min(2 * state["nk_ki67"], 0.8))
     return p
 
 
@@ -285,13 +322,15 @@ def draw_phenotype(
     states: dict[str, np.ndarray] = {}
     binding = rng.normal(0, 0.05, n)  # cell-level antibody-binding capacity, shared across markers
     for j, m in enumerate(markers):
-        p, mu, sd = spec.get(m, (0.0, 0.0, 0.0))
+        p, mu, sd, *own_neg = spec.get(m, (0.0, 0.0, 0.0))
         pos = rng.random(n) < p
-        neg = NEG_INTRA if m in INTRACELLULAR else NEG
+        neg = tuple(own_neg) if own_neg else (NEG_INTRA if m in INTRACELLULAR else NEG)
         logv = np.where(pos, rng.normal(mu, sd, n), rng.normal(*neg, n)) + binding
         out[:, j] = 10.0**logv
         if m in STATES:
             states[m] = pos
+        elif m == "CD127" and own_neg:  # a population with a CD127hi part: those are not CD127lo
+            states["CD127hi"] = pos
     return out, states
 
 

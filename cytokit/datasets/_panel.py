@@ -29,6 +29,14 @@ MARKERS = (
     "Viability",
 )
 OPTIONAL_MARKERS = ("Helios", "CD56", "HLA-DR", "Ki67", "CD45RA", "CD127")
+HELPER_MARKERS = ("CXCR5", "PD-1", "CXCR3", "CCR6", "CCR4")
+#: markers of each panel kind: the Treg panel; a surface panel without FOXP3 (CD25hi CD127lo Tregs,
+#: the HIPC/Lyoplate definition); the Treg panel plus the helper-subset markers of the SLE trial
+PANEL_KINDS = {
+    "treg": MARKERS,
+    "surface": ("CD3", "CD4", "CD8", "CD25", "CD127", "CD45RA", "Viability"),
+    "sle": MARKERS + HELPER_MARKERS,
+}
 SCATTER = ("FSC-A", "FSC-H", "SSC-A")
 SCATTER_WIDE = ("FSC-A", "FSC-H", "FSC-W", "SSC-A", "SSC-H", "SSC-W")  # as BD instruments record
 
@@ -55,6 +63,23 @@ DETECTORS = {
     "APC-Cy7": (640, 780, 60),
 }
 LASERS = (355, 405, 488, 561, 640)
+# Attune NxT (plate cytometer) detector names of the detectors above that it has (405/488/561/637 nm);
+# its files carry no $PnS, so a panel YAML maps channels to markers
+ATTUNE = {
+    "BV421": "VL1",
+    "BV510": "VL2",
+    "BV605": "VL3",
+    "BV711": "VL4",
+    "FITC": "BL1",
+    "PerCP-Cy5-5": "BL3",
+    "PE": "YL1",
+    "PE-CF594": "YL2",
+    "PE-Cy5": "YL3",
+    "PE-Cy7": "YL4",
+    "APC": "RL1",
+    "Alexa Fluor 700": "RL2",
+    "APC-Cy7": "RL3",
+}
 
 
 class Fluor(NamedTuple):
@@ -159,6 +184,11 @@ CANDIDATES = {
     "Helios": ("FITC", "PE", "eF450", "AF647", "PE-Cy7", "AF488"),
     "CD56": ("BV711", "PE-CF594", "BUV737", "PE-Cy5", "BV605", "AF700", "BUV395"),
     "Viability": ("BV510", "APC-Cy7", "PerCP-Cy5.5", "BV605", "BUV395", "BUV496"),
+    "CXCR5": ("BV421", "PE", "AF488", "BB515", "PE-CF594", "APC"),
+    "PD-1": ("BV605", "PE-Cy7", "BV711", "APC", "PE", "BV786", "BUV737"),
+    "CXCR3": ("BV711", "PE-Cy5", "APC", "AF488", "BUV395", "PE-CF594", "BV650"),
+    "CCR6": ("BV605", "PE", "BV786", "PerCP-Cy5.5", "BUV737", "BV650", "PE-Cy7"),
+    "CCR4": ("PE-Cy7", "BV421", "APC", "PE-Cy5", "BUV805", "BV510", "AF647"),
 }
 # the dye a viability stain is named after, by the detector it lands in
 _VIABILITY_DYES = {
@@ -181,6 +211,11 @@ SPELLINGS = {
     "HLA-DR": ("HLA-DR", "HLA-DR", "HLADR", "HLA DR"),
     "Helios": ("Helios", "HELIOS", "Helios (IKZF2)", "IKZF2"),
     "CD56": ("CD56", "CD56", "CD56 (NCAM)", "NCAM1", "cd56"),
+    "CXCR5": ("CXCR5", "CXCR5", "CD185", "CXCR5 (CD185)", "cxcr5"),
+    "PD-1": ("PD-1", "PD1", "CD279", "PD-1 (CD279)"),
+    "CXCR3": ("CXCR3", "CXCR3", "CD183", "CXCR3 (CD183)"),
+    "CCR6": ("CCR6", "CCR6", "CD196", "CCR6 (CD196)"),
+    "CCR4": ("CCR4", "CCR4", "CD194", "CCR4 (CD194)"),
 }
 _VIABILITY_TEMPLATES = (
     "L/D {d} - Viability",
@@ -215,13 +250,21 @@ CLONES = {
     "HLA-DR": ("L243", "G46-6"),
     "Helios": ("22F6",),
     "CD56": ("NCAM16.2", "B159", "HCD56"),
+    "CXCR5": ("J252D4", "RF8B2"),
+    "PD-1": ("EH12.2H7", "MIH4"),
+    "CXCR3": ("G025H7", "1C6"),
+    "CCR6": ("G034E3", "11A9"),
+    "CCR4": ("L291H4", "1G1"),
 }
 _PLAIN = {"Viability": ("Viability", "LiveDead", "Live_Dead", "LD")}
-NAMING_STYLES = ("bd", "beckman", "plain")
+NAMING_STYLES = ("bd", "beckman", "plain")  # styles whose files name their markers ($PnS or $PnN)
+# plate cytometers whose files name no marker: a panel YAML maps the channels (written with the trial)
+UNNAMED_STYLES = ("attune",)
 CYTOMETERS = {
     "bd": ("LSRFortessa", "FACSymphony A5", "LSR II", "FACSymphony A3"),
     "beckman": ("CytoFLEX LX", "CytoFLEX S"),
     "plain": ("Exported", "FlowJo export"),
+    "attune": ("Attune NxT", "Attune NxT Flow Cytometer"),
 }
 
 
@@ -241,13 +284,19 @@ class Panel:
     time_name: str
 
 
-def _assign_fluors(rng: np.random.Generator, markers: list[str]) -> dict[str, str]:
+def _assign_fluors(
+    rng: np.random.Generator, markers: list[str], allowed: set[str] | None = None
+) -> dict[str, str]:
     """Give every marker a fluorochrome from its candidates, one fluorochrome per detector."""
     for _ in range(200):
         used: set[str] = set()
         out: dict[str, str] = {}
         for m in rng.permutation(markers):
-            options = [f for f in CANDIDATES[m] if _F[f].detector not in used]
+            options = [
+                f
+                for f in CANDIDATES[m]
+                if _F[f].detector not in used and (allowed is None or _F[f].detector in allowed)
+            ]
             if not options:
                 break
             out[str(m)] = options[rng.integers(len(options))]
@@ -315,7 +364,7 @@ def _stain(rng: np.random.Generator, marker: str, fluor: str, detector: str, tem
 def stain_names(rng: np.random.Generator, panel: Panel, *, p_change: float) -> list[str]:
     """The panel's stains, with each one re-spelled with probability ``p_change`` (another operator)."""
     out = list(panel.stains)
-    if panel.naming == "plain":
+    if panel.naming in ("plain", "attune"):
         return out
     for i, m in enumerate(panel.markers):
         if rng.random() < p_change:
@@ -336,15 +385,25 @@ def draw_panel(
     *,
     naming: str = "bd",
     missing: tuple[str, ...] = (),
+    kind: str = "treg",
 ) -> Panel:
-    """Draw a trial's panel: fluorochromes, detector names, stain spellings and spillover."""
-    if naming not in NAMING_STYLES:
-        raise ValueError(f"naming must be one of {NAMING_STYLES}, got {naming!r}")
-    bad = [m for m in missing if m not in OPTIONAL_MARKERS]
+    """Draw a trial's panel: fluorochromes, detector names, stain spellings and spillover.
+
+    ``kind`` picks the markers (:data:`PANEL_KINDS`); ``naming="attune"`` names channels as an Attune NxT
+    plate cytometer does (``BL1-H``, ``VL1-H``...) and writes no stain names ($PnS).
+    """
+    if naming not in NAMING_STYLES + UNNAMED_STYLES:
+        raise ValueError(f"naming must be one of {NAMING_STYLES + UNNAMED_STYLES}, got {naming!r}")
+    if kind not in PANEL_KINDS:
+        raise ValueError(f"panel must be one of {tuple(PANEL_KINDS)}, got {kind!r}")
+    optional = OPTIONAL_MARKERS if kind == "treg" else (*OPTIONAL_MARKERS, "FOXP3", *HELPER_MARKERS)
+    bad = [m for m in missing if m not in optional]
     if bad:
-        raise ValueError(f"only optional markers {OPTIONAL_MARKERS} can be missing, got {bad}")
-    markers = [m for m in MARKERS if m not in missing]
-    assign = _assign_fluors(rng, markers)
+        raise ValueError(f"only optional markers {optional} can be missing, got {bad}")
+    markers = [m for m in PANEL_KINDS[kind] if m not in missing]
+    if naming == "attune" and len(markers) > len(ATTUNE):
+        raise ValueError(f"an Attune NxT has {len(ATTUNE)} detectors, the panel {len(markers)}")
+    assign = _assign_fluors(rng, markers, set(ATTUNE) if naming == "attune" else None)
     # channel order: by laser, then wavelength, as instruments list their detectors
     order = sorted(markers, key=lambda m: DETECTORS[_F[assign[m]].detector][:2])
     fluors = [assign[m] for m in order]
@@ -363,6 +422,9 @@ def draw_panel(
         stains = [
             _stain(rng, m, f, d, template) for m, f, d in zip(order, fluors, detectors, strict=True)
         ]
+    elif naming == "attune":
+        channels = [f"{ATTUNE[d]}-H" for d in detectors]
+        stains = [""] * len(order)
     else:
         channels = [_plain_name(rng, m) for m in order]
         stains = [""] * len(order)

@@ -14,6 +14,7 @@ from cytokit.datasets import _biology as bio
 from cytokit.datasets import _instrument as ins
 from cytokit.datasets._cells import LIVE_CELLS, draw_cells
 from cytokit.datasets._panel import (
+    HELPER_MARKERS,
     SCATTER,
     SCATTER_WIDE,
     Panel,
@@ -21,6 +22,7 @@ from cytokit.datasets._panel import (
     spillover_frame,
     stain_names,
 )
+from cytokit.datasets._structure import Structure, draw_structure
 from cytokit.io._write import write_fcs
 
 logger = logging.getLogger("cytokit")
@@ -97,7 +99,24 @@ TRUTH_READOUTS = (
 )
 
 
-def truth_readouts(labels: np.ndarray, states: dict[str, np.ndarray]) -> dict[str, float]:
+def control_marker(control: str | None) -> str | None:
+    """The marker a control well leaves unstained (``"isotype:CD25"`` -> ``"CD25"``), or None."""
+    if not control:
+        return None
+    kind, _, marker = str(control).partition(":")
+    if kind.lower() not in CONTROL_KINDS or not marker:
+        raise ValueError(f"control must be one of {CONTROL_KINDS} ':' a marker, got {control!r}")
+    return marker
+
+
+CONTROL_KINDS = ("isotype", "unstained", "fmo")
+# markers without which the Treg population cannot be found (a control of one has no Tregs)
+_TREG_DEFINING = ("CD25", "FOXP3")
+
+
+def truth_readouts(
+    labels: np.ndarray, states: dict[str, np.ndarray], control: str | None = None
+) -> dict[str, float]:
     """Readouts from per-event truth with the contract's definitions (CD4, Treg, Teff; 0-100 %).
 
     Every readout key that ``summary.csv`` also has carries exactly the name of
@@ -115,7 +134,11 @@ def truth_readouts(labels: np.ndarray, states: dict[str, np.ndarray]) -> dict[st
     lab = names[labels]
     cd4 = np.isin(lab, bio.CD4_LABELS)
     treg = np.isin(lab, bio.TREG_LABELS)
-    teff = np.isin(lab, bio.TEFF_LABELS)
+    if (
+        control_marker(control) in _TREG_DEFINING
+    ):  # a CD25 (or FOXP3) control well: no Tregs to find
+        treg = np.zeros_like(treg)
+    teff = cd4 & ~treg
     nk = np.isin(lab, bio.NK_LABELS)
 
     def pct(mask: np.ndarray, of: np.ndarray) -> float:
@@ -143,6 +166,17 @@ def truth_readouts(labels: np.ndarray, states: dict[str, np.ndarray]) -> dict[st
     if "CD45RA" in states:  # CD45RA- (memory/activated) = not in the CD45RA+ component
         out["treg_cd45raneg_pct"] = pct(~states["CD45RA"], treg)
         out["teff_cd45raneg_pct"] = pct(~states["CD45RA"], teff)
+    if "Tfh" in states:  # helper subsets (SLE design); memory = CD4 CD45RA- not Treg
+        memory = teff & ~states["CD45RA"] if "CD45RA" in states else teff
+        out["memory_count"] = int(memory.sum())
+        out["tfh_pct_cd4"] = pct(states["Tfh"] & memory, cd4)
+        out["tfh_pd1hi_pct_tfh"] = pct(states["Tfh_PD1hi"] & memory, states["Tfh"] & memory)
+        out["th1_pct_mem"] = pct(states["Th1"], memory)
+        out["th2_pct_mem"] = pct(states["Th2"], memory)
+        out["th17_pct_mem"] = pct(states["Th17"], memory)
+        out["th1_17_pct_mem"] = pct(states["Th1_17"], memory)
+        th17 = int((states["Th17"] & memory).sum())
+        out["th17_treg_ratio"] = float(th17 / treg.sum()) if treg.any() else float("nan")
     out["anomaly_events"] = int(states["anomaly"].sum()) if "anomaly" in states else 0
     return out
 
@@ -172,6 +206,11 @@ class Trial:
     compensated: bool = False
     respell: float = 0.1
     extra_scatter: bool = False
+    structure: Structure | None = None  # None: the classic fixed population structure
+    exported_from: str | None = None
+
+
+DESIGNS = ("transreg", "sle")
 
 
 def draw_trial(
@@ -183,16 +222,43 @@ def draw_trial(
     compensated: bool = False,
     respell: float = 0.1,
     extra_scatter: bool = False,
+    realism: str = "classic",
+    panel: str = "treg",
+    exported_from: str | None = None,
+    design: str = "transreg",
 ) -> Trial:
-    """Draw a trial's panel and instrument from ``seed`` (same seed, same trial)."""
+    """Draw a trial's panel, instrument and (unless ``realism="classic"``) population structure.
+
+    Same seed, same trial. The structure is drawn from its own stream, so the panel and instrument of a
+    seed are the same whatever the realism.
+    """
     if drift not in ins.DRIFTS:
         raise ValueError(f"drift must be one of {ins.DRIFTS}, got {drift!r}")
+    if design not in DESIGNS:
+        raise ValueError(f"design must be one of {DESIGNS}, got {design!r}")
+    if exported_from not in (None, "CD4"):
+        raise ValueError(f"exported_from must be None or 'CD4', got {exported_from!r}")
     rng = stream(seed, 0)
-    panel = draw_panel(rng, naming=naming, missing=tuple(missing))
-    inst = ins.draw_instrument(rng, panel)
+    kind = "sle" if design == "sle" and panel == "treg" else panel
+    drawn = draw_panel(rng, naming=naming, missing=tuple(missing), kind=kind)
+    inst = ins.draw_instrument(rng, drawn)
     if compensated and naming != "plain" and rng.random() < 0.5:  # FlowJo-style compensated export
-        panel.channels = [f"Comp-{c}" for c in panel.channels]
-    return Trial(int(seed), panel, inst, drift, compensated, respell, extra_scatter)
+        drawn.channels = [f"Comp-{c}" for c in drawn.channels]
+    helpers = any(m in drawn.markers for m in HELPER_MARKERS)
+    if helpers and realism == "classic":
+        realism = "drawn"  # the classic structure has no helper subsets
+    structure = draw_structure(stream(seed, 5), realism, helpers=helpers, schedule=design)
+    return Trial(
+        int(seed),
+        drawn,
+        inst,
+        drift,
+        compensated,
+        respell,
+        extra_scatter,
+        structure,
+        exported_from,
+    )
 
 
 def _scatter(
@@ -300,10 +366,25 @@ def simulate_from(
     n_events: int,
     sample: str,
     rng: np.random.Generator,
+    control: str | None = None,
 ) -> SimulatedSample:
-    """One file of ``patient`` at ``day`` on ``trial``'s instrument (the building block of a trial)."""
-    state = bio.sample_state(patient, day, rng)
-    cells = draw_cells(rng, trial.panel, patient, state, int(n_events))
+    """One file of ``patient`` at ``day`` on ``trial``'s instrument (the building block of a trial).
+
+    ``control`` makes it a control well of that blood: ``"isotype:CD25"`` (CD25 antibody replaced by an
+    isotype: unspecific binding only), ``"unstained:CD25"`` or ``"FMO:Ki67"`` (no antibody for that
+    marker: autofluorescence and spillover only). Its truth says the marker-positive population is
+    absent (states False; for CD25 or FOXP3, no Tregs).
+    """
+    marker = control_marker(control)
+    if marker is not None and marker not in trial.panel.markers:
+        raise ValueError(f"control {control!r}: {marker} is not on the panel {trial.panel.markers}")
+    structure = trial.structure
+    state = bio.sample_state(patient, day, rng, structure)
+    cells = draw_cells(
+        rng, trial.panel, patient, state, int(n_events), structure, trial.exported_from
+    )
+    if marker is not None:
+        _unstain(rng, trial.panel, cells, control, marker)
     events, spill, anomaly, gains = _acquire(rng, trial, cells)
     states = {**cells["states"], "anomaly": anomaly}
     panel = trial.panel
@@ -318,7 +399,7 @@ def simulate_from(
         labels=cells["labels"],
         label_names=bio.LABELS,
         states=states,
-        truth=truth_readouts(cells["labels"], states),
+        truth=truth_readouts(cells["labels"], states, control),
         keywords=_keywords(
             rng,
             trial,
@@ -333,6 +414,23 @@ def simulate_from(
     )
 
 
+def _unstain(
+    rng: np.random.Generator, panel: Panel, cells: dict, control: str, marker: str
+) -> None:
+    """Turn stained cells into a control well of ``marker`` (in place)."""
+    j = panel.markers.index(marker)
+    n = cells["antigen"].shape[0]
+    if control.lower().startswith("isotype"):  # same fluorochrome, no specific binding
+        neg = bio.NEG_INTRA if marker in bio.INTRACELLULAR else bio.NEG
+        cells["antigen"][:, j] = 10.0 ** rng.normal(*neg, n)
+    else:  # unstained / FMO: nothing bound in that channel
+        cells["antigen"][:, j] = 0.0
+    if marker in cells["states"]:
+        cells["states"][marker] = np.zeros(n, bool)
+    if marker == "CD127" and "CD127hi" in cells["states"]:
+        cells["states"]["CD127hi"] = np.zeros(n, bool)
+
+
 def simulate_sample(
     n_events: int = 20_000,
     *,
@@ -345,6 +443,11 @@ def simulate_sample(
     compensated: bool = False,
     extra_scatter: bool = False,
     respell: float = 0.1,
+    realism: str = "classic",
+    panel: str = "treg",
+    exported_from: str | None = None,
+    design: str = "transreg",
+    control: str | None = None,
 ) -> SimulatedSample:
     """Simulate one FCS file of a ld-IL2 trial in memory.
 
@@ -373,6 +476,22 @@ def simulate_sample(
         Also record FSC-W, SSC-H and SSC-W (BD order: FSC-A, FSC-H, FSC-W, SSC-A, SSC-H, SSC-W).
     respell
         Chance that this file spells a stain differently from the trial's panel (another template).
+    realism
+        Population structure: ``"classic"`` (fixed levels; what ``sample_data/`` is), ``"drawn"``
+        (levels, spreads, overlaps and subsets drawn per seed within literature ranges), ``"overlap"``
+        (drawn, with real-blood overlap: dimmer FOXP3 on Tregs, FOXP3lo CD25+ activated Tconv, a CD25
+        smear) or ``"real"`` (continua: no 1-D valley on CD25 or CD127, Tregs 2-5 % of CD4 in the
+        CD25hi CD127lo corner). See :mod:`cytokit.datasets._structure`.
+    panel
+        ``"treg"`` (the 12-colour Treg panel), ``"surface"`` (CD3, CD4, CD8, CD25, CD127, CD45RA and
+        viability: no FOXP3) or ``"sle"`` (the Treg panel plus CXCR5, PD-1, CXCR3, CCR6, CCR4).
+    exported_from
+        ``"CD4"``: the file was exported from a CD3+CD4+ gate; every event is a CD4 T cell.
+    design
+        ``"transreg"`` (one ld-IL2 course, response peaking near day 8) or ``"sle"`` (the SLE trial:
+        three 2-week courses, helper-subset markers on the panel, cTfh and Th17 falling under ld-IL2).
+    control
+        Make the file a control well: ``"isotype:CD25"``, ``"unstained:CD25"``, ``"FMO:Ki67"``...
     """
     trial = draw_trial(
         seed,
@@ -382,9 +501,17 @@ def simulate_sample(
         compensated=compensated,
         respell=respell,
         extra_scatter=extra_scatter,
+        realism=realism,
+        panel=panel,
+        exported_from=exported_from,
+        design=design,
     )
-    pat = bio.draw_patient(stream(seed, 1, patient))
+    pat = bio.draw_patient(stream(seed, 1, patient), trial.structure)
     rng = stream(seed, 2, patient, day)
+    name = f"P{patient + 1:02d}_D{day:g}"
+    if control:
+        rng = stream(seed, 6, patient, day)  # another well of the same blood
+        name += "_" + control.replace(":", "-")
     return simulate_from(
-        trial, pat, day=day, n_events=n_events, sample=f"P{patient + 1:02d}_D{day:g}", rng=rng
+        trial, pat, day=day, n_events=n_events, sample=name, rng=rng, control=control
     )
