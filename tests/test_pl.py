@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
-from matplotlib.patches import Ellipse, Polygon, Rectangle
 from test_readouts import make_gated
 
 from cytokit import pl, readouts, stats
+from cytokit.pl._gating import _draw_plot, gate_outline
 
 
 def _png(fig: Figure) -> bytes:
@@ -42,29 +42,59 @@ def trial():
 def test_gating_path_draws_every_gate_with_percent_of_parent():
     adata = make_gated(n=1500)
     adata.uns["gating"]["gates"]["Treg"]["status"] = "fallback"
-    fig = pl.gating_path(adata, max_points=500)
-    axes = [ax for ax in fig.axes if ax.get_title()]
-    titles = [ax.get_title() for ax in axes]
+    panels = pl.gating_panels(adata, max_points=500)  # drawn from 500 events, counted on all
+    titles = [p["title"] for p in panels]
     drawable = [g for g in adata.uns["gating"]["gates"].values() if g["gate"]]  # not boolean ones
     assert len(titles) == len(drawable) and not any(t.startswith("Teff:") for t in titles)
     assert any(t.startswith("cells: ") and t.endswith(" of all") for t in titles)
     pops = adata.obsm["populations"]
     expected = 100 * pops["Treg"].sum() / pops["CD4"].sum()
     assert f"Treg: {expected:.1f}% of CD4 [fallback]" in titles
-    patches = [type(p) for ax in axes for p in ax.patches]
-    assert Polygon in patches and Ellipse in patches and Rectangle in patches
-    assert _png(fig)[:4] == b"\x89PNG"
+    assert {p["gate"]["kind"] for p in panels} == {"range", "polygon", "ellipse"}
+    assert sum(int(p["counts"].sum()) for p in panels if p["title"].startswith("cells:")) <= 500
+    png = pl.gating_path_png(adata, max_points=500)
+    assert png[:4] == b"\x89PNG"
+    assert _png(pl.gating_path(adata))[:4] == b"\x89PNG"  # the notebook face: a Figure
 
 
-def test_gating_path_ellipse_matches_gate():
+def test_gating_path_ellipse_outline_matches_gate():
     adata = make_gated(n=500)
-    fig = pl.gating_path(adata)
-    ell = next(p for ax in fig.axes for p in ax.patches if isinstance(p, Ellipse))
+    panel = next(p for p in pl.gating_panels(adata) if p["gate"]["kind"] == "ellipse")
+    (outline,) = gate_outline(panel["gate"], panel["xlim"], panel["ylim"])
     # covariance diag(0.05, 0.03), distance_square 4: semi-axes 2*sqrt(0.05) and 2*sqrt(0.03)
-    assert sorted([ell.width, ell.height]) == pytest.approx(
-        sorted([4 * np.sqrt(0.05), 4 * np.sqrt(0.03)])
+    d = outline - [0.5, 0.3]
+    assert (d[:, 0] ** 2 / 0.05 + d[:, 1] ** 2 / 0.03) == pytest.approx(4.0)
+    assert np.ptp(outline, axis=0) == pytest.approx(
+        [4 * np.sqrt(0.05), 4 * np.sqrt(0.03)], rel=1e-3
     )
-    assert tuple(ell.center) == pytest.approx((0.5, 0.3))
+
+
+def test_gating_path_draws_data_and_gate_where_they_are():
+    """The densest pixel and the gate line land at their data coordinates (y up, x right)."""
+    rng = np.random.default_rng(0)
+    adata = make_gated(n=4000)
+    j = {m: i for i, m in enumerate(adata.var_names)}
+    adata.X[:, j["CD4"]] = rng.normal(0.7, 0.01, adata.n_obs)
+    adata.X[:, j["CD8"]] = rng.normal(0.2, 0.01, adata.n_obs)
+    adata.obsm["populations"]["CD3"] = True
+    panels = {p["title"].split(":")[0]: p for p in pl.gating_panels(adata)}
+    cd4 = panels["CD4"]
+    image = _draw_plot(cd4)
+    h, w = image.shape[:2]
+    (x0, x1), (y0, y1) = cd4["xlim"], cd4["ylim"]
+    lum = image.astype(float).sum(axis=2)
+    dense = np.argwhere(lum == lum[2:-2, 2:-2].min())  # darkest inner pixel: the densest bin
+    row, col = dense.mean(axis=0)
+    assert col / w * (x1 - x0) + x0 == pytest.approx(0.7, abs=0.03)
+    assert y1 - row / h * (y1 - y0) == pytest.approx(0.2, abs=0.03)
+    cd3 = panels["CD3"]  # 1-D: threshold 0.4, the red line at its column
+    image = _draw_plot(cd3).astype(int)
+    red = (image[..., 0] > 180) & (image[..., 1] < 80) & (image[..., 2] < 80)
+    cols = np.flatnonzero(red.any(axis=0))
+    (x0, x1) = cd3["xlim"]
+    assert cols.size and cols.mean() / image.shape[1] * (x1 - x0) + x0 == pytest.approx(
+        0.4, abs=0.02
+    )
 
 
 def test_strategy_diagram_from_list_and_table():

@@ -254,10 +254,9 @@ def _plain(obj):
 
 
 def _gating_figure(adata) -> bytes:
-    from .. import pl
-    from ..report._html import figure_png
+    from ..pl._gating import gating_path_png
 
-    return figure_png(pl.gating_path(adata), dpi=72)  # a pyplot-free Figure: nothing to close
+    return gating_path_png(adata)  # drawn straight to PNG: no matplotlib in the worker
 
 
 def _subsample_cells(

@@ -3,39 +3,59 @@
 The gating path is the reviewer's view: one small density plot per gate, drawn on the events of the gate's
 parent population, with the gate as placed and the % of parent in the title. Gates placed by a fallback or
 that failed are titled in orange / red so a reviewer's eye goes to them first.
+
+It is drawn for every sample of a batch, so it is built for speed: each parent population is subsampled
+once (bounded, seeded), binned with ``np.bincount`` and painted straight into one RGB image
+(:mod:`._raster`); percentages in the titles still count every event. :func:`gating_path_png` gives the
+PNG bytes (what the pipeline stores); :func:`gating_path` wraps the same image in a matplotlib Figure.
 """
 
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
-from matplotlib.axes import Axes
-from matplotlib.colors import LogNorm
-from matplotlib.figure import Figure
-from matplotlib.patches import Ellipse, Polygon, Rectangle
-from matplotlib.ticker import MaxNLocator
 
 from .. import _keys as K
 from ..gating import gate_from_dict
+from ._raster import Canvas, Frame, nice_ticks, viridis
 
-__all__ = ["gating_path", "strategy_diagram"]
+if TYPE_CHECKING:  # matplotlib is imported where a Figure is built: batch workers never need it
+    from matplotlib.figure import Figure
 
-_STATUS_COLOR = {"ok": "black", "fallback": "#c06000", "failed": "#c00000", "skipped": "#808080"}
-_GATE_STYLE = {"edgecolor": "#d01c1c", "facecolor": "none", "linewidth": 1.6}
+__all__ = ["gating_path", "gating_path_png", "strategy_diagram"]
+
+_STATUS_COLOR = {
+    "ok": (0, 0, 0),
+    "fallback": (192, 96, 0),
+    "failed": (192, 0, 0),
+    "skipped": (128, 128, 128),
+}
+_GATE_COLOR = (208, 28, 28)
+_BAR_COLOR = np.array([74, 111, 165])
+_DOT_COLOR = np.array([59, 82, 139])
+# panel geometry in pixels (at 72 dpi, the size the report shows): plot area, and margins around it
+_PLOT_W, _PLOT_H = 176, 150
+_LEFT, _RIGHT, _TOP, _BOTTOM = 46, 12, 24, 36
+_CELL_W, _CELL_H = _LEFT + _PLOT_W + _RIGHT, _TOP + _PLOT_H + _BOTTOM
+_HEADER = 30
+_BINS_2D = (_PLOT_W // 2, _PLOT_H // 2)  # 2 x 2 pixels per bin
 
 
-def _column(adata: AnnData, dim: str) -> np.ndarray | None:
+def _column(adata: AnnData, dim: str, rows: np.ndarray | None = None) -> np.ndarray | None:
     from ..panels import find_var
 
     dim = find_var(adata, dim, required=False)
     if dim is None:
         return None
     # index X directly: an AnnData view of a million events costs ~0.1 s in categorical bookkeeping
-    x = adata.X[:, adata.var_names.get_loc(dim)]
+    j = adata.var_names.get_loc(dim)
+    x = adata.X[:, j] if rows is None else adata.X[rows, j]
     return np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=float).ravel()
 
 
@@ -87,34 +107,28 @@ def _gate_coords(gate: dict, axis: int) -> list[float]:
     return [gate["mean"][axis] - half, gate["mean"][axis] + half]
 
 
-def _draw_gate(ax: Axes, gate: dict, xlim, ylim) -> None:
+def gate_outline(gate: dict, xlim, ylim, n: int = 120) -> list[np.ndarray]:
+    """Closed outlines (arrays of x, y vertices in data units) of a 2-D gate; open box sides lie
+    outside ``xlim`` x ``ylim``. A 1-D range gate has no outline (its bounds are drawn as lines)."""
     kind = gate["kind"]
-    if kind == "range" and len(gate["dims"]) == 1:
-        for bound in (gate["low"][0], gate["high"][0]):
-            if bound is not None:
-                ax.axvline(bound, color=_GATE_STYLE["edgecolor"], lw=1.6)
-        lo = xlim[0] if gate["low"][0] is None else gate["low"][0]
-        hi = xlim[1] if gate["high"][0] is None else gate["high"][0]
-        ax.axvspan(lo, hi, color=_GATE_STYLE["edgecolor"], alpha=0.08, lw=0)
-    elif kind == "range":
-        (x0, y0), (x1, y1) = _box(gate, xlim, ylim)
-        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, **_GATE_STYLE))
-    elif kind == "polygon":
-        ax.add_patch(Polygon(np.asarray(gate["vertices"], dtype=float), closed=True, **_GATE_STYLE))
-    elif kind == "ellipse":
+    if kind == "polygon":
+        return [np.asarray(gate["vertices"], dtype=float)]
+    if kind == "ellipse":
         cov = np.asarray(gate["covariance"], dtype=float)
         vals, vecs = np.linalg.eigh(cov)
-        r = np.sqrt(np.clip(vals, 0, None) * float(gate["distance_square"]))
-        angle = math.degrees(math.atan2(vecs[1, 1], vecs[0, 1]))
-        ax.add_patch(Ellipse(gate["mean"], 2 * r[1], 2 * r[0], angle=angle, **_GATE_STYLE))
-
-
-def _box(gate: dict, xlim, ylim):
-    lows = [xlim[0] if gate["low"][0] is None else gate["low"][0]]
-    lows.append(ylim[0] if gate["low"][1] is None else gate["low"][1])
-    highs = [xlim[1] if gate["high"][0] is None else gate["high"][0]]
-    highs.append(ylim[1] if gate["high"][1] is None else gate["high"][1])
-    return tuple(lows), tuple(highs)
+        radii = np.sqrt(np.clip(vals, 0, None) * float(gate["distance_square"]))
+        t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+        circle = np.column_stack([np.cos(t), np.sin(t)]) * radii
+        return [circle @ vecs.T + np.asarray(gate["mean"], dtype=float)]
+    if kind == "range" and len(gate["dims"]) == 2:
+        wide = [
+            (lim[0] - (lim[1] - lim[0]), lim[1] + (lim[1] - lim[0])) for lim in (xlim, ylim)
+        ]  # an open side is drawn far outside the frame, so it does not show
+        lo = [wide[i][0] if gate["low"][i] is None else gate["low"][i] for i in range(2)]
+        hi = [wide[i][1] if gate["high"][i] is None else gate["high"][i] for i in range(2)]
+        box = [(lo[0], lo[1]), (hi[0], lo[1]), (hi[0], hi[1]), (lo[0], hi[1])]
+        return [np.asarray(box, dtype=float)]
+    return []
 
 
 def _title(entry: dict, pct: float) -> str:
@@ -127,7 +141,38 @@ def _title(entry: dict, pct: float) -> str:
     return f"{name}: {value}{parent}{status}"
 
 
-def _percent(adata: AnnData, entry: dict, parent_mask: np.ndarray, X: np.ndarray) -> float:
+class _Subsamples:
+    """Each parent population's mask (every event) and one bounded, seeded subsample of its rows."""
+
+    def __init__(self, adata: AnnData, max_points: int, seed: int):
+        self.adata, self.max_points, self.seed = adata, int(max_points), seed
+        self.pops = adata.obsm.get(K.POPULATIONS)
+        self._cache: dict[str | None, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __call__(self, parent: str | None) -> tuple[np.ndarray, np.ndarray]:
+        if parent not in self.pops_columns:
+            parent = None
+        if parent not in self._cache:
+            mask = (
+                np.ones(self.adata.n_obs, dtype=bool)
+                if parent is None
+                else np.asarray(self.pops[parent], dtype=bool)
+            )
+            rows = np.flatnonzero(mask)
+            if rows.size > self.max_points:
+                # one seed per population: a panel does not change when another gate is added
+                rng = np.random.default_rng([self.seed, zlib.crc32(str(parent).encode())])
+                rows = np.sort(rng.choice(rows, self.max_points, replace=False))
+            self._cache[parent] = (mask, rows)
+        return self._cache[parent]
+
+    @property
+    def pops_columns(self):
+        return set() if self.pops is None else set(getattr(self.pops, "columns", []))
+
+
+def _percent(adata: AnnData, entry: dict, parent_mask: np.ndarray, columns) -> float:
+    """% of parent over every event: from ``obsm["populations"]``, else by applying the gate."""
     pops = adata.obsm.get(K.POPULATIONS)
     n_parent = int(parent_mask.sum())
     if n_parent == 0:
@@ -135,71 +180,159 @@ def _percent(adata: AnnData, entry: dict, parent_mask: np.ndarray, X: np.ndarray
     if pops is not None and entry["population"] in getattr(pops, "columns", []):
         inside = np.asarray(pops[entry["population"]], dtype=bool) & parent_mask
         return 100.0 * inside.sum() / n_parent
-    return 100.0 * gate_from_dict(entry["gate"]).apply(X[parent_mask]).sum() / n_parent
+    full = np.column_stack([_column(adata, d) for d in columns])
+    return 100.0 * gate_from_dict(entry["gate"]).apply(full[parent_mask]).sum() / n_parent
 
 
-def _panel(ax: Axes, adata: AnnData, entry: dict, max_points: int, rng) -> None:
+def _panel(adata: AnnData, entry: dict, subsamples: _Subsamples) -> dict:
+    """What one panel shows: title, limits, binned counts (or dots), the gate; no drawing yet."""
     gate = entry["gate"]
     dims = list(gate["dims"]) if gate else []
-    columns = [_column(adata, d) for d in dims]
-    ax.set_title(_title(entry, np.nan), fontsize=9, color=_STATUS_COLOR.get(entry["status"], "k"))
+    panel = {"entry": entry, "title": _title(entry, np.nan), "dims": dims, "gate": gate}
+    mask, rows = subsamples(entry["parent"])
+    columns = [_column(adata, d, rows) for d in dims]
     if not dims or any(c is None for c in columns):
-        ax.text(
-            0.5, 0.5, entry["message"] or "gate not drawable", ha="center", va="center", wrap=True
-        )
-        ax.set_axis_off()
-        return
-    X = np.column_stack(columns)
-    pops = adata.obsm.get(K.POPULATIONS)
-    parent_mask = np.ones(adata.n_obs, dtype=bool)
-    if pops is not None and entry["parent"] in getattr(pops, "columns", []):
-        parent_mask = np.asarray(pops[entry["parent"]], dtype=bool)
-    pct = _percent(adata, entry, parent_mask, X)
-    ax.set_title(_title(entry, pct), fontsize=9, color=_STATUS_COLOR.get(entry["status"], "k"))
-    idx = np.flatnonzero(parent_mask)
-    if idx.size > max_points:
-        idx = np.sort(rng.choice(idx, max_points, replace=False))
-    pts = X[idx]
+        panel["note"] = entry["message"] or "gate not drawable"
+        return panel
+    panel["title"] = _title(entry, _percent(adata, entry, mask, dims))
+    pts = np.column_stack(columns)
     xlim = _limits(pts[:, 0], _gate_coords(gate, 0))
+    panel["xlim"] = xlim
     if len(dims) == 1:
         bins = int(np.clip(2 * np.sqrt(len(pts)), 20, 120))
-        counts, edges = np.histogram(pts[:, 0], bins=bins, range=xlim)
-        ax.stairs(counts, edges, fill=True, color="#4a6fa5", alpha=0.8)
-        ax.set_ylabel("events", fontsize=8)
-        ylim = ax.get_ylim()
-    else:
-        ylim = _limits(pts[:, 1], _gate_coords(gate, 1))
-        if len(pts) >= 2000:
-            ax.hist2d(
-                pts[:, 0],
-                pts[:, 1],
-                bins=90,
-                range=[xlim, ylim],
-                cmap="viridis",
-                norm=LogNorm(),
-                cmin=1,
-            )
-        elif len(pts):  # too few events for a density: plain dots
-            ax.scatter(pts[:, 0], pts[:, 1], s=3, color="#3b528b", alpha=0.6, linewidths=0)
-        ax.set_ylabel(dims[1], fontsize=8)
-        ax.set_ylim(ylim)
-    ax.set_xlim(xlim)
-    ax.set_xlabel(dims[0], fontsize=8)
-    ax.tick_params(labelsize=7)
-    ax.xaxis.set_major_locator(MaxNLocator(4))
-    ax.yaxis.set_major_locator(MaxNLocator(4, integer=len(dims) == 1))
-    _draw_gate(ax, gate, xlim, ylim)
+        panel["counts"] = _bin(pts[:, 0], xlim, bins)
+        panel["ylim"] = (0.0, 1.05 * max(float(panel["counts"].max(initial=0)), 1.0))
+        return panel
+    ylim = _limits(pts[:, 1], _gate_coords(gate, 1))
+    panel["ylim"] = ylim
+    if len(pts) >= 2000:
+        panel["density"] = _bin2d(pts, xlim, ylim, _BINS_2D)
+    else:  # too few events for a density: plain dots
+        panel["dots"] = pts
+    return panel
+
+
+def _bin(x: np.ndarray, lim, bins: int) -> np.ndarray:
+    i = np.floor((x - lim[0]) / (lim[1] - lim[0]) * bins)
+    i = i[(i >= 0) & (i < bins)].astype(np.intp)
+    return np.bincount(i, minlength=bins)
+
+
+def _bin2d(pts: np.ndarray, xlim, ylim, bins: tuple[int, int]) -> np.ndarray:
+    """Counts, rows = y bins from the top (image order), columns = x bins."""
+    ix = np.floor((pts[:, 0] - xlim[0]) / (xlim[1] - xlim[0]) * bins[0])
+    iy = np.floor((ylim[1] - pts[:, 1]) / (ylim[1] - ylim[0]) * bins[1])
+    ok = (ix >= 0) & (ix < bins[0]) & (iy >= 0) & (iy < bins[1])
+    flat = iy[ok].astype(np.intp) * bins[0] + ix[ok].astype(np.intp)
+    return np.bincount(flat, minlength=bins[0] * bins[1]).reshape(bins[1], bins[0])
+
+
+def gating_panels(adata: AnnData, *, max_points: int = 30000, seed: int = 0) -> list[dict]:
+    """The panels of :func:`gating_path` as data: ``title``, ``dims``, ``gate``, ``xlim``/``ylim`` and
+    the binned ``counts`` (1-D), ``density`` (2-D) or ``dots`` (few events), or a ``note``."""
+    subsamples = _Subsamples(adata, max_points, seed)
+    return [_panel(adata, entry, subsamples) for entry in _gate_entries(adata)]
+
+
+# ------------------------------------------------------------------------------------------ drawing
+def _draw_plot(panel: dict) -> np.ndarray:
+    frame = Frame(_PLOT_W, _PLOT_H, panel["xlim"], panel["ylim"])
+    gate = panel["gate"]
+    if "counts" in panel:
+        counts = panel["counts"]
+        xs = (np.arange(_PLOT_W) + 0.5) / _PLOT_W  # pixel centres as a fraction of the x range
+        heights = counts[np.minimum((xs * len(counts)).astype(int), len(counts) - 1)]
+        top = _PLOT_H - heights / panel["ylim"][1] * _PLOT_H
+        filled = np.arange(_PLOT_H)[:, None] >= top[None, :]
+        rgb = np.full((_PLOT_H, _PLOT_W, 3), 255.0)
+        x_data = panel["xlim"][0] + xs * (panel["xlim"][1] - panel["xlim"][0])
+        lo, hi = gate["low"][0], gate["high"][0]
+        shaded = np.ones(_PLOT_W, dtype=bool)
+        shaded &= True if lo is None else x_data >= lo
+        shaded &= True if hi is None else x_data < hi
+        rgb[:, shaded] = 0.92 * 255 + 0.08 * np.array(_GATE_COLOR)  # the gate's side, lightly
+        rgb[filled] = 0.8 * _BAR_COLOR + 0.2 * rgb[filled]
+        frame.raster(rgb.astype(np.uint8))
+        for bound in (lo, hi):
+            if bound is not None:
+                frame.line([bound, bound], panel["ylim"], _GATE_COLOR)
+        return frame.result()
+    if "density" in panel:
+        density = panel["density"]
+        top = math.log(max(int(density.max()), 1)) or 1.0
+        rgb = viridis(np.log(np.maximum(density, 1)) / top)  # log scale from 1 event
+        frame.raster(rgb, mask=density > 0)
+    elif len(panel.get("dots", ())):
+        px, py = frame.px(panel["dots"][:, 0], panel["dots"][:, 1])
+        ok = (px >= 0) & (px < frame.rgb.shape[1] - 2) & (py >= 0) & (py < frame.rgb.shape[0] - 2)
+        px, py = px[ok].astype(int), py[ok].astype(int)
+        for dy in range(frame.ss):
+            for dx in range(frame.ss):
+                frame.rgb[py + dy, px + dx] = _DOT_COLOR
+    for outline in gate_outline(gate, panel["xlim"], panel["ylim"]):
+        frame.line(outline[:, 0], outline[:, 1], _GATE_COLOR, closed=True)
+    return frame.result()
+
+
+def _axis_ticks(canvas: Canvas, x0: int, y0: int, panel: dict) -> None:
+    """Tick marks and labels below and left of the plot area whose top-left corner is (x0, y0)."""
+    (xa, xb), (ya, yb) = panel["xlim"], panel["ylim"]
+    ticks, decimals = nice_ticks(xa, xb)
+    for t in ticks:
+        px = x0 + (t - xa) / (xb - xa) * (_PLOT_W - 1)
+        canvas.draw.line([(px, y0 + _PLOT_H), (px, y0 + _PLOT_H + 3)], fill=(90, 90, 90))
+        canvas.text((px, y0 + _PLOT_H + 4), f"{t:.{decimals}f}", size=8, anchor="mt")
+    integer = len(panel["dims"]) == 1
+    ticks, decimals = nice_ticks(ya, yb)
+    if integer:
+        ticks, decimals = ticks[ticks == np.round(ticks)], 0
+    for t in ticks:
+        py = y0 + _PLOT_H - 1 - (t - ya) / (yb - ya) * (_PLOT_H - 1)
+        canvas.draw.line([(x0 - 3, py), (x0, py)], fill=(90, 90, 90))
+        canvas.text((x0 - 4, py), f"{t:.{decimals}f}", size=8, anchor="rm")
+    canvas.text((x0 + _PLOT_W / 2, y0 + _PLOT_H + 16), panel["dims"][0], size=9, anchor="mt")
+    ylabel = "events" if integer else panel["dims"][1]
+    canvas.text((x0 - 36, y0 + _PLOT_H / 2), ylabel, size=9, rotate=True)
+
+
+def _draw_panel(canvas: Canvas, panel: dict, left: int, top: int) -> None:
+    entry = panel["entry"]
+    color = _STATUS_COLOR.get(entry["status"], (0, 0, 0))
+    x0, y0 = left + _LEFT, top + _TOP
+    canvas.text((x0 + _PLOT_W / 2, top + 6), panel["title"], size=10, color=color, anchor="mt",
+                fit=_CELL_W - 6)  # fmt: skip
+    if "note" in panel:
+        canvas.text((x0 + _PLOT_W / 2, y0 + _PLOT_H / 2), panel["note"][:40], size=9, anchor="mm")
+        return
+    canvas.paste(_draw_plot(panel), (x0, y0))
+    _axis_ticks(canvas, x0, y0, panel)
     if entry["status"] != "ok" and entry["message"]:
-        ax.text(
-            0.02,
-            0.98,
-            entry["message"][:60],
-            transform=ax.transAxes,
-            fontsize=6,
-            va="top",
-            color="#c00000",
-            bbox={"facecolor": "white", "alpha": 0.75, "edgecolor": "none", "pad": 1},
-        )
+        note = entry["message"][:60]
+        canvas.draw.rectangle([x0 + 2, y0 + 2, x0 + _PLOT_W - 3, y0 + 13], fill=(255, 255, 255))
+        canvas.text((x0 + 4, y0 + 3), note, size=7, color=(192, 0, 0), fit=_PLOT_W - 8)
+
+
+def _render(adata: AnnData, *, max_points: int, ncols: int, seed: int) -> Canvas:
+    panels = gating_panels(adata, max_points=max_points, seed=seed)
+    n = max(len(panels), 1)
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    canvas = Canvas(_CELL_W * ncols, _HEADER + _CELL_H * nrows)
+    sample = adata.uns.get(K.SAMPLE_INFO, {}).get("sample", "")
+    canvas.text((canvas.image.width / 2, 8), f"Gating path {sample}".strip(), size=13, anchor="mt")
+    for i, panel in enumerate(panels):
+        row, col = divmod(i, ncols)
+        _draw_panel(canvas, panel, col * _CELL_W, _HEADER + row * _CELL_H)
+    if not panels:
+        canvas.text((canvas.image.width / 2, _HEADER + _CELL_H / 2), "no gates placed", anchor="mm")
+    return canvas
+
+
+def gating_path_png(
+    adata: AnnData, *, max_points: int = 30000, ncols: int = 4, seed: int = 0
+) -> bytes:
+    """PNG bytes of :func:`gating_path` (what a batch run stores in ``gates/<sample>.png``)."""
+    return _render(adata, max_points=max_points, ncols=ncols, seed=seed).png()
 
 
 def gating_path(
@@ -212,7 +345,7 @@ def gating_path(
     adata
         Gated sample (``uns["gating"]["gates"]``, ``obsm["populations"]``), transformed values in ``X``.
     max_points
-        Events drawn per panel (a random subsample of the parent population); percentages use all events.
+        Events drawn per parent population (a seeded random subsample); percentages use all events.
     ncols
         Panels per row.
     seed
@@ -220,33 +353,17 @@ def gating_path(
 
     Returns
     -------
-    The Figure; each title reads ``population: % of parent`` and the gate's status when not ``ok``.
+    A Figure showing the rendered image; each panel title reads ``population: % of parent`` and the
+    gate's status when not ``ok``. :func:`gating_panels` gives the same panels as data.
     """
-    entries = _gate_entries(adata)
-    rng = np.random.default_rng(seed)
-    n = max(len(entries), 1)
-    ncols = max(1, min(ncols, n))
-    nrows = math.ceil(n / ncols)
-    # a fixed grid (not constrained layout): several times faster to draw, and panels are all alike
-    width, height = 3.1 * ncols, 2.8 * nrows + 0.45
-    fig = Figure(figsize=(width, height))
-    fig.subplots_adjust(
-        left=0.55 / width,
-        right=1 - 0.15 / width,
-        bottom=0.45 / height,
-        top=1 - 0.75 / height,
-        wspace=0.42,
-        hspace=0.62,
-    )
-    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
-    for ax, entry in zip(axes, entries, strict=False):
-        _panel(ax, adata, entry, max_points, rng)
-    for ax in axes[len(entries) :]:
-        ax.set_axis_off()
-    if not entries:
-        axes[0].text(0.5, 0.5, "no gates placed", ha="center", va="center")
-    sample = adata.uns.get(K.SAMPLE_INFO, {}).get("sample", "")
-    fig.suptitle(f"Gating path {sample}".strip(), fontsize=11)
+    from matplotlib.figure import Figure
+
+    image = np.asarray(_render(adata, max_points=max_points, ncols=ncols, seed=seed).image)
+    dpi = 72  # the image's own scale: saved at 72 dpi it is written pixel for pixel
+    fig = Figure(figsize=(image.shape[1] / dpi, image.shape[0] / dpi), dpi=dpi)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(image, interpolation="antialiased")
+    ax.set_axis_off()
     return fig
 
 
@@ -316,6 +433,8 @@ def strategy_diagram(populations) -> Figure:
     pos = _layout(names, parents)
     depth = max((d for d, _ in pos.values()), default=0) + 1
     rows = max((r for _, r in pos.values()), default=0) + 1
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(min(2.0 + 1.55 * depth, 16), 0.8 + 0.42 * rows), layout="constrained")
     ax = fig.add_subplot()
     for name, (d, r) in pos.items():
