@@ -495,3 +495,72 @@ def test_fmo_and_control_wells_in_manifest_and_truth(tmp_path):
     assert not ev["treg"].any() and ev["teff"].sum() == ev["cd4"].sum() > 0
     with pytest.raises(ValueError, match="control"):
         simulate_trial(tmp_path / "bad", n_patients=1, controls=("stain:CD25",))
+
+
+# --- SLE design: helper subsets and their truth ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sle(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("sle")
+    args = [str(folder), "--design", "sle", "--patients", "6", "--events", "3000", "--seed", "19"]
+    assert main([*args, "--timepoints", "W0,W2,W4", "--days", "0,14,28"]) == 0
+    return folder
+
+
+def test_sle_cli_default_schedule_is_weeks_0_to_12(tmp_path):
+    assert main([str(tmp_path), "--design", "sle", "--patients", "1", "--events", "300"]) == 0
+    manifest = pd.read_csv(tmp_path / "manifest.csv")
+    assert manifest["timepoint"].tolist() == ["W0", "W2", "W4", "W6", "W8", "W10", "W12"]
+    assert manifest["day"].tolist() == [0, 14, 28, 42, 56, 70, 84]
+
+
+def test_sle_truth_readouts_are_the_contract_names_and_per_event(sle):
+    from cytokit.datasets._simulate import HELPER_TRUTH_READOUTS
+
+    truth = load_truth(sle)
+    assert set(HELPER_TRUTH_READOUTS) <= set(truth.columns)
+    ev = load_event_truth(sle, "P03_W0")
+    row = truth.loc["P03_W0"]
+    memory = ev["cd4"] & ~ev["treg"] & ~ev["CD45RA"]
+    assert (ev["memory"] == memory).all() and memory.sum() == row["memory_count"]
+    assert 100 * (ev["Tfh"] & memory).sum() / ev["cd4"].sum() == pytest.approx(row["tfh_pct_cd4"])
+    for subset in ("Th1", "Th2", "Th17"):
+        got = 100 * (ev[subset] & memory).sum() / memory.sum()
+        assert got == pytest.approx(row[f"{subset.lower()}_pct_mem"])
+        assert not (ev[subset] & ev["Tfh"]).any()  # Th subsets are CXCR5- memory cells
+    assert (ev["Tfh_PD1hi"] <= ev["Tfh"]).all()
+    assert row["th17_treg_ratio"] == pytest.approx((ev["Th17"] & memory).sum() / ev["treg"].sum())
+    assert 3 < truth["tfh_pct_cd4"].median() < 15 and 10 < truth["th1_pct_mem"].median() < 45
+
+
+def test_sle_helper_markers_mark_their_subsets():
+    sim = simulate_sample(12_000, seed=19, design="sle")
+    comp = compensated(sim)
+    st = sim.states
+
+    def med(marker, mask):
+        return np.median(_col(sim, marker, comp)[mask])
+
+    memory = st["Tfh"] | st["Th1"] | st["Th2"] | st["Th17"] | st["Th1_17"]
+    assert med("CXCR5", st["Tfh"]) > 5 * max(med("CXCR5", memory & ~st["Tfh"]), 50)
+    assert med("CXCR3", st["Th1"]) > 5 * max(med("CXCR3", st["Th17"]), 50)
+    assert med("CCR6", st["Th17"]) > 4 * max(med("CCR6", st["Th1"]), 50)
+    assert med("CCR4", st["Th2"]) > 5 * max(med("CCR4", st["Th1"]), 50)
+    pd1hi, tfh = st["Tfh_PD1hi"], st["Tfh"]
+    assert med("PD-1", pd1hi) > 2 * med("PD-1", tfh & ~pd1hi)
+
+
+def test_sle_treatment_moves_tregs_up_tfh_and_th17_down_th1_th2_flat(sle):
+    t = load_truth(sle).reset_index()
+    wide = t.pivot(index="patient", columns="timepoint")
+    readouts = ["treg_pct_cd4", "tfh_pct_cd4", "tfh_pd1hi_pct_tfh", "th1_pct_mem", "th2_pct_mem"]
+    readouts += ["th17_pct_mem", "th17_treg_ratio"]
+    change = {r: (wide[r]["W2"] - wide[r]["W0"]).median() for r in readouts}
+    rel = {r: change[r] / wide[r]["W0"].median() for r in readouts}
+    assert rel["treg_pct_cd4"] > 0.3
+    assert rel["tfh_pct_cd4"] < -0.2 and rel["th17_pct_mem"] < -0.2
+    assert rel["th17_treg_ratio"] < -0.4 and rel["tfh_pd1hi_pct_tfh"] < -0.1
+    assert abs(change["th1_pct_mem"]) < 3 and abs(change["th2_pct_mem"]) < 3  # flat (pp)
+    # off-treatment week 4: partly back (courses of two weeks on, two weeks off)
+    assert (wide["treg_pct_cd4"]["W4"] < wide["treg_pct_cd4"]["W2"]).mean() >= 0.8

@@ -187,7 +187,7 @@ CANDIDATES = {
     "CXCR5": ("BV421", "PE", "AF488", "BB515", "PE-CF594", "APC"),
     "PD-1": ("BV605", "PE-Cy7", "BV711", "APC", "PE", "BV786", "BUV737"),
     "CXCR3": ("BV711", "PE-Cy5", "APC", "AF488", "BUV395", "PE-CF594", "BV650"),
-    "CCR6": ("BV605", "PE", "BV786", "PerCP-Cy5.5", "BUV737", "BV650", "PE-Cy7"),
+    "CCR6": ("BV605", "PE", "BV786", "BV421", "BUV737", "BV650", "PE-Cy7"),
     "CCR4": ("PE-Cy7", "BV421", "APC", "PE-Cy5", "BUV805", "BV510", "AF647"),
 }
 # the dye a viability stain is named after, by the detector it lands in

@@ -114,6 +114,18 @@ CONTROL_KINDS = ("isotype", "unstained", "fmo")
 _TREG_DEFINING = ("CD25", "FOXP3")
 
 
+#: truth.csv columns of the helper-subset readouts (SLE design; the contract's summary.csv names;
+#: memory = CD4 CD45RA- not Treg). ``th1_17_pct_mem`` and ``memory_count`` are extra truth columns.
+HELPER_TRUTH_READOUTS = (
+    "tfh_pct_cd4",
+    "tfh_pd1hi_pct_tfh",
+    "th1_pct_mem",
+    "th2_pct_mem",
+    "th17_pct_mem",
+    "th17_treg_ratio",
+)
+
+
 def truth_readouts(
     labels: np.ndarray, states: dict[str, np.ndarray], control: str | None = None
 ) -> dict[str, float]:

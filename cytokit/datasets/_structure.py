@@ -76,7 +76,7 @@ class Structure:
         patient.treg_ki67 = u(*r["treg_ki67"])
         patient.treg_hladr = u(*r["treg_hladr"])
         if self.helper_levels:
-            w = rng.dirichlet([6.0, 4.0, 5.0, 2.0, 1.5, 4.0])  # Tfh, Th1, Th2, Th17, Th1/17, other
+            w = rng.dirichlet([6.0, 4.0, 4.0, 3.0, 1.5, 3.5])  # Tfh, Th1, Th2, Th17, Th1/17, other
             tfh = u(0.06, 0.16)  # cTfh % of memory CD4 (Morita 2011: ~10-15 % of memory CD4)
             rest = w[1:] / w[1:].sum() * (1 - tfh)
             patient.helper = dict(zip(HELPER_SUBSETS, [tfh, *rest], strict=True))
@@ -86,11 +86,13 @@ class Structure:
     def helper_state(self, patient: bio.Patient, e: float, rng: np.random.Generator) -> dict:
         """Helper-subset fractions of one blood draw: cTfh and Th17 down with ld-IL2, Th1/Th2 flat."""
         h = dict(patient.helper or {})
-        for subset, drop in self.helper_effects.items():
-            if subset in h:
-                h[subset] *= max(1.0 - drop * e, 0.1) * float(np.exp(rng.normal(0, 0.05)))
-        pd1 = h.pop("pd1hi")
-        pd1 *= max(1.0 - self.helper_effects.get("pd1hi", 0.0) * e, 0.1)
+        pd1 = h.pop("pd1hi") * max(1.0 - self.helper_effects.get("pd1hi", 0.0) * e, 0.1)
+        for subset in h:  # day-to-day variation of every subset
+            h[subset] *= float(np.exp(rng.normal(0, 0.04)))
+        for subset in ("Tfh", "Th17"):  # what ld-IL2 removes goes to the unpolarised rest, so
+            lost = h[subset] * min(self.helper_effects.get(subset, 0.0) * e, 0.9)
+            h[subset] -= lost  # Th1 and Th2 (% of memory) stay flat, as in He et al. 2016
+            h["other"] += lost
         total = sum(h.values())
         return {"helper": {k: v / total for k, v in h.items()}, "tfh_pd1hi": float(pd1)}
 
@@ -240,7 +242,7 @@ def draw_structure(
             "Treg_naive": {"CCR4": (u(0.3, 0.5), u(2.8, 3.1), 0.25)},
         }.items():
             ph[label].update(marks)
-        out.helper_levels = {m: (u(2.7, 3.2), u(0.2, 0.3)) for m in HELPER_MARKERS}
+        out.helper_levels = {m: (u(3.0, 3.5), u(0.25, 0.35)) for m in HELPER_MARKERS}
         out.helper_levels["PD-1hi"] = (out.helper_levels["PD-1"][0] + u(0.45, 0.7), 0.2)
         # He et al. 2016: cTfh and Th17 down, Th1/Th2 flat; relative drop at full effect
         out.helper_effects = {"Tfh": u(0.3, 0.5), "Th17": u(0.3, 0.5), "pd1hi": u(0.2, 0.4)}
