@@ -117,6 +117,7 @@ def test_trial_figures(trial):
     assert len(texts) == 2 and all(t.startswith("p") and "n=5" in t for t in texts)
     fig = pl.activation(summary)
     assert len(fig.axes) == 4
+    _assert_treg_expansion_line(fig, summary)
     for f in (fig, pl.trial_trajectories(summary, "nk_cd56bright_pct_lymph")):
         assert _png(f)[:4] == b"\x89PNG"
 
@@ -128,4 +129,19 @@ def test_trial_figures_without_day(trial):
     )
     fig = pl.trial_trajectories(no_day, "treg_pct_cd4")
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["D0", "D8", "D29"]
-    _png(pl.activation(no_day))
+    fig = pl.activation(no_day)  # fold changes computed from the readouts when absent
+    _assert_treg_expansion_line(fig, summary)
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["D0", "D8", "D29"]
+    assert _png(fig)[:4] == b"\x89PNG"
+
+
+def _assert_treg_expansion_line(fig, summary):
+    """The first panel's Treg line is the patients' median Treg fold per timepoint (above 1 here:
+    the fixture raises FOXP3 with each timepoint), starting at 1 at baseline."""
+    line = fig.axes[0].lines[0]
+    y = np.asarray(line.get_ydata(), dtype=float)
+    base = summary.set_index(["patient", "timepoint"])["treg_pct_cd4"]
+    for k, tp in enumerate(["D0", "D8", "D29"]):
+        folds = [base[(p, tp)] / base[(p, "D0")] for p in summary["patient"].unique()]
+        assert y[k] == pytest.approx(np.median(folds)), tp
+    assert y[0] == pytest.approx(1.0) and min(y[1], y[2]) > 1.1, y
