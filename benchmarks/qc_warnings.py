@@ -88,21 +88,23 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     logging.getLogger("cytokit").setLevel(logging.ERROR)
     start = time.perf_counter()
-    tables = [
-        run_trial(s, d, patients=args.patients, events=args.events, jobs=args.jobs,
-                  consistency=args.consistency)  # fmt: skip
-        for s, d in itertools.product(args.seeds, args.drift)
-    ]
+    kw = {"patients": args.patients, "events": args.events, "jobs": args.jobs,
+          "consistency": args.consistency}  # fmt: skip
+    tables = [run_trial(s, d, **kw) for s, d in itertools.product(args.seeds, args.drift)]
     table = pd.concat(tables, ignore_index=True)
     if args.csv:
         table.to_csv(args.csv, index=False)
     pd.set_option("display.width", 220, "display.max_colwidth", 120)
-    flagged = table[(table.status != "ok") | (table.treg_err > args.treg_pp)
-                    | (table.act_err > args.activation_pp)]  # fmt: skip
+    wrong = (table.treg_err > args.treg_pp) | (table.act_err > args.activation_pp)
+    flagged = table[(table.status != "ok") | wrong]
     print(flagged.round(2).to_string(index=False))
     result = score(table, args.treg_pp, args.activation_pp)
-    print("\n" + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
-                           for k, v in result.items()))  # fmt: skip
+    print(
+        "\n"
+        + ", ".join(
+            f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items()
+        )
+    )
     print(f"{len(table)} samples in {time.perf_counter() - start:.0f} s")
     if result["wrong"] == 0:
         ok = result["warned_frac"] <= GOAL_CLEAN

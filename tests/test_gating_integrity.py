@@ -90,3 +90,59 @@ def test_marker_found_by_gating_is_found_by_readouts_and_figures():
     fig = pl.gating_path(ad)
     titles = " ".join(a.get_title() for a in fig.axes)
     assert "Treg" in titles
+
+
+def test_tail_says_when_it_is_a_guess():
+    from cytokit.gating import tail_threshold
+
+    r = np.random.default_rng(0)
+    neg = r.normal(0.2, 0.02, 1500)  # a tall narrow peak ...
+    x = np.r_[neg, r.uniform(0.3, 0.9, 8500)]  # ... but most events are a smear above it
+    p = tail_threshold(x, k=3, side="high")
+    assert p.status == "fallback" and "guess" in p.message
+    clean = tail_threshold(np.r_[neg, r.normal(0.6, 0.05, 300)], k=3, side="high")
+    assert clean.status == "ok"
+
+
+def _with_extra_debris(ad, n_extra: int, seed: int = 0):
+    """``ad`` with ``n_extra`` more debris events (copies of its debris with jitter)."""
+    import anndata
+
+    r = np.random.default_rng(seed)
+    debris = np.flatnonzero(ad.obs["truth"].astype(str).to_numpy() == "debris")
+    extra = ad[r.choice(debris, n_extra)].copy()
+    extra.X = extra.X + r.normal(0, 0.005, extra.X.shape).astype(np.float32)
+    extra.obs_names = [f"x{i}" for i in range(n_extra)]
+    out = anndata.concat([ad, extra])
+    out.X[:, out.var_names.get_loc("Time")] = np.sort(r.uniform(0, 1, out.n_obs))  # interleaved
+    out.var, out.uns = ad.var.copy(), dict(ad.uns)
+    return out
+
+
+def test_fallback_that_kept_the_debris_is_a_warning():
+    # debris is the tallest FSC peak: the routine tail_main fallback of `cells` cuts below it and
+    # keeps the debris; that is not routine, so the sample is warned
+    import yaml
+
+    from cytokit._resources import resolve_definition
+    from cytokit.gating._strategy import strategy_from_dict
+
+    doc = yaml.safe_load(resolve_definition("gating", "treg").read_text())
+    first = {"name": "cells_only", "gates": doc["gates"][:2]}  # time_ok, cells as shipped
+    ad = _with_extra_debris(synthetic_sample(n=6000, seed=8, time_anomaly=False), 9000)
+    gate(ad, strategy_from_dict(first))
+    g = ad.uns[K.GATING]
+    assert g["gates"]["cells"]["status"] == "fallback"
+    assert any(w.startswith("cells") and "check failed" in w for w in g["warnings"])
+
+
+def test_every_fallback_of_a_readout_gate_is_warned_unless_routine():
+    # CD45RA without a CD45RA+ peak: the CD45RA- cut of Tregs is Otsu's guess, and it feeds the
+    # treg_cd45raneg_pct readout (an optional gate's fallback used to be recorded silently)
+    ad = synthetic_sample(n=8000, seed=11)
+    j = ad.var_names.get_loc("CD45RA")
+    ad.X[:, j] = np.random.default_rng(11).normal(0.3, 0.08, ad.n_obs)
+    gate(ad)
+    g = ad.uns[K.GATING]
+    assert g["gates"]["Treg_CD45RAneg"]["status"] == "fallback"
+    assert any(w.startswith("Treg_CD45RAneg") for w in g["warnings"])

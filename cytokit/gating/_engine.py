@@ -40,6 +40,7 @@ _METHOD_KW = {
 }
 _PLACEMENT_KEYS = {
     "warn",
+    "routine",
     "within",
     "from",
     "method",
@@ -244,10 +245,25 @@ class _Run:
                 {},
             )
         self.masks[spec.id] = self.apply(g, self.mask(spec.parent))
+        if status == "fallback":
+            message = self.judge_fallback(spec, message, details)
         self.records[spec.id] = _record(g, spec.method, spec.params, status, message, details)
-        if status == "fallback" and spec.required and spec.params.get("warn", True):
-            # optional subsets, and gates whose fallback is routine (warn: false): recorded only
-            self.warnings.append(f"{spec.id}: {message}")
+
+    def judge_fallback(self, spec: GateSpec, message: str, details: dict) -> str:
+        """A fallback is a QC warning (every gate's population feeds a readout or a parent of one)
+        unless the strategy says why it is routine (``routine: <why>``) and a check of the result
+        passes (e.g. the kept main peak is the outermost one: debris was not kept). The message of
+        the record says which."""
+        why = spec.params.get("routine") or ("" if spec.params.get("warn", True) else "routine")
+        checks = [d["check"] for d in details.values() if isinstance(d, dict) and "check" in d]
+        failed = [c["reason"] for c in checks if not c["passed"]]
+        if why and checks and not failed:
+            reasons = "; ".join(c["reason"] for c in checks)
+            return f"{message} (routine: {why}; check passed: {reasons})"
+        if why and failed:
+            message = f"{message}; check failed: {'; '.join(failed)}"
+        self.warnings.append(f"{spec.id} fallback: {message}")
+        return message
 
     def apply(self, g, parent: np.ndarray) -> np.ndarray:
         """``g`` applied to the parent's events (only those rows when the parent is small)."""
@@ -372,6 +388,9 @@ class _Run:
                 res = M.density_valley(x, prior=prior, **kw) if method == "valley" else res
                 value = float(res.value)
         details = {"n_fit": len(idx), **_jsonable(res.details)}
+        if res.status == "fallback":
+            passed, reason = M.fallback_check(res, side=b.get("side", "high"))
+            details["check"] = {"passed": passed, "reason": reason}
         if guide:
             details["guide"] = _jsonable(guide)
         return value, res.status, res.message, details

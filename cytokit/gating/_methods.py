@@ -148,6 +148,12 @@ def tail_threshold(
     ``peak="gated"``: the main peak is the gated population and the threshold lies on its other side
     (live cells below the viability-dye bright dead cells). The spread is measured on the half of the
     peak that faces away from the threshold (mirrored), so the other population cannot inflate it.
+
+    The rule assumes the main peak is the population it names; when the data say otherwise the status
+    is ``"fallback"`` (a guess) with the reason: fewer than 10 events on the mirrored half (spread
+    from the whole sample), or, for ``peak="outside"``, a main peak holding under a quarter of the
+    events with most events beyond the threshold (the main peak is then not the negative population
+    but a bump on a smear), for ``peak="gated"``, most events cut away.
     """
     x = _finite(x)
     sign = _side_sign(side)
@@ -160,7 +166,21 @@ def tail_threshold(
     far = x[(x - mode) * direction <= 0] - mode
     sd = float(np.sqrt(np.mean(far**2))) if len(far) >= 10 else _robust_sd(x)
     value = mode + direction * k * sd
-    return Placement(value, "ok", "", {"mode": mode, "sd": sd, "k": k})
+    gated = float(np.mean((x - value) * sign >= 0))
+    share = min(2 * len(far) / len(x), 1.0)  # the main peak's events, its mirrored half twice
+    details = {"mode": mode, "sd": sd, "k": k, "gated_fraction": gated, "peak_share": share}
+    if len(far) < 10:
+        return Placement(value, "fallback", "tail: main peak has no spread; guessed", details)
+    if peak == "outside" and share < 0.25 and gated > 0.5:
+        message = (
+            f"tail: the main peak holds only {100 * share:.0f}% of events and {100 * gated:.0f}% "
+            "lie beyond its tail; a guess"
+        )
+        return Placement(value, "fallback", message, details)
+    if peak == "gated" and gated < 0.5:
+        message = f"tail: only {100 * gated:.0f}% of events kept around the main peak; a guess"
+        return Placement(value, "fallback", message, details)
+    return Placement(value, "ok", "", details)
 
 
 def otsu_threshold(x: np.ndarray, *, nbins: int = 256) -> Placement:
@@ -379,10 +399,37 @@ def _fallback(x, grid, dens, side, fallback, k, adjust, details) -> Placement:
         mode = float(grid[np.argmax(dens)])
         peak = "outside" if fallback == "tail" else "gated"
         p = tail_threshold(x, k=k, side=side, peak=peak, mode=mode, adjust=adjust)
+        if p.message:
+            message = f"{message}; {p.message}"
     else:
         raise GatingError("no valley between two peaks")
     details.update(p.details)
     return Placement(float(p.value), "fallback", message, details)
+
+
+def fallback_check(placement: Placement, *, side: str = "high") -> tuple[bool, str]:
+    """Is a fallback's result what the rule meant to keep? ``(passes, reason)``.
+
+    For a ``tail_main`` fallback of :func:`density_valley` (the main peak is the gated population,
+    e.g. cells above debris) the check fails when a peak lies beyond the main peak toward ``side``:
+    the tallest peak was then the population to remove (debris, dead cells) and it was kept. For a
+    tail beyond the main peak it fails when most events were gated. Other fallbacks (midpoint, Otsu,
+    prior) have no check and fail.
+    """
+    d = placement.details
+    sign = _side_sign(side)
+    if "mode" not in d or "k" not in d:
+        return False, "no check for this fallback"
+    mode, peaks = float(d["mode"]), [float(p) for p in d.get("peaks", [])]
+    gated = float(d.get("gated_fraction", 0.0))
+    beyond = [p for p in peaks if (p - mode) * sign > 2 * float(d.get("sd", 0.0))]
+    if (float(placement.value) - mode) * sign < 0:  # tail_main: the main peak is kept
+        if beyond:
+            return False, f"a peak at {beyond[0]:.3f} lies beyond the kept main peak {mode:.3f}"
+        return True, f"the kept main peak ({mode:.3f}) is the outermost peak"
+    if gated > 0.5:
+        return False, f"{100 * gated:.0f}% of events gated beyond the main peak"
+    return True, f"{100 * gated:.0f}% of events beyond the main peak's tail"
 
 
 def time_anomalies(
