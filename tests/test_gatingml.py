@@ -175,6 +175,24 @@ def test_flowkit_on_raw_file_reproduces_counts(sample):
         assert abs(counts[ids[name]] - ours[name]) <= 0.01 * ours[name], name
 
 
+def test_export_writes_without_importing_flowkit(sample, tmp_path):
+    """A batch worker exports every sample: FlowKit (a second or more to import) stays out of it."""
+    import pickle
+    import subprocess
+    import sys
+
+    _, adata = sample
+    pickled = tmp_path / "adata.pkl"
+    pickled.write_bytes(pickle.dumps(adata))
+    code = (
+        "import pickle, sys; from cytokit.gating import export_gatingml; "
+        f"xml = export_gatingml(pickle.loads(open({str(pickled)!r}, 'rb').read())); "
+        "assert xml.startswith(b'<?xml'); print('flowkit' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 @pytest.mark.parametrize(
     ("seed", "naming", "drift"),
     [(11, "bd", "strong"), (23, "beckman", "mild")],

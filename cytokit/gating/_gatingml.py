@@ -1,16 +1,20 @@
-"""GatingML 2.0 export: the gates placed on one sample as a portable file, built from FlowKit's objects.
+"""GatingML 2.0 export: the gates placed on one sample as a portable file, written with ``xml.etree``.
 
-The strategy is assembled from FlowKit's gates, ``Dimension`` (by ``$PnN``, with ``compensation_ref``
-and ``transformation_ref``), transforms and ``Matrix``, then written by :func:`flowkit.export_gatingml`,
-so FlowKit (and other GatingML readers) applying the file to the *raw* FCS file reproduce cytokit's
-memberships. Import ("bring your own gates") lives in ``_gatingml_apply.py`` and is re-exported here.
+Gates are written on dimensions named by ``$PnN`` with ``compensation-ref`` and ``transformation-ref``,
+with the transforms and spectrum matrix they refer to, in the elements and namespaces FlowKit's own
+writer uses (``flowkit.export_gatingml``), so FlowKit (and other GatingML readers) applying the file to
+the *raw* FCS file reproduce cytokit's memberships (tested). Writing directly keeps FlowKit (a second
+or more to import) out of every batch worker; FlowKit is imported only to apply ``.xml``/``.wsp``
+strategies. Import ("bring your own gates") lives in ``_gatingml_apply.py`` and is re-exported here.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import math
 import re
+import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,7 +26,7 @@ import pandas as pd
 from .. import _keys as K
 from ..errors import MarkerError, StrategyError
 from ._gates import EllipseGate, PolygonGate, RangeGate, gate_from_dict
-from ._gatingml_apply import CYTOKIT_NS, apply_gatingml, fk_transform, load_gatingml, sample_file
+from ._gatingml_apply import ASINH_M, CYTOKIT_NS, apply_gatingml, load_gatingml, sample_file
 
 if TYPE_CHECKING:  # FlowKit is imported where used: importing cytokit stays light
     import flowkit as fk
@@ -33,6 +37,140 @@ logger = logging.getLogger("cytokit")
 
 _ROOTS = {None, "", "root"}
 _SPILL_KEYS = ("$SPILLOVER", "SPILLOVER", "$SPILL", "SPILL")  # the ones FlowKit reads for "FCS"
+_NS = {
+    "gating": "http://www.isac-net.org/std/Gating-ML/v2.0/gating",
+    "data-type": "http://www.isac-net.org/std/Gating-ML/v2.0/datatypes",
+    "transforms": "http://www.isac-net.org/std/Gating-ML/v2.0/transformations",
+}
+for _prefix, _uri in _NS.items():
+    ET.register_namespace(_prefix, _uri)
+
+
+def _q(prefix: str, name: str) -> str:
+    """Qualified ``{namespace}name`` of a GatingML element or attribute."""
+    return f"{{{_NS[prefix]}}}{name}"
+
+
+def _num(value) -> str:
+    return str(float(value))
+
+
+def _transform_element(params: Mapping) -> tuple[ET.Element, float]:
+    """``<transforms:transformation>`` content for one var's ``uns["transform"]`` entry, and the factor
+    from cytokit units to the GatingML transform's units (as ``_gatingml_apply.fk_transform``)."""
+    kind = params.get("kind")
+    if kind == "logicle":
+        names = {"T": params["T"], "W": params["W"], "M": params["M"], "A": params.get("A", 0)}
+        tag, scale = "logicle", 1.0
+    elif kind == "asinh":
+        m_ln10 = ASINH_M * math.log(10.0)
+        t = float(params["cofactor"]) * math.sinh(m_ln10)
+        names, tag, scale = {"T": t, "M": ASINH_M, "A": 0.0}, "fasinh", 1.0 / m_ln10
+    elif kind == "linear":
+        names, tag, scale = {"T": params["T"], "A": params.get("A", 0.0)}, "flin", 1.0
+    else:
+        raise StrategyError(f"transform kind {kind!r} has no GatingML 2.0 equivalent")
+    element = ET.Element(_q("transforms", tag))
+    for key, value in names.items():
+        element.set(_q("transforms", key), _num(value))
+    return element, scale
+
+
+class _Document:
+    """The parts of a GatingML 2.0 document, in the order they are written (transforms, matrices,
+    gates); ``get_gate_ids()`` as FlowKit's ``GatingStrategy`` (gate id, path of ancestor ids)."""
+
+    def __init__(self):
+        self.transforms: list[ET.Element] = []
+        self.matrices: list[ET.Element] = []
+        self.gates: list[tuple[ET.Element, tuple[str, ...]]] = []
+
+    def add_transform(self, ref: str, content: ET.Element) -> None:
+        element = ET.Element(_q("transforms", "transformation"), {_q("transforms", "id"): ref})
+        element.append(content)
+        self.transforms.append(element)
+
+    def add_comp_matrix(self, ref: str, values, detectors, fluorochromes) -> None:
+        element = ET.Element(_q("transforms", "spectrumMatrix"), {_q("transforms", "id"): ref})
+        for tag, names in (("fluorochromes", fluorochromes), ("detectors", detectors)):
+            group = ET.SubElement(element, _q("transforms", tag))
+            for name in names:
+                ET.SubElement(
+                    group, _q("data-type", "fcs-dimension"), {_q("data-type", "name"): name}
+                )
+        for row in np.asarray(values, dtype=float):
+            spectrum = ET.SubElement(element, _q("transforms", "spectrum"))
+            for value in row:
+                ET.SubElement(
+                    spectrum,
+                    _q("transforms", "coefficient"),
+                    {_q("transforms", "value"): _num(value)},
+                )
+        self.matrices.append(element)
+
+    def add_gate(self, gate: ET.Element, path: tuple[str, ...]) -> None:
+        if len(path) > 1:
+            gate.set(_q("gating", "parent_id"), path[-1])
+        self.gates.append((gate, tuple(path)))
+
+    def get_gate_ids(self) -> list[tuple[str, tuple[str, ...]]]:
+        return [(g.get(_q("gating", "id")), path) for g, path in self.gates]
+
+    def _depth_first(self) -> list[ET.Element]:
+        """Gates parent first, each followed by its subtree (FlowKit's order; any order is valid)."""
+        children: dict[tuple, list] = {}
+        for gate, path in self.gates:
+            children.setdefault(path, []).append(gate)
+        ordered: list[ET.Element] = []
+
+        def visit(path: tuple) -> None:
+            for gate in children.get(path, []):
+                ordered.append(gate)
+                visit((*path, gate.get(_q("gating", "id"))))
+
+        visit(("root",))
+        seen = {id(g) for g in ordered}
+        return ordered + [g for g, _ in self.gates if id(g) not in seen]
+
+    def to_bytes(self) -> bytes:
+        root = ET.Element(_q("gating", "Gating-ML"))
+        root.extend(self.transforms + self.matrices + self._depth_first())
+        ET.indent(root)
+        return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+def _dimension(channel: str, comp: str, xform: str | None, low=None, high=None) -> ET.Element:
+    element = ET.Element(_q("gating", "dimension"), {_q("gating", "compensation-ref"): comp})
+    if xform is not None:
+        element.set(_q("gating", "transformation-ref"), xform)
+    if low is not None:
+        element.set(_q("gating", "min"), _num(low))
+    if high is not None:
+        element.set(_q("gating", "max"), _num(high))
+    ET.SubElement(element, _q("data-type", "fcs-dimension"), {_q("data-type", "name"): channel})
+    return element
+
+
+def _gate_element(kind: str, gate_id: str, dims: Sequence[ET.Element]) -> ET.Element:
+    element = ET.Element(_q("gating", kind), {_q("gating", "id"): gate_id})
+    element.extend(dims)
+    return element
+
+
+def _values(parent: ET.Element, tag: str, values) -> None:
+    """``<tag>`` children of ``parent`` holding ``data-type:value`` numbers."""
+    for value in values:
+        ET.SubElement(parent, _q("gating", tag), {_q("data-type", "value"): _num(value)})
+
+
+def _boolean_gate(gate_id: str, op: str, refs: Sequence[Mapping]) -> ET.Element:
+    element = ET.Element(_q("gating", "BooleanGate"), {_q("gating", "id"): gate_id})
+    body = ET.SubElement(element, _q("gating", op))
+    for ref in refs:
+        item = ET.SubElement(body, _q("gating", "gateReference"), {_q("gating", "ref"): ref["ref"]})
+        if ref["complement"]:
+            item.set(_q("gating", "use-as-complement"), "true")
+    return element
 
 
 def _xml_id(name: str, taken: set[str]) -> str:
@@ -81,20 +219,16 @@ def _file_spill_is_used(adata: ad.AnnData, matrix: pd.DataFrame) -> bool:
 
 
 class _Builder:
-    """FlowKit gates for one sample: dimensions by $PnN with its compensation and transforms."""
+    """GatingML gates for one sample: dimensions by $PnN with its compensation and transforms."""
 
     def __init__(self, adata: ad.AnnData):
-        import flowkit as fk
-
         self.adata = adata
-        self.strategy = fk.GatingStrategy()
+        self.strategy = _Document()
         self.transforms: dict[str, tuple[str, float]] = {}
         self.taken: set[str] = set()
         self.comp_ref, self.comp_channels = self._compensation()
 
     def _compensation(self) -> tuple[str, set[str]]:
-        import flowkit as fk
-
         comp = self.adata.uns.get(K.COMPENSATION)
         if not comp or comp.get("matrix") is None:
             return "uncompensated", set()
@@ -107,35 +241,31 @@ class _Builder:
         fluoro = [stains.get(c) or c for c in channels]  # GatingML names rows by fluorochrome
         values = matrix.loc[matrix.columns, matrix.columns].to_numpy(float)
         ref = _xml_id("cytokit_compensation", self.taken)
-        self.strategy.add_comp_matrix(ref, fk.Matrix(values, channels, fluoro))
+        self.strategy.add_comp_matrix(ref, values, channels, fluoro)
         return ref, set(channels)
 
     def dimension(self, dim: str, population: str, low=None, high=None):
-        """FlowKit Dimension for a cytokit dim, and the factor from cytokit to FlowKit units."""
-        import flowkit as fk
-
+        """GatingML dimension for a cytokit dim, and the factor from cytokit to GatingML units."""
         var, channel = _var_channel(self.adata, dim, population)
         ref, scale = self._transform(var, channel)
         comp = self.comp_ref if channel in self.comp_channels else "uncompensated"
         low = None if low is None else float(low) * scale
         high = None if high is None else float(high) * scale
-        return fk.Dimension(channel, comp, ref, range_min=low, range_max=high), scale
+        return _dimension(channel, comp, ref, low, high), scale
 
     def _transform(self, var: str, channel: str) -> tuple[str | None, float]:
         params = (self.adata.uns.get(K.TRANSFORM) or {}).get(var)
         if not params:
             return None, 1.0
         if channel not in self.transforms:
-            xform, scale = fk_transform(params)
+            content, scale = _transform_element(params)
             ref = _xml_id(f"{params['kind']}_{channel}", self.taken)
-            self.strategy.add_transform(ref, xform)
+            self.strategy.add_transform(ref, content)
             self.transforms[channel] = (ref, scale)
         return self.transforms[channel]
 
-    def gate(self, gate_id: str, gate, population: str):
-        """The FlowKit gate of one placed cytokit gate (coordinates mapped to FlowKit units)."""
-        from flowkit import gates as fkg
-
+    def gate(self, gate_id: str, gate, population: str) -> ET.Element:
+        """The GatingML element of one placed cytokit gate (coordinates mapped to GatingML units)."""
         if isinstance(gate, RangeGate):
             bounds = zip(gate.dims, gate.low, gate.high, strict=True)
             dims = [
@@ -145,16 +275,24 @@ class _Builder:
             ]
             if not dims:  # GatingML needs a bound per dimension: one that no event fails
                 dims = [self.dimension(gate.dims[0], population, low=-1e300)[0]]
-            return fkg.RectangleGate(gate_id, dims)
+            return _gate_element("RectangleGate", gate_id, dims)
         pairs = [self.dimension(d, population) for d in gate.dims]
         dims, scale = [p[0] for p in pairs], np.array([p[1] for p in pairs])
         if isinstance(gate, PolygonGate):
-            vertices = (np.asarray(gate.vertices, dtype=float) * scale).tolist()
-            return fkg.PolygonGate(gate_id, dims, vertices)
+            element = _gate_element("PolygonGate", gate_id, dims)
+            for vertex in np.asarray(gate.vertices, dtype=float) * scale:
+                _values(ET.SubElement(element, _q("gating", "vertex")), "coordinate", vertex)
+            return element
         if isinstance(gate, EllipseGate):
-            mean = (np.asarray(gate.mean, dtype=float) * scale).tolist()
-            cov = (np.asarray(gate.covariance, dtype=float) * np.outer(scale, scale)).tolist()
-            return fkg.EllipsoidGate(gate_id, dims, mean, cov, float(gate.distance_square))
+            element = _gate_element("EllipsoidGate", gate_id, dims)
+            mean = np.asarray(gate.mean, dtype=float) * scale
+            cov = np.asarray(gate.covariance, dtype=float) * np.outer(scale, scale)
+            _values(ET.SubElement(element, _q("gating", "mean")), "coordinate", mean)
+            matrix = ET.SubElement(element, _q("gating", "covarianceMatrix"))
+            for row in cov:
+                _values(ET.SubElement(matrix, _q("gating", "row")), "entry", row)
+            _values(element, "distanceSquare", [gate.distance_square])
+            return element
         raise StrategyError(f"gate {population!r}: unsupported gate type {type(gate).__name__}")
 
 
@@ -193,7 +331,7 @@ def _flatten(tree: tuple, op: str) -> list[tuple]:
 
 
 class _Booleans:
-    """BooleanGates for one expression; nested sub-expressions become helper gates (``Teff_1``).
+    """BooleanGate elements for one expression; nested sub-expressions become helper gates (``Teff_1``).
 
     A BooleanGate is intersected with its parent, so references to the population's own ancestors are
     true and dropped (FlowKit's reader also rejects a gate referring to its parent): ``CD4 and not
@@ -214,21 +352,21 @@ class _Booleans:
         if tree[0] == "not":
             return self.ref(tree[1], not complement)
         helper = _xml_id(f"{self.id}_{len(self.helpers) + 1}", self.builder.taken)
-        self.helpers.append(self.gate(helper, tree))
+        self.helpers.append(self.gate(helper, tree)[0])
         return {"ref": helper, "path": self.path, "complement": complement}
 
-    def gate(self, gate_id: str, tree: tuple):
-        from flowkit import gates as fkg
-
+    def gate(self, gate_id: str, tree: tuple) -> tuple[ET.Element, tuple]:
+        """(BooleanGate element, its path); helpers sit beside it under the same parent."""
         tree = _simplify(tree, self.ancestors)
         if isinstance(tree, bool):  # the population is its parent, or empty: no GatingML form
             raise KeyError(f"{self.id} (always {tree})")
         if tree[0] in ("and", "or"):
-            return fkg.BooleanGate(gate_id, tree[0], [self.ref(t) for t in _flatten(tree, tree[0])])
+            refs = [self.ref(t) for t in _flatten(tree, tree[0])]
+            return _boolean_gate(gate_id, tree[0], refs), self.path
         ref = self.ref(tree)  # GatingML 'not' takes one operand; 'and' needs two
         if ref["complement"]:
-            return fkg.BooleanGate(gate_id, "not", [{**ref, "complement": False}])
-        return fkg.BooleanGate(gate_id, "and", [ref, ref])
+            return _boolean_gate(gate_id, "not", [{**ref, "complement": False}]), self.path
+        return _boolean_gate(gate_id, "and", [ref, ref]), self.path
 
 
 # --------------------------------------------------------------------------------------- strategy
@@ -263,7 +401,7 @@ def _ancestors(populations: Sequence[Mapping], name: str) -> set[str]:
 
 
 def _population_gates(builder, pop, gates, gate_id, path, placed, ancestors) -> list:
-    """FlowKit gates of one population: its placed gate, or BooleanGates (helpers first); [] if none."""
+    """GatingML gates of one population: its placed gate, or BooleanGates (helpers first); [] if none."""
     tree = _expression(pop)
     if tree is None:
         entry = gates.get(pop.get("gate", pop["name"])) or {}
@@ -274,22 +412,22 @@ def _population_gates(builder, pop, gates, gate_id, path, placed, ancestors) -> 
         return [builder.gate(gate_id, gate, pop["name"])]
     booleans = _Booleans(builder, placed, gate_id, path, ancestors)
     try:
-        top = booleans.gate(gate_id, tree)
+        top = booleans.gate(gate_id, tree)[0]
     except KeyError as err:
         logger.info("GatingML export: %r needs %s, which is not exported", pop["name"], err)
         return []
     return [*booleans.helpers, top]
 
 
-def _strategy(adata: ad.AnnData):
-    """(FlowKit GatingStrategy, [{id, name, label, outside}] of the exported populations)."""
+def _strategy(adata: ad.AnnData) -> tuple[_Document, list[dict]]:
+    """(the GatingML document's parts, [{id, name, label, outside}] of the exported populations)."""
     gating = adata.uns.get(K.GATING)
     if not gating or not gating.get("gates"):
         message = "the sample has no placed gates (run cytokit.gate first)"
         raise StrategyError(message, sample_file(adata))
     builder, gates, kept = _Builder(adata), gating["gates"], gating.get("counts", {})
     pops = gating.get("populations") or [{"name": g, "parent": None} for g in gates]
-    placed: dict[str, tuple] = {}  # population -> (gate id, FlowKit gate path)
+    placed: dict[str, tuple] = {}  # population -> (gate id, gate path of ancestor ids)
     exported = []
     for pop in _population_order(pops):
         name, parent = pop["name"], pop.get("parent")
@@ -298,10 +436,10 @@ def _strategy(adata: ad.AnnData):
         path = ("root",) if parent in _ROOTS else (*placed[parent][1], placed[parent][0])
         gate_id = _xml_id(name, builder.taken)
         ancestors = _ancestors(pops, name)
-        fk_gates = _population_gates(builder, pop, gates, gate_id, path, placed, ancestors)
-        for fk_gate in fk_gates:
-            builder.strategy.add_gate(fk_gate, path)
-        if fk_gates:
+        elements = _population_gates(builder, pop, gates, gate_id, path, placed, ancestors)
+        for element in elements:
+            builder.strategy.add_gate(element, path)
+        if elements:
             placed[name] = (gate_id, path)
             row = {"id": gate_id, "name": name, "label": pop.get("label", True)}
             exported.append({**row, "outside": pop.get("outside")})
@@ -320,8 +458,11 @@ def to_gating_strategy(adata: ad.AnnData) -> fk.GatingStrategy:
     Dimensions are the channels' ``$PnN`` with the sample's compensation (``"FCS"`` when the file's own
     spillover was used, else an embedded matrix) and per-channel transforms, so the strategy applies to
     the raw FCS file. Populations whose gate failed or was skipped are left out with their children.
+    The exported document read back by ``flowkit.parse_gating_xml``.
     """
-    return _strategy(adata)[0]
+    import flowkit as fk
+
+    return fk.parse_gating_xml(io.BytesIO(_strategy(adata)[0].to_bytes()))
 
 
 def _with_cytokit_info(xml: bytes, adata: ad.AnnData, exported: list[dict], strategy) -> bytes:
@@ -347,7 +488,7 @@ def _with_cytokit_info(xml: bytes, adata: ad.AnnData, exported: list[dict], stra
 
 
 def export_gatingml(adata: ad.AnnData, path: str | Path | None = None) -> bytes:
-    """The gates placed on ``adata`` as a GatingML 2.0 document (FlowKit's writer); also written to ``path``.
+    """The gates placed on ``adata`` as a GatingML 2.0 document; also written to ``path``.
 
     Gate ids are the population names, made XML-safe where needed (``FOXP3+`` -> ``FOXP3pos``, ``B/NK``
     -> ``B_NK``); boolean populations (``Teff = CD4 and not FOXP3+``) are BooleanGates. A ``custom_info``
@@ -365,12 +506,8 @@ def export_gatingml(adata: ad.AnnData, path: str | Path | None = None) -> bytes:
     -------
     The document's bytes (UTF-8 XML), loadable by ``flowkit.parse_gating_xml``.
     """
-    import flowkit as fk
-
     strategy, exported = _strategy(adata)
-    buffer = io.BytesIO()
-    fk.export_gatingml(strategy, buffer)
-    data = _with_cytokit_info(buffer.getvalue(), adata, exported, strategy)
+    data = _with_cytokit_info(strategy.to_bytes(), adata, exported, strategy)
     if path is not None:
         Path(path).write_bytes(data)
         logger.info("wrote %s (%d gates)", path, len(strategy.get_gate_ids()))
