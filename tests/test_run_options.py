@@ -254,3 +254,24 @@ def test_a_worker_killed_mid_batch_fails_only_its_sample(small_trial, tmp_path, 
     assert list(qc.index[qc["status"] == "failed"]) == ["P01_D8"]
     assert "killed" in qc.loc["P01_D8", "message"] and "P01_D8.fcs" in qc.loc["P01_D8", "message"]
     assert set(result.summary["sample"]) == set(qc.index) - {"P01_D8"}
+
+
+@pytest.mark.slow
+def test_a_killed_dask_worker_costs_only_its_task():
+    """On a Dask cluster the scheduler reruns a task whose worker died; a task that kills every worker
+    it lands on ends as an error for that task only, and the others finish."""
+    import dask
+
+    distributed = pytest.importorskip("distributed")  # optional dependency ([cluster] extra)
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 1}),
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+    ):
+        outcomes = dict(
+            execute(_double_or_die, [(i,) for i in range(6)], scheduler=cluster.scheduler_address)
+        )
+    assert sorted(outcomes) == list(range(6))
+    assert isinstance(outcomes[3], Exception)
+    assert {i: v for i, v in outcomes.items() if i != 3} == {i: 2 * i for i in range(6) if i != 3}

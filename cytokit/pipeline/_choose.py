@@ -38,14 +38,18 @@ def _names(path: Path) -> tuple[list[str], list[str]]:
     """``$PnN`` and ``$PnS`` of the first data set, from HEADER and TEXT only."""
     import os
 
-    from ..io import _fcs
+    from ..io import _fcs, parse_fcs
 
-    with open(path, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
-        _, hdr = _fcs._read_header(fh, 0, size, path)
-        kw, _ = _fcs._read_text(fh, 0, size, hdr, path)
-    n = _fcs._int(kw.get("$PAR", "0")) or 0
-    channels, stains, _ = _fcs._names(kw, n, [])
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            _, hdr = _fcs._read_header(fh, 0, size, path)
+            kw, _ = _fcs._read_text(fh, 0, size, hdr, path)
+        n = _fcs._int(kw.get("$PAR", "0")) or 0
+        channels, stains, _ = _fcs._names(kw, n, [])
+    except (AttributeError, TypeError):  # the reader's internals changed: read the whole file
+        fcs = parse_fcs(path)
+        channels, stains = list(fcs.channels), list(fcs.stains)
     return channels, stains
 
 

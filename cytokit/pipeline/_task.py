@@ -214,8 +214,11 @@ def _skipped_gates(adata, settings: Settings) -> tuple[set[str], tuple[str, ...]
     """
     from ..gating import GateSpec, load_strategy, resolve_dims
 
-    gates = (adata.uns.get(K.GATING) or {}).get("gates", {})
+    gating = adata.uns.get(K.GATING) or {}
+    gates = gating.get("gates", {})
     skipped = {str(g) for g, rec in gates.items() if str(rec.get("status")) == "skipped"}
+    if "missing_markers" in gating:  # the engine's own record: {marker: [gates skipped for it]}
+        return skipped, tuple(sorted(str(m) for m in gating["missing_markers"]))
     if not skipped or settings.strategy_is_gatingml:
         return skipped, ()
     strategy = load_strategy(settings.strategy)

@@ -261,7 +261,7 @@ def _methods(methods: Mapping) -> str:
         "events; subset percentages are of their parent (e.g. Ki67+ % of Treg); CD25 median on Tregs in "
         "transformed and linear units. Fold vs baseline = value / the patient's baseline value. "
         "treg_change_auc = trapezoid area over day of (Treg % of CD4 - baseline), percentage points x days, "
-        "from baseline to the last sample. Helper subsets (when the panel has CXCR5/PD-1/CXCR3/CCR6): "
+        "over the AUC window above (default: from baseline to the last sample). Helper subsets (when the panel has CXCR5/PD-1/CXCR3/CCR6): "
         "cTfh = CXCR5+ % of CD4 among memory (CD45RA-, not Treg) CD4; PD-1hi % of cTfh; Th1 CXCR3+CCR6-, "
         "Th2 CXCR3-CCR6- (CCR4+ where measured), Th17 CXCR3-CCR6+ (CCR4+ where measured) % of memory CD4, "
         "among CXCR5- memory cells; th17_treg_ratio = Th17 / Treg events; chemokine-receptor thresholds "
