@@ -57,7 +57,7 @@ def _status_counts(qc: pd.DataFrame) -> dict[str, int]:
     return {s: int((status == s).sum()) for s in ("ok", "warning", "failed")}
 
 
-def _overview(summary, stats, qc) -> str:
+def _overview(summary, stats, qc, *, notes: str = "") -> str:
     counts = _status_counts(qc)
     cards = [
         (len(qc), "input files", ""),
@@ -74,7 +74,7 @@ def _overview(summary, stats, qc) -> str:
         )
         + "</div>"
     )
-    html += _headline(stats)
+    html += notes + _headline(stats)
     problems = qc.loc[qc["status"].astype(str) != "ok"] if "status" in qc else qc.iloc[:0]
     if len(problems):
         items = "".join(
@@ -84,6 +84,17 @@ def _overview(summary, stats, qc) -> str:
         )
         html += f'<h3>Samples to review</h3><ul class="warnings">{items}</ul>'
     return section("overview", "Run overview", html)
+
+
+_RUN_NOTES = ("strategy choice", "pre-gated files", "absent markers")
+
+
+def _run_notes(methods: Mapping) -> str:
+    """Run facts a reader must see before the numbers (also listed in the methods)."""
+    items = "".join(
+        f"<li><b>{esc(k)}</b>: {esc(methods[k])}</li>" for k in _RUN_NOTES if methods.get(k)
+    )
+    return f'<ul class="note">{items}</ul>' if items else ""
 
 
 def _headline(stats: pd.DataFrame) -> str:
@@ -308,7 +319,7 @@ def write_report(
     qc = qc if qc is not None else pd.DataFrame()
     stats = stats if stats is not None else pd.DataFrame()
     parts = [
-        _overview(summary, stats, qc),
+        _overview(summary, stats, qc, notes=_run_notes(methods or {})),
         _qc(qc),
         _strategy(populations),
         _trial(summary, stats)
