@@ -18,6 +18,7 @@ import pandas as pd
 
 from .. import _keys as K
 from .._logging import timed
+from .._threads import single_threaded
 from ..errors import GatingError, MarkerError
 from . import _methods as M
 from . import _methods_2d as M2
@@ -96,7 +97,8 @@ def gate(
     info = adata.uns.get(K.SAMPLE_INFO, {}) or {}
     path = info.get("file")
     run = _Run(adata, strat, prior, path)
-    run.place_all()
+    with single_threaded():  # small fits: threads cost more than they save (see _threads)
+        run.place_all()
     adata.obs[key_added] = run.labels()
     present = [n.id for n in strat.nodes if n.id in run.masks]
     adata.obsm[K.POPULATIONS] = pd.DataFrame(
