@@ -359,15 +359,26 @@ def test_fast_polygon_mask_equals_polygon_gate_apply():
         )
 
 
-def _gating_with(threshold: float, *, status: str = "ok", method: str = "valley") -> dict:
+def _gating_with(
+    threshold: float,
+    *,
+    median: float = 0.2,
+    status: str = "ok",
+    method: str = "valley",
+    moves: str | None = None,
+) -> dict:
+    """A placement record: a CD3 threshold placed on events whose median is ``median`` (spread 0.05)."""
     gate = {"kind": "range", "dims": ["CD3"], "low": [threshold], "high": [None]}
     time = {"kind": "range", "dims": ["Time"], "low": [threshold], "high": [None]}
+    details = {"CD3": {"threshold": threshold, "landmark": {"median": median, "spread": 0.05}}}
+    params = {"side": "high", **({"moves": moves} if moves else {})}
     return {
         "gates": {
-            "CD3": {"gate": gate, "method": method, "status": status},
-            "time_ok": {"gate": time, "method": "time_qc", "status": "ok"},
+            "CD3": {"gate": gate, "method": method, "status": status, "params": params,
+                    "details": details},
+            "time_ok": {"gate": time, "method": "time_qc", "status": "ok", "details": {}},
         }
-    }
+    }  # fmt: skip
 
 
 def test_placement_jumps_flags_a_gate_far_from_the_patients_other_samples():
@@ -375,8 +386,14 @@ def test_placement_jumps_flags_a_gate_far_from_the_patients_other_samples():
 
     others = [_gating_with(0.40), _gating_with(0.42), _gating_with(0.44)]
     assert placement_jumps(_gating_with(0.45), others) == []
+    # a valley between the wrong peaks: far from the others relative to its own population
     messages = placement_jumps(_gating_with(0.70), others)
     assert len(messages) == 1 and messages[0].startswith("CD3: CD3 threshold 0.700")
-    # a failed placement is reported elsewhere; time QC follows each file's acquisition
+    # the whole channel drifted up by 0.2 in this file: the threshold followed its population
+    assert placement_jumps(_gating_with(0.62, median=0.4), others) == []
+    # tails follow biology (CD25 rising on Tregs under IL-2); thresholds the strategy says move with
+    # treatment are left out; a fallback is reported elsewhere; time QC follows each acquisition
+    assert placement_jumps(_gating_with(0.70, method="tail"), others) == []
+    assert placement_jumps(_gating_with(0.70, moves="IL-2 expands them"), others) == []
     assert placement_jumps(_gating_with(0.70, status="fallback"), others) == []
     assert placement_jumps(_gating_with(0.45), []) == []

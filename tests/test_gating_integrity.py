@@ -145,3 +145,40 @@ def test_every_fallback_of_a_readout_gate_is_warned_unless_routine():
     g = ad.uns[K.GATING]
     assert g["gates"]["Treg_CD45RAneg"]["status"] == "fallback"
     assert any(w.startswith("Treg_CD45RAneg") for w in g["warnings"])
+
+
+def test_untransformed_fluorescence_is_refused_naming_the_file():
+    from cytokit.errors import GatingError
+
+    ad = synthetic_sample(n=3000, seed=12)
+    raw = ad.copy()
+    fluor = [j for j, v in enumerate(raw.var_names) if v not in ("FSC-A", "FSC-H", "SSC-A", "Time")]
+    raw.X[:, fluor] = 10 ** (4 * raw.X[:, fluor])  # linear fluorescence, 1..10^4
+    with pytest.raises(GatingError, match=r"synthetic\.fcs.*untransformed"):
+        gate(raw)
+    ad.uns[K.TRANSFORM] = {"CD3": {"kind": "linear", "T": 262144.0, "A": 0.0}}
+    with pytest.raises(GatingError, match=r"synthetic\.fcs.*CD3 is on a linear scale"):
+        gate(ad)
+
+
+def test_arcsinh_data_gate_as_well_as_logicle(tmp_path):
+    # placement is in the data's own units: the same file transformed with arcsinh (values 0..~8,
+    # spreads several times wider than logicle's 0..1) gives the same Treg % of CD4
+    import cytokit as ck
+    from cytokit.datasets import simulate_sample
+    from cytokit.panels import find_var
+
+    sim = simulate_sample(8000, seed=4242, patient=1, day=8, drift="mild")
+    path = sim.write(tmp_path / "s.fcs")
+    out = {}
+    for method in ("logicle", "arcsinh"):
+        ad = ck.read_fcs(path)
+        ck.pp.compensate(ad)
+        ck.pp.transform(ad, method)
+        gate(ad)
+        out[method] = treg_pct(ad)
+        kind = ad.uns[K.GATING]["scales"][find_var(ad, "FOXP3")]
+        assert kind == {"logicle": "logicle", "arcsinh": "asinh"}[method]  # what X holds, recorded
+    truth = sim.truth["treg_pct_cd4"]
+    assert abs(out["logicle"] - truth) < 1.0
+    assert abs(out["arcsinh"] - truth) < 1.0, (out, truth)

@@ -242,8 +242,9 @@ def test_helper_threshold_recovers_dim_positives_a_valley_misses():
     assert abs(p.details["n_positive"] - truth) < 0.05 * truth  # the axis valley counts right
     err_start = abs((X[:, 0] >= start).sum() - truth)
     err_helper = abs((X[:, 0] >= p.value).sum() - truth)
-    assert err_helper < 0.6 * err_start  # the threshold moves toward that count (bounded move)
-    assert abs(p.value - start) <= 0.06 + 1e-9
+    assert err_helper < 0.6 * err_start  # the threshold moves toward that count
+    # ... and stays between the negative peak and the dim positives
+    assert 0.18 + 0.06 < p.value < 0.38
 
 
 def test_helper_threshold_without_information_stays_near_the_start():
@@ -252,7 +253,6 @@ def test_helper_threshold_without_information_stays_near_the_start():
     X, _ = _treg_like(22, helper_shift=0.0)
     start = 0.38
     p = helper_threshold(X[:, 0], X[:, 1], start)
-    assert abs(p.value - start) <= 0.06 + 1e-9
     # a helper unrelated to the populations cannot move the count by more than noise
     moved = abs((X[:, 0] >= p.value).sum() - (X[:, 0] >= start).sum())
     assert moved < 0.25 * (X[:, 0] >= start).sum()

@@ -227,7 +227,9 @@ def test_runner_marks_jumping_samples_warning_and_keeps_the_rest(tmp_path):
     for day, threshold in zip((0, 8, 15, 29), (0.40, 0.42, 0.75, 0.41), strict=True):
         spec = SampleSpec(tmp_path / f"P1_D{day}.fcs", f"P1_D{day}", "P1", f"D{day}", float(day))
         gate = {"kind": "range", "dims": ["CD3"], "low": [threshold], "high": [None]}
-        gating = {"gates": {"CD3": {"gate": gate, "method": "valley", "status": "ok"}}}
+        details = {"CD3": {"landmark": {"median": 0.2, "spread": 0.05}}}
+        rec = {"gate": gate, "method": "valley", "status": "ok", "details": details}
+        gating = {"gates": {"CD3": rec}}
         specs.append(spec)
         results.append(SampleResult(spec.sample, str(spec.file), gating=gating))
     flagged = _flag_jumps(specs, results)

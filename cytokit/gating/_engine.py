@@ -42,6 +42,7 @@ _METHOD_KW = {
 _PLACEMENT_KEYS = {
     "warn",
     "routine",
+    "moves",
     "within",
     "from",
     "method",
@@ -138,6 +139,7 @@ class _Run:
         dims = {d for n in strat.nodes if isinstance(n, GateSpec) for d in n.dims}
         dims |= {m for n in strat.nodes if isinstance(n, GateSpec) for m in _helper_markers(n)}
         self.cols = resolve_dims(adata, sorted(dims))
+        self.scales = _check_scales(adata, self.cols, path)
         self._col_cache: dict[int, np.ndarray] = {}
         self._root = np.ones(self.n, dtype=bool)
         self.masks: dict[str, np.ndarray] = {}
@@ -379,8 +381,11 @@ class _Run:
             res = M.Placement(ref.value, res.status, res.message, {**res.details, **ref.details})
         value = float(res.value)
         if prior is not None:
-            # the sample's own placement wins when it agrees with the prior; else search near it
-            max_shift = float(b.get("max_shift", kw.get("window", 0.08)))
+            # the sample's own placement wins when it agrees with the prior; else search near it.
+            # "near" in units of the data's spread: one robust SD of the events placed on (the
+            # transform's own units, so logicle and arcsinh data behave alike)
+            kw["window"] = float(kw.get("window", _landmark(x)["spread"]))
+            max_shift = float(b.get("max_shift", kw["window"]))
             if abs(value - prior) > max_shift or res.status != "ok":
                 if res.status == "ok":
                     self.warnings.append(
@@ -389,7 +394,7 @@ class _Run:
                     )
                 res = M.density_valley(x, prior=prior, **kw) if method == "valley" else res
                 value = float(res.value)
-        details = {"n_fit": len(idx), **_jsonable(res.details)}
+        details = {"n_fit": len(idx), **_jsonable(res.details), "landmark": _landmark(x)}
         if res.status == "fallback":
             passed, reason = M.fallback_check(res, side=b.get("side", "high"))
             details["check"] = {"passed": passed, "reason": reason}
@@ -456,6 +461,7 @@ class _Run:
             "populations": pops,
             "gates": self.records,
             "counts": counts,
+            "scales": self.scales,
             "warnings": list(self.warnings),
             "missing_markers": {m: list(ids) for m, ids in self.missing_markers.items()},
         }
@@ -492,6 +498,61 @@ def _helper_markers(spec: GateSpec) -> set[str]:
     return {
         str(b[k]) for b in bounds if isinstance(b, dict) for k in ("guide", "helper") if b.get(k)
     }
+
+
+# Transformed fluorescence ends below ~12 (logicle 0..1; arcsinh of an 18-bit maximum, 262143, with
+# the mass-cytometry cofactor 5 is 11.6); untransformed fluorescence spans 10^3..10^5.
+_TRANSFORMED_MAX = 100.0
+_SCATTER_OR_TIME = ("scatter", "time")
+
+
+def _check_scales(adata: AnnData, cols: dict[str, int | None], path) -> dict[str, str]:
+    """What ``X`` holds on each fluorescence dim the strategy places, from ``uns["transform"]``.
+
+    Placement is scale-free (densities with data-driven bandwidths, tails and windows in robust SDs,
+    mixtures), so logicle and arcsinh data are gated alike. Fluorescence that is not transformed
+    (``kind: linear``, or no record and values far beyond any transformed scale) crowds every
+    negative population into the first bins: refused with a :class:`GatingError` naming the file.
+    """
+    records = adata.uns.get(K.TRANSFORM) or {}
+    roles = adata.var[K.ROLE].astype(str) if K.ROLE in adata.var else None
+    scales: dict[str, str] = {}
+    for j in sorted({c for c in cols.values() if c is not None}):
+        var = str(adata.var_names[j])
+        if (roles is not None and roles.iloc[j] in _SCATTER_OR_TIME) or _is_scatter_or_time(var):
+            continue
+        kind = str((records.get(var) or {}).get("kind", ""))
+        if kind == "linear":
+            raise GatingError(
+                f"{var} is on a linear scale (uns['transform']); gating needs logicle or arcsinh "
+                "fluorescence: run pp.transform first",
+                path,
+            )
+        if not kind:
+            x = adata.X[:, j]
+            x = np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=float).ravel()
+            if np.nanpercentile(np.abs(x), 99) > _TRANSFORMED_MAX:
+                raise GatingError(
+                    f"{var} looks untransformed (values up to {np.nanmax(x):.0f}, no "
+                    "uns['transform'] record): run pp.transform first",
+                    path,
+                )
+            kind = "unknown"
+        scales[var] = kind
+    return scales
+
+
+def _is_scatter_or_time(name: str) -> bool:
+    return name.upper().startswith(("FSC", "SSC")) or name.lower() == "time"
+
+
+def _landmark(x: np.ndarray) -> dict:
+    """Where the fitted events sit on a dim: median and robust spread (normal-consistent MAD). A
+    threshold expressed against them does not move when the instrument shifts or stretches a channel,
+    so samples of a patient recorded on different days can be compared like with like."""
+    x = x[np.isfinite(x)]
+    med = float(np.median(x))
+    return {"median": med, "spread": float(M._robust_sd(x))}
 
 
 def _valley_above_window(x: np.ndarray, kw: dict, res: M.Placement) -> M.Placement:
@@ -579,30 +640,62 @@ def consensus_prior(gatings: list[dict]) -> dict:
     return {"strategy": "consensus", "gates": out}
 
 
-def placement_jumps(gating: dict, others: list[dict], *, max_shift: float = 0.15) -> list[str]:
-    """Thresholds of ``gating`` that lie more than ``max_shift`` (transformed units) from the median of the
-    same patient's ``others``: a placement to review (a gate on the wrong valley, a lost population).
+def placement_jumps(gating: dict, others: list[dict], *, max_z: float = 3.0) -> list[str]:
+    """Thresholds of ``gating`` placed far from where the same patient's ``others`` place them, compared
+    like with like: a placement to review (a gate on the wrong valley, a lost population).
 
-    On simulated trials, strong per-file drift plus treatment moved valley thresholds by up to 0.13 and
-    activation-marker tails by up to 0.2 of the logicle scale, while a tail that slid along a continuum
-    jumped by 0.5; 0.15 (about two-thirds of a decade) separates the two. Time-QC gates are left out:
-    their bounds follow each file's acquisition.
+    Each threshold is expressed against the events it was placed on, in robust SDs from their median
+    (``details[dim]["landmark"]``), so a channel that drifts or stretches between files (instrument
+    drift) does not move it, while a valley chosen between the wrong peaks moves it by several SDs.
+    A jump is a difference of more than ``max_z`` from the median of the others (the 3-sigma limit of
+    a Shewhart control chart). Left out: thresholds the strategy says move with treatment
+    (``moves: <why>``, e.g. CD56bright NK expanding under IL-2), tails (a tail is k SDs from its peak
+    by construction: its position follows biology such as CD25 rising on Tregs under IL-2, and its
+    own doubt is its status), thresholds reused from another gate, time QC, and placements that are
+    not ``ok`` (they are reported as fallbacks already).
     """
     if not others:
         return []
-    reference = prior_thresholds(consensus_prior(others))
+    reference: dict[tuple[str, str], list[float]] = {}
+    for other in others:
+        for key, (z, _) in _relative_thresholds(other, statuses=("ok", "fallback")).items():
+            reference.setdefault(key, []).append(z)
     messages = []
-    for (gid, dim), value in prior_thresholds(gating).items():
-        rec = gating.get("gates", {}).get(gid, {})
+    for (gid, dim), (z, value) in _relative_thresholds(gating, statuses=("ok",)).items():
         ref = reference.get((gid, dim))
-        if ref is None or rec.get("status") != "ok" or rec.get("method") == "time_qc":
+        if not ref:
             continue
-        if abs(value - ref) > max_shift:
+        dz = z - float(np.median(ref))
+        if abs(dz) > max_z:
             messages.append(
-                f"{gid}: {dim} threshold {value:.3f} is {abs(value - ref):.2f} from the patient's "
-                f"other samples (median {ref:.3f})"
+                f"{gid}: {dim} threshold {value:.3f} is {abs(dz):.1f} robust SDs of its population "
+                f"from where the patient's other samples place it"
             )
     return messages
+
+
+def _relative_thresholds(gating: dict, *, statuses) -> dict[tuple[str, str], tuple[float, float]]:
+    """``{(gate, dim): (z, threshold)}``: range thresholds placed by the sample's own valley / Otsu
+    (see :func:`placement_jumps`), z in robust SDs from the median of the events they were placed on."""
+    out: dict[tuple[str, str], tuple[float, float]] = {}
+    for gid, rec in (gating or {}).get("gates", {}).items():
+        g = rec.get("gate") or {}
+        params = rec.get("params") or {}
+        if g.get("kind") != "range" or rec.get("status") not in statuses or params.get("moves"):
+            continue
+        bounds = params.get("bounds", {})
+        for dim, lo, hi in zip(g["dims"], g["low"], g["high"], strict=True):
+            value = lo if lo is not None else hi
+            b = bounds.get(dim, params) if bounds else params
+            method = b.get("method", rec.get("method")) if bounds else rec.get("method")
+            det = (rec.get("details") or {}).get(dim, {})
+            mark = det.get("landmark") if isinstance(det, dict) else None
+            if value is None or not mark or method in ("tail", "time_qc") or b.get("moves"):
+                continue
+            if b.get("from") or mark.get("spread", 0) <= 0:
+                continue
+            out[(gid, dim)] = ((float(value) - mark["median"]) / mark["spread"], float(value))
+    return out
 
 
 def _median_gate(gates: list[dict]) -> dict | None:

@@ -328,7 +328,7 @@ def helper_threshold(
     *,
     side: str = "high",
     min_gain: float = 1.0,
-    max_shift: float = 0.06,
+    max_shift: float | None = None,
 ) -> Placement:
     """Refine a 1-D threshold with a helper marker that separates the same two populations.
 
@@ -339,7 +339,9 @@ def helper_threshold(
     searched for a density valley between them. When that axis separates better than ``x`` alone
     (Fisher ratio ``min_gain`` times higher), the threshold on ``x`` is the one that gates as many
     events as the valley does on the axis (errors both ways balance out in the count), moved at
-    most ``max_shift``; otherwise ``start`` is kept. The gate stays a plain threshold on ``x``.
+    most ``max_shift`` (default: one robust SD of the events on the negative side of ``start``, so
+    the helper refines the cut within the negative peak's own spread, in the data's own units);
+    otherwise ``start`` is kept. The gate stays a plain threshold on ``x``.
     """
     from ._methods import _side_sign, density_valley
 
@@ -367,6 +369,8 @@ def helper_threshold(
     n_pos = int((z >= v.value).sum())
     order = np.sort(X[:, 0])[::-sign]  # descending for side="high"
     t = float(order[min(max(n_pos, 1), len(order)) - 1])
+    if max_shift is None:
+        max_shift = float(np.sqrt(_mad2(X[~pos, :1])[0]))
     t = float(np.clip(t, start - max_shift, start + max_shift))
     details.update(helper_used=True, n_positive=n_pos, axis_valley=float(v.value))
     return Placement(t, "ok", "", details)
