@@ -170,7 +170,11 @@ def write_run_report(
         for r in results
         if (out / "gates" / f"{r.sample}.png").is_file()
     }
-    cluster_figures = _cluster_figures(out, clusters) if clusters is not None else None
+    cluster_figures = (
+        _cluster_figures(out, clusters, da, tables.get("populations"))
+        if clusters is not None
+        else None
+    )
     methods = {
         "cytokit": __version__,
         "python": sys.version.split()[0],
@@ -195,13 +199,21 @@ def write_run_report(
         methods=methods,
         clusters=clusters,
         cluster_figures=cluster_figures,
+        da=da,
     )
 
 
-def _cluster_figures(out: Path, clusters: pd.DataFrame) -> dict[str, bytes] | None:
+#: UMAP panels coloured by marker in the report, where the panel has them (Treg phenotype and activation).
+_KEY_MARKERS = ("CD4", "CD25", "FOXP3", "CD127", "Ki67", "CD56")
+
+
+def _cluster_figures(
+    out: Path, clusters: pd.DataFrame, da: pd.DataFrame | None = None, populations=None
+) -> dict[str, bytes] | None:
     import anndata as ad
 
-    from .. import pl, tl
+    from .. import pl
+    from ..report import CLUSTER_HEATMAP
     from ..report._html import figure_png
 
     path = out / "cells.h5ad"
@@ -210,18 +222,66 @@ def _cluster_figures(out: Path, clusters: pd.DataFrame) -> dict[str, bytes] | No
     adata = ad.read_h5ad(path)
     names = clusters.drop_duplicates("cluster").set_index("cluster")["label"]
     names.index = names.index.astype(str)
-    figures = {}
-    for color in ("cluster", "population"):
+    abundance = clusters.groupby(clusters["cluster"].astype(str))["pct"].mean()
+    figures = {
+        CLUSTER_HEATMAP: figure_png(
+            pl.cluster_heatmap(adata, labels=names.to_dict(), abundance=abundance.to_dict()),
+            dpi=80,
+        )
+    }
+    if da is not None and len(da) and da["median_fold_change"].notna().any():
+        figures["Cluster % change vs baseline (median fold over patients)"] = figure_png(
+            pl.abundance_change(da), dpi=80
+        )
+    if "Treg" in set(adata.obs["population"].astype(str)):
+        agreement = _gated_vs_clustered(adata, clusters, populations, "Treg")
+        figures["Gated Tregs vs the Treg cluster(s), per sample"] = figure_png(
+            pl.gate_cluster_agreement(agreement), dpi=80
+        )
+    for color in ("cluster", "timepoint", "population"):
+        if color not in adata.obs:
+            continue
         legend = names.to_dict() if color == "cluster" else None
         figures[f"UMAP coloured by {color}"] = figure_png(
             pl.umap(adata, color=color, legend_labels=legend), dpi=80
         )
-    if "Treg" in set(adata.obs["population"].astype(str)):
-        agreement = tl.gate_cluster_agreement(adata, "Treg")
-        figures["Gated Tregs vs the Treg cluster(s), per sample"] = figure_png(
-            pl.gate_cluster_agreement(agreement), dpi=80
+    markers = [m for m in _KEY_MARKERS if m in adata.var_names]
+    if markers:
+        figures["UMAP coloured by key markers"] = figure_png(
+            pl.umap(adata, color=markers, panel_size=3.2), dpi=72
         )
     return figures
+
+
+def _gated_vs_clustered(adata, clusters: pd.DataFrame, populations, population: str):
+    """Per sample, the gated population's % of the clustered population against its matching clusters' %,
+    both over every event (``populations.csv``, ``clusters.csv``); the matching clusters are those mostly
+    made of the gated population in the pooled events (``tl.gate_cluster_agreement``)."""
+    from .. import tl
+
+    pooled = tl.gate_cluster_agreement(adata, population)
+    parent = str(clusters["population"].iloc[0]) if "population" in clusters else ""
+    if populations is None or not parent or parent not in set(populations["population"]):
+        return pooled
+    counts = populations.pivot_table(index="sample", columns="population", values="count")
+    if population not in counts:
+        return pooled
+    matching = pooled.attrs["clusters"]
+    in_match = clusters.loc[clusters["cluster"].astype(str).isin(matching)]
+    table = pd.DataFrame(
+        {
+            "gated_pct": 100.0 * counts[population] / counts[parent],
+            "cluster_pct": in_match.groupby("sample")["pct"].sum(),
+        }
+    ).dropna(subset=["gated_pct"])
+    table["cluster_pct"] = table["cluster_pct"].fillna(0.0)
+    table = table.rename_axis("sample").reset_index()
+    table.attrs.update(pooled.attrs, of=f"every {parent} event")
+    if len(table) >= 3:
+        from scipy.stats import spearmanr
+
+        table.attrs["spearman"] = float(spearmanr(table["gated_pct"], table["cluster_pct"])[0])
+    return table
 
 
 def _command_line() -> str:

@@ -6,7 +6,9 @@ Submodules load on first use: a batch worker drawing only the gating path never 
 import importlib
 
 __all__ = [
+    "abundance_change",
     "activation",
+    "cluster_heatmap",
     "gate_cluster_agreement",
     "gating_panels",
     "gating_path",
@@ -19,6 +21,8 @@ __all__ = [
 ]
 
 _WHERE = {
+    "abundance_change": "._clusters",
+    "cluster_heatmap": "._clusters",
     "umap": "._embedding",
     "gating_panels": "._gating",
     "gating_path": "._gating",

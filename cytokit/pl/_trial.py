@@ -340,9 +340,10 @@ def gate_cluster_agreement(table: pd.DataFrame) -> Figure:
     ax.plot([0, top], [0, top], color="#888888", lw=1, ls="--", label="identity")
     ax.set_xlim(0, top)
     ax.set_ylim(0, top)
-    ax.set_xlabel(f"gated {population} (% of pooled events)")
+    of = table.attrs.get("of", "pooled events")
+    ax.set_xlabel(f"gated {population} (% of {of})")
     clusters = ", ".join(table.attrs.get("clusters", [])) or "none"
-    ax.set_ylabel(f"cluster(s) {clusters} (% of pooled events)")
+    ax.set_ylabel(f"cluster(s) {clusters} (% of {of})")
     rho = table.attrs.get("spearman", np.nan)
     ax.set_title(f"{population}: gating vs clustering (Spearman {rho:.2f})", fontsize=10)
     ax.grid(alpha=0.3)

@@ -236,11 +236,34 @@ def _gating(gate_figures: Mapping, qc: pd.DataFrame, summary: pd.DataFrame) -> s
     return section("gating", "Gating per sample", note + "".join(blocks))
 
 
-def _clusters(clusters, cluster_figures) -> str:
+#: Name of the cluster x marker heatmap among the cluster figures: shown beside the abundance-change table.
+CLUSTER_HEATMAP = "Cluster x marker medians"
+_DA_SHOWN = [
+    "cluster",
+    "label",
+    "timepoint",
+    "baseline_median",
+    "median",
+    "median_fold_change",
+    "p_adj",
+]
+
+
+def _clusters(clusters, cluster_figures, da=None, alpha: float = 0.05) -> str:
     if clusters is None and not cluster_figures:
         return ""
+    figures = dict(cluster_figures or {})
     body = ""
-    for name, source in (cluster_figures or {}).items():
+    if isinstance(da, pd.DataFrame) and not da.empty:
+        body += _da_block(da, figures.pop(CLUSTER_HEATMAP, None), alpha)
+    elif CLUSTER_HEATMAP in figures:
+        body += img(figures.pop(CLUSTER_HEATMAP), CLUSTER_HEATMAP, CLUSTER_HEATMAP)
+    # single figures two by two; wide multi-panel figures (names ending "markers") on their own row
+    wide = {n: f for n, f in figures.items() if str(n).endswith("markers")}
+    pairs = [img(f, str(n), str(n)) for n, f in figures.items() if n not in wide]
+    if pairs:
+        body += f'<div class="grid2">{"".join(f"<div>{p}</div>" for p in pairs)}</div>'
+    for name, source in wide.items():
         body += img(source, str(name), str(name))
     if isinstance(clusters, pd.DataFrame) and not clusters.empty:
         index = [c for c in ("cluster", "label") if c in clusters]
@@ -248,10 +271,51 @@ def _clusters(clusters, cluster_figures) -> str:
             wide = clusters.pivot_table(
                 index=index, columns="sample", values="pct", sort=False
             ).reset_index()
-            body += details("Cluster % per sample", table(wide), open_=True)
+            body += details("Cluster % per sample", table(wide), open_=False)
         else:
             body += table(clusters)
     return section("clusters", "Unsupervised clusters", body)
+
+
+def _da_block(da: pd.DataFrame, heatmap, alpha: float) -> str:
+    """The clusters whose abundance changes (q < alpha) beside the cluster phenotypes; the full table."""
+    shown = [c for c in _DA_SHOWN if c in da]
+    changed = da.loc[da["p_adj"] < alpha].sort_values(["p_adj", "timepoint"])[shown]
+    method = str(da["method"].iloc[0]) if "method" in da else "wilcoxon"
+    test = (
+        "quasi-binomial GLM on counts with patient blocks"
+        if method == "glm"
+        else "Wilcoxon signed-rank on per-sample %"
+    )
+    note = (
+        f'<p class="note">Cluster % = events of the cluster / every event of the clustered population of '
+        f"the sample; paired with each patient's baseline ({test}); q = Benjamini-Hochberg over every "
+        f"cluster and timepoint. {len(changed)} of {len(da)} cluster x timepoint tests with q &lt; "
+        f"{alpha:g}.</p>"
+    )
+    headers = {"median_fold_change": "median fold", "p_adj": "q", "baseline_median": "baseline %"}
+    headers["median"] = "median %"
+    if len(changed):
+        left = "<h3>Clusters that change</h3>" + table(changed, headers=headers)
+    else:
+        closest = da.sort_values("p_value", kind="stable").head(5)[shown]
+        left = (
+            f'<h3>Clusters that change</h3><p class="note">None at q &lt; {alpha:g}; the five '
+            "smallest p-values:</p>" + table(closest, headers=headers)
+        )
+    right = img(heatmap, CLUSTER_HEATMAP, CLUSTER_HEATMAP) if heatmap is not None else ""
+    signif = ["signif" if q < alpha else "" for q in da["p_adj"].fillna(1.0)]
+    full = details(
+        "Differential abundance, every cluster and timepoint (da.csv)",
+        table(da, row_classes=signif),
+    )
+    return (
+        "<h3>Differential abundance versus baseline</h3>"
+        + note
+        + '<div class="grid2" style="grid-template-columns: minmax(0, 1fr) minmax(0, 1fr)">'
+        + f"<div>{left}</div><div>{right}</div></div>"
+        + full
+    )
 
 
 def _methods(methods: Mapping) -> str:
@@ -293,6 +357,7 @@ def write_report(
     methods: Mapping,
     clusters: pd.DataFrame | None = None,
     cluster_figures: Mapping[str, str | Path | bytes | Figure] | None = None,
+    da: pd.DataFrame | None = None,
 ) -> Path:
     """Write ``report.html`` into ``out_dir``: one self-contained page (no network, no external files).
 
@@ -307,7 +372,10 @@ def write_report(
     methods
         Versions, panel, strategy, parameters and ``command`` to rerun (values may be nested dicts).
     clusters, cluster_figures
-        ``clusters.csv`` frame and named figures (PNG path/bytes or Figure) of the unsupervised analysis.
+        ``clusters.csv`` frame and named figures (PNG path/bytes or Figure) of the unsupervised analysis;
+        the figure named :data:`CLUSTER_HEATMAP` sits beside the differential abundance table.
+    da
+        ``da.csv`` frame: the clusters that change versus baseline are listed with their labels.
 
     Returns
     -------
@@ -327,7 +395,7 @@ def write_report(
         else "",
         _stats(stats, summary),
         _gating(gate_figures, qc, summary),
-        _clusters(clusters, cluster_figures),
+        _clusters(clusters, cluster_figures, da),
         _methods(methods or {}),
     ]
     nav = [
