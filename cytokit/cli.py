@@ -125,6 +125,30 @@ def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
     show_default=True,
     help="Events per sample pooled for clustering and UMAP (live lymphocytes).",
 )
+@click.option(
+    "--cluster-population",
+    default="live",
+    show_default=True,
+    metavar="POPULATION",
+    help="Gated population clustered: pooled subsample for FlowSOM/UMAP, then every one of its events "
+    "mapped to the clusters (clusters.csv), e.g. CD4.",
+)
+@click.option(
+    "--clusters",
+    "n_clusters",
+    type=click.IntRange(min=2),
+    default=15,
+    show_default=True,
+    help="FlowSOM metaclusters.",
+)
+@click.option(
+    "--da-method",
+    type=click.Choice(["auto", "wilcoxon", "glm"]),
+    default="auto",
+    show_default=True,
+    help="p-values of da.csv: signed-rank on cluster %, or quasi-binomial GLM on counts with patient "
+    "blocks (needs statsmodels); auto = glm when statsmodels is installed.",
+)
 @click.option("--no-figures", is_flag=True, help="Do not draw per-sample gating figures (faster).")
 @click.option(
     "--consistency",
@@ -149,6 +173,9 @@ def run_command(
     no_cluster: bool,
     seed: int,
     cells_per_sample: int,
+    cluster_population: str,
+    n_clusters: int,
+    da_method: str,
     no_figures: bool,
     consistency: str,
 ) -> None:
@@ -171,6 +198,9 @@ def run_command(
             cluster=not no_cluster,
             seed=seed,
             cells_per_sample=cells_per_sample,
+            cluster_population=cluster_population,
+            n_clusters=n_clusters,
+            da_method=da_method,
             figures=not no_figures,
             consistency=consistency,
             start_at=start_at,

@@ -19,7 +19,7 @@ from ._choose import choose_strategy, file_markers
 from ._execute import WorkerDied, default_jobs, execute
 from ._inputs import SampleSpec, discover_samples
 from ._task import SampleResult, Settings, process_sample
-from ._trial import cluster_pooled, write_run_report
+from ._trial import N_CLUSTERS, cluster_pooled, write_run_report
 
 __all__ = ["RunResult", "run"]
 
@@ -60,7 +60,8 @@ def run(
     figures: bool = True,
     consistency: str = "sample",
     cluster_population: str = "live",
-    da_method: str = "wilcoxon",
+    n_clusters: int = N_CLUSTERS,
+    da_method: str = "auto",
     start_at: str | None = None,
     auc_window: tuple[float, float] | str | None = None,
     progress: ProgressFn | None = None,
@@ -72,7 +73,8 @@ def run(
     sample's gates with its patient's consensus placement as a prior (openCyto's groupBy idea);
     ``"sample"`` places every sample on its own data only. ``cluster_population``: the gated population
     whose events are clustered (pooled subsample) and then all mapped to the clusters (``clusters.csv``);
-    ``da_method``: ``"wilcoxon"`` or ``"glm"`` p-values in ``da.csv`` (:func:`cytokit.stats.differential_abundance`).
+    ``n_clusters``: FlowSOM metaclusters; ``da_method``: ``"auto"``, ``"wilcoxon"`` or ``"glm"`` p-values in
+    ``da.csv`` (:func:`cytokit.stats.differential_abundance`).
 
     Without ``strategy``, each file gets the shipped strategy that fits its markers (``treg`` with FOXP3,
     ``treg_surface`` with CD25 and CD127 but no FOXP3); the choice is logged, in ``qc.csv`` (``strategy``)
@@ -111,6 +113,7 @@ def run(
             out,
             seed=seed,
             population=cluster_population,
+            n_clusters=n_clusters,
             da_method=da_method,
         )
     clusters, da = clustered or (None, None)

@@ -280,7 +280,7 @@ def _subsample_cells(
     idx = np.flatnonzero(keep)
     roles = adata.var[K.ROLE].astype(str) if K.ROLE in adata.var else pd.Series("", adata.var_names)
     cols = np.flatnonzero(~roles.isin(["scatter", "time"]).to_numpy())
-    everything = np.asarray(adata.X[idx][:, cols], dtype=np.float32)
+    everything = np.asarray(adata.X[np.ix_(idx, cols)], dtype=np.float32)  # one copy, not two
     rng = np.random.default_rng([settings.seed, _stable_hash(spec.sample)])
     sub = np.arange(idx.size)
     if idx.size > settings.cells_per_sample:
