@@ -19,10 +19,11 @@ import pandas as pd
 from .. import _keys as K
 from .._logging import timed
 from .._threads import single_threaded
-from ..errors import GatingError, MarkerError
+from ..errors import CytokitError, GatingError, MarkerError, StrategyError
 from . import _methods as M
 from . import _methods_2d as M2
 from ._gates import PolygonGate, RangeGate, gate_from_dict
+from ._methods_corner import corner_population
 from ._strategy import ROOT, GateSpec, PopulationSpec, Strategy, load_strategy
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ def gate(
     strategy: str | Path | Strategy = "treg",
     *,
     prior: dict | None = None,
+    start_at: str | None = None,
     key_added: str = K.POPULATION,
     copy: bool = False,
 ) -> AnnData | None:
@@ -77,6 +79,11 @@ def gate(
         Gate positions to stay consistent with (``uns["gating"]`` of another sample or
         :func:`consensus_prior` of a patient's samples): valleys are searched near the prior's
         thresholds, a failed placement falls back to the prior, and a large jump is warned about.
+    start_at
+        The file was exported from this population's gate (``"CD4"`` for a CD3+CD4+ export): every
+        event belongs to it, the gates above it are not placed (status ``skipped``; time QC still
+        runs), populations outside its branch (CD8, NK) are absent, and ``uns["gating"]["start_at"]``
+        records it (the GatingML export says so too).
     key_added
         ``obs`` column of the deepest lineage population.
     copy
@@ -85,6 +92,13 @@ def gate(
     Returns
     -------
     The gated copy when ``copy=True``, else ``None``.
+
+    Raises
+    ------
+    MarkerError, GatingError
+        A required gate could not be placed. ``obs``/``obsm``/``uns`` still hold every population
+        placed before it and ``uns["gating"]["error"]`` the message (partial results); with
+        ``copy=True`` the partly gated copy is ``err.adata``.
     """
     if isinstance(strategy, str | Path) and Path(strategy).suffix.lower() in (".xml", ".wsp"):
         from ._gatingml import (
@@ -97,19 +111,34 @@ def gate(
     strat = load_strategy(strategy)
     info = adata.uns.get(K.SAMPLE_INFO, {}) or {}
     path = info.get("file")
-    run = _Run(adata, strat, prior, path)
-    with single_threaded():  # small fits: threads cost more than they save (see _threads)
-        run.place_all()
-    adata.obs[key_added] = run.labels()
-    present = [n.id for n in strat.nodes if n.id in run.masks]
-    adata.obsm[K.POPULATIONS] = pd.DataFrame(
-        {name: run.masks[name] for name in present}, index=adata.obs_names
-    )
-    adata.uns[K.GATING] = run.summary(present)
+    if start_at is not None and start_at not in strat.names:
+        message = f"start_at {start_at!r} is not a population of strategy {strat.name!r}"
+        raise StrategyError(message, path)
+    run = _Run(adata, strat, prior, path, start_at=start_at)
+    try:
+        with single_threaded():  # small fits: threads cost more than they save (see _threads)
+            run.place_all()
+    except CytokitError as err:  # keep what was placed (partial results), then fail as before
+        _write_results(adata, run, key_added, error=err.message)
+        err.adata = adata
+        raise
+    _write_results(adata, run, key_added)
     for w in run.warnings:
         logger.warning("%s: %s", Path(path).name if path else "sample", w)
     logger.info(timed(f"gated {adata.n_obs} events with strategy {strat.name!r}", start))
     return adata if copy else None
+
+
+def _write_results(adata: AnnData, run: _Run, key_added: str, error: str | None = None) -> None:
+    """obs labels, obsm populations and uns summary of the populations placed (all, or so far)."""
+    adata.obs[key_added] = run.labels()
+    present = [n.id for n in run.strat.nodes if n.id in run.masks]
+    adata.obsm[K.POPULATIONS] = pd.DataFrame(
+        {name: run.masks[name] for name in present}, index=adata.obs_names
+    )
+    adata.uns[K.GATING] = run.summary(present)
+    if error is not None:
+        adata.uns[K.GATING]["error"] = error
 
 
 def resolve_dims(adata: AnnData, names) -> dict[str, int | None]:
@@ -130,8 +159,10 @@ def resolve_dims(adata: AnnData, names) -> dict[str, int | None]:
 class _Run:
     """State of one sample's gating: masks, thresholds, statuses (one-shot, not public)."""
 
-    def __init__(self, adata: AnnData, strat: Strategy, prior: dict | None, path):
+    def __init__(self, adata: AnnData, strat: Strategy, prior: dict | None, path, start_at=None):
         self.adata, self.strat, self.path = adata, strat, path
+        self.start_at = start_at
+        self.above, self.outside = _pregated_nodes(strat, start_at)
         self.n = adata.n_obs
         self.rng = np.random.default_rng(strat.seed)
         self.prior_thr = prior_thresholds(prior)
@@ -196,10 +227,27 @@ class _Run:
     # ---------------------------------------------------------------- placement
     def place_all(self) -> None:
         for node in self.strat.nodes:
-            if isinstance(node, GateSpec):
+            if node.id in self.outside or node.id in self.above:
+                self.pregated(node)
+            elif isinstance(node, GateSpec):
                 self.place_gate(node)
             else:
                 self.evaluate(node)
+
+    def pregated(self, node) -> None:
+        """A node of a file exported from ``start_at``: above it every event passes (time QC still
+        runs); nodes outside its branch are absent."""
+        if node.id in self.outside:
+            message = f"not placed: the file was exported from {self.start_at}"
+            self.records[node.id] = _record(None, "", {}, "skipped", message)
+            return
+        is_time_qc = isinstance(node, GateSpec) and node.method == "time_qc"
+        if is_time_qc and all(self.cols.get(d) is not None for d in node.dims):
+            self.place_gate(node)
+            return
+        self.masks[node.id] = self.mask(node.parent).copy()
+        message = f"pre-gated: the file was exported from {self.start_at}, every event passes"
+        self.records[node.id] = _record(None, "", {}, "skipped", message)
 
     def fail(self, node, message: str, *, status: str, missing: list[str] = ()) -> None:
         """Handle a node that cannot be placed: raise if required, else skip/pass with a warning.
@@ -311,6 +359,8 @@ class _Run:
         dims = tuple(self.var(d) for d in spec.dims)
         if spec.method == "singlets":
             res = M2.singlet_band(cols[0], cols[1], dims=dims, **kw)
+        elif spec.method == "corner":  # a rare cloud in a corner of a continuum (CD25hi CD127lo)
+            res = corner_population(np.column_stack(cols), dims=dims, seed=self.strat.seed, **kw)
         elif spec.method == "scatter_mixture":
             sub = self.spread(np.arange(len(idx)), int(p.get("fit_events", 2000)))
             res = M2.scatter_mixture(
@@ -448,7 +498,7 @@ class _Run:
             if isinstance(n, PopulationSpec):
                 entry["expr"] = n.expr
             pops.append(entry)
-            if n.id in counts and n.expect is not None:
+            if n.id in counts and n.expect is not None and n.id not in self.above:
                 parent_count = self.n if n.parent == ROOT else counts.get(n.parent, 0)
                 pct = 100.0 * counts[n.id] / max(parent_count, 1)
                 lo, hi = n.expect
@@ -464,7 +514,27 @@ class _Run:
             "scales": self.scales,
             "warnings": list(self.warnings),
             "missing_markers": {m: list(ids) for m, ids in self.missing_markers.items()},
+            **({"start_at": self.start_at} if self.start_at else {}),
         }
+
+
+def _pregated_nodes(strat: Strategy, start_at: str | None) -> tuple[set[str], set[str]]:
+    """For a file exported from ``start_at``: (its ancestors and itself, nodes outside its branch)."""
+    if start_at is None:
+        return set(), set()
+    parent = {n.id: n.parent for n in strat.nodes}
+    above, name = set(), start_at
+    while name in parent:
+        above.add(name)
+        name = parent[name]
+
+    def below(name: str) -> bool:
+        while name in parent and name != start_at:
+            name = parent[name]
+        return name == start_at
+
+    outside = {n.id for n in strat.nodes if n.id not in above and not below(n.id)}
+    return above, outside
 
 
 def _polygon_mask(vertices, x: np.ndarray, y: np.ndarray) -> np.ndarray:

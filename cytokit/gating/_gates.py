@@ -24,7 +24,7 @@ class RangeGate:
     kind: str = field(default="range", init=False)
 
     def apply(self, X: np.ndarray) -> np.ndarray:
-        X = np.asarray(X).reshape(len(X), -1)
+        X = np.asarray(X).reshape(len(X), len(self.dims))  # also zero events
         mask = np.ones(len(X), dtype=bool)
         for j, (lo, hi) in enumerate(zip(self.low, self.high, strict=True)):
             if lo is not None:

@@ -433,6 +433,9 @@ def _strategy(adata: ad.AnnData) -> tuple[_Document, list[dict]]:
         name, parent = pop["name"], pop.get("parent")
         if parent not in _ROOTS and parent not in placed:
             continue  # its parent is not in the file
+        skipped = (gates.get(name) or {}).get("status") in ("failed", "skipped")
+        if skipped and _expression(pop) is not None:
+            continue  # a boolean population that was not computed (e.g. outside a pre-gated branch)
         path = ("root",) if parent in _ROOTS else (*placed[parent][1], placed[parent][0])
         gate_id = _xml_id(name, builder.taken)
         ancestors = _ancestors(pops, name)
@@ -474,6 +477,14 @@ def _with_cytokit_info(xml: bytes, adata: ad.AnnData, exported: list[dict], stra
     block = etree.SubElement(info, f"{{{CYTOKIT_NS}}}cytokit", nsmap={"cytokit": CYTOKIT_NS})
     block.set("strategy", str((adata.uns.get(K.GATING) or {}).get("strategy", "")))
     block.set("sample", str((adata.uns.get(K.SAMPLE_INFO) or {}).get("sample", "")))
+    start_at = (adata.uns.get(K.GATING) or {}).get("start_at")
+    if start_at:  # a file exported from a gate: the gates above it were never placed on it
+        block.set("pre_gated", str(start_at))
+        note = etree.SubElement(block, f"{{{CYTOKIT_NS}}}note")
+        note.text = (
+            f"pre-gated: the file was exported from {start_at}; every event is {start_at} and "
+            "the gates above it were not placed"
+        )
     for pop in exported:
         el = etree.SubElement(block, f"{{{CYTOKIT_NS}}}population", id=pop["id"])
         el.set("name", str(pop["name"]))

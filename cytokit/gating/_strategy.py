@@ -51,6 +51,7 @@ METHODS = frozenset(
         "scatter_mixture",
         "time_qc",
         "fixed",
+        "corner",
     }
 )
 ONE_D = frozenset({"valley", "tail", "otsu", "reference", "mixture"})

@@ -1,0 +1,372 @@
+"""A rare population in the corner of a continuum (CD25hi CD127lo Tregs among CD4), placed in 2-D.
+
+On real blood neither marker alone has a valley between the population and the rest: CD25 is a smear
+across memory CD4 T cells and CD127 is one peak with a low shoulder. What separates the Tregs is the
+pair: a small cloud in the CD25-high CD127-low corner. :func:`corner_population` follows flowClust's
+idea, which openCyto's HIPC Treg template uses for this very gate (a 2-D mixture, the component chosen by
+position): a Gaussian mixture (scikit-learn, number of components by BIC) on the two markers scaled by
+their own robust spread, the component(s) lying beyond the other events in the corner, and the gate the
+region where those components are the most probable source of an event (the boundary a hand gate traces
+between two clouds), cut at a high density quantile so stray far events are not taken. The region is
+returned as a :class:`PolygonGate` (GatingML-exportable). When no component lies in the corner (a CD25
+isotype or unstained well), the gate is empty and the status says so: no population is invented.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from ..errors import GatingError
+from ._gates import PolygonGate, RangeGate
+from ._methods import MIN_EVENTS, Placement, _gaussian_smooth, _robust_sd, _side_sign
+
+__all__ = ["corner_population"]
+
+logger = logging.getLogger("cytokit")
+
+# Mahalanobis radius^2 of the chi-square(2) 0.99 quantile: flowClust/openCyto cut a component at a
+# quantile of its own distribution (openCyto's Treg template uses 0.925 for a tight gate; a hand gate
+# holds the whole cloud, so 0.99 here, which drops 1 % of the population's own events at most).
+# Bandwidths tried, in multiples of Scott's rule: a cloud of a few hundred events among thousands is
+# noisy at the bulk's bandwidth; a wider kernel lowers the noise (SiZer: look at a family of scales).
+_SCALES = (1.0, 1.5, 2.0, 3.0)
+_CHI2_2 = {0.9: 4.605, 0.925: 5.181, 0.95: 5.991, 0.99: 9.210, 0.999: 13.816}
+
+
+def corner_population(
+    X: np.ndarray,
+    *,
+    sides: tuple[str, str] = ("high", "low"),
+    beyond: tuple[float, float] = (0.9, 0.5),
+    persistence: float = 1.0,
+    min_weight: float = 0.002,
+    max_components: int = 5,
+    quantile: float = 0.99,
+    label: str = "",
+    dims=("CD25", "CD127"),
+    seed: int = 0,
+) -> Placement:
+    """Gate the population in one corner of a 2-D continuum (CD25hi CD127lo Tregs within CD4).
+
+    The events are scaled by their robust spread and binned into a smoothed 2-D density (a binned
+    Gaussian KDE, Scott's bandwidth). Every grid cell is assigned to the density peak it climbs to
+    (watershed basins), and peaks that rise less than ``persistence`` standard errors of the density
+    above the saddle to a higher neighbour are merged into it (ToMATo, Chazal et al., J ACM 2013):
+    what remains are the clouds a person sees. The corner population is the union of the basins whose
+    peak lies beyond the other events on both dims (``beyond``); its outline (the density troughs
+    toward the rest) is the gate, as a hand-drawn polygon follows the gap around the cloud. When the
+    population is a shoulder without a peak of its own, a Gaussian mixture (scikit-learn, components
+    by BIC) is used instead: the component in the corner and the region where it is the most probable
+    source (flowClust's idea, openCyto's HIPC Treg template), status ``fallback``.
+
+    Parameters
+    ----------
+    X
+        ``(n, 2)`` events of the parent population (a subsample), transformed units.
+    sides
+        Where the population lies on each dim: ``("high", "low")`` is CD25-high, CD127-low.
+    beyond
+        Per dim, the quantile of the *other* events' values that a peak must lie beyond (toward its
+        side) to be the corner population: ``0.9`` on CD25 is "brighter than 90 % of the other CD4
+        cells" (CD25hi), ``0.5`` on CD127 "dimmer than most" (CD127lo): the gate's definition in
+        words, not fitted numbers. A CD25 isotype or unstained well has no peak beyond them.
+    persistence
+        Standard errors (Poisson noise of the smoothed counts) a peak must rise above its saddle to
+        stand as its own cloud. The error is taken as if peak and saddle were independent, which
+        overstates it for nearby points, so 1 is already a conservative bar; on simulated continua
+        1.5 merged real Treg clouds with shallow saddles into the bulk, while control wells gave
+        no corner cloud at 1 (noise bumps there are a minority of a few events, see min_weight).
+    min_weight
+        Smallest fraction of events the corner population may hold (fewer are noise).
+    max_components, quantile
+        The mixture fallback: at most this many components; events beyond this quantile of the
+        corner component (chi-square, 2 dof) are left out.
+    label
+        Name used in messages (default e.g. ``"CD25hi CD127lo"``).
+    dims
+        The gate's dimension names (var_names).
+    seed
+        Seed of the mixture fallback.
+
+    Returns
+    -------
+    :class:`Placement` with a :class:`PolygonGate`; status ``"fallback"`` with an empty gate (no event
+    inside) when there is no corner population, with the reason in the message.
+    """
+    X = np.asarray(X, dtype=float)[:, :2]
+    X = X[np.isfinite(X).all(axis=1)]
+    if len(X) < 10 * MIN_EVENTS:
+        raise GatingError(f"too few events for a corner population ({len(X)})")
+    if quantile not in _CHI2_2:
+        raise GatingError(f"quantile must be one of {sorted(_CHI2_2)}, not {quantile}")
+    label = label or f"{dims[0]}{_word(sides[0])} {dims[1]}{_word(sides[1])}"
+    sign = np.array([_side_sign(s) for s in sides], dtype=float)
+    centre = np.median(X, axis=0)
+    spread = np.array([_robust_sd(X[:, 0]), _robust_sd(X[:, 1])])
+    Z = (X - centre) / spread * sign  # the corner is toward (+, +), in units of the data's spread
+
+    def to_data(v):
+        return v * sign * spread + centre
+
+    for scale in _SCALES:  # the finest smoothing at which a corner cloud stands out (SiZer's idea)
+        grid = _DensityBasins(Z, persistence, scale=scale)
+        members = grid.event_basins()
+        corner, checks = _corner_basins(Z, members, grid.peaks_z(), beyond, min_weight)
+        if corner:
+            break
+    details = {"method": "density_basins", "n_basins": len(np.unique(members)), "checks": checks,
+               "bandwidth_scale": scale}  # fmt: skip
+    if corner:
+        mask = np.isin(grid.basins, corner)
+        verts = to_data(_outline(grid.gx, grid.gy, mask))
+        details["fraction"] = float(np.isin(members, corner).mean())
+        gate = PolygonGate(tuple(dims), tuple((float(a), float(b)) for a, b in verts))
+        return Placement(gate, "ok", "", details)
+    res = _mixture_corner(Z, beyond, min_weight, max_components, _CHI2_2[quantile], seed)
+    details.update(res["details"])
+    if res["outline"] is None:
+        message = f"no distinct {label} population (no cloud or mixture component in that corner)"
+        return Placement(_empty_gate(X, sign, spread, dims), "fallback", f"{message}; gate empty",
+                         details)  # fmt: skip
+    verts = to_data(res["outline"])
+    gate = PolygonGate(tuple(dims), tuple((float(a), float(b)) for a, b in verts))
+    message = f"{label}: no separate density peak, mixture component used (a shoulder; review)"
+    return Placement(gate, "fallback", message, details)
+
+
+class _DensityBasins:
+    """Smoothed 2-D density of scaled events on a grid, its watershed basins merged by persistence."""
+
+    def __init__(self, Z: np.ndarray, persistence: float, scale: float = 1.0, max_bins: int = 300):
+        n = len(Z)
+        h = scale * n ** (-1 / 6)  # Scott's rule in 2-D, in units of the robust spread
+        lo, hi = Z.min(axis=0) - 3 * h, Z.max(axis=0) + 3 * h
+        step = np.maximum(h / 3, (hi - lo) / max_bins)
+        nb = np.ceil((hi - lo) / step).astype(int)
+        self.lo, self.step = lo, step
+        self.ij = np.clip(((Z - lo) / step).astype(int), 0, nb - 1)
+        counts = np.zeros(nb)
+        np.add.at(counts, (self.ij[:, 0], self.ij[:, 1]), 1)
+        sig = h / step
+        dens = np.apply_along_axis(_gaussian_smooth, 0, counts, sig[0])
+        self.dens = np.apply_along_axis(_gaussian_smooth, 1, dens, sig[1])
+        self.gx = lo[0] + (np.arange(nb[0]) + 0.5) * step[0]
+        self.gy = lo[1] + (np.arange(nb[1]) + 0.5) * step[1]
+        # variance of a smoothed Poisson count: density x sum of squared kernel weights
+        self.noise_var = 1.0 / (4 * np.pi * sig[0] * sig[1])
+        self.basins = _merge(self.dens, _ascent(self.dens), persistence, self.noise_var)
+
+    def event_basins(self) -> np.ndarray:
+        return self.basins[self.ij[:, 0], self.ij[:, 1]]
+
+    def peaks_z(self) -> dict[int, np.ndarray]:
+        """Peak position (scaled units) of every basin, by its flat grid index."""
+        out = {}
+        for p in np.unique(self.basins):
+            i, j = divmod(int(p), self.dens.shape[1])
+            out[int(p)] = np.array([self.gx[i], self.gy[j]])
+        return out
+
+
+def _ascent(dens: np.ndarray) -> np.ndarray:
+    """Flat index of the local maximum each grid cell reaches by steepest ascent (8 neighbours)."""
+    H, W = dens.shape
+    padded = np.pad(dens, 1, constant_values=-np.inf)
+    ii, jj = np.meshgrid(np.arange(H), np.arange(W), indexing="ij")
+    best, best_v = ii * W + jj, dens.copy()
+    for di in (-1, 0, 1):
+        for dj in (-1, 0, 1):
+            v = padded[1 + di : 1 + di + H, 1 + dj : 1 + dj + W]
+            up = v > best_v
+            best_v = np.where(up, v, best_v)
+            best = np.where(up, (ii + di) * W + (jj + dj), best)
+    ptr = best.ravel()
+    while True:  # pointer jumping: every cell to its basin's peak
+        nxt = ptr[ptr]
+        if np.array_equal(nxt, ptr):
+            return ptr.reshape(H, W)
+        ptr = nxt
+
+
+def _merge(dens: np.ndarray, basins: np.ndarray, z: float, noise_var: float) -> np.ndarray:
+    """Merge basins whose peak rises less than ``z`` standard errors above the saddle (ToMATo)."""
+    pairs = []
+    for a, b in (
+        ((slice(None), slice(None, -1)), (slice(None), slice(1, None))),
+        ((slice(None, -1), slice(None)), (slice(1, None), slice(None))),
+        ((slice(None, -1), slice(None, -1)), (slice(1, None), slice(1, None))),
+        ((slice(None, -1), slice(1, None)), (slice(1, None), slice(None, -1))),
+    ):
+        la, lb = basins[a].ravel(), basins[b].ravel()
+        cut = la != lb
+        passes = np.minimum(dens[a].ravel()[cut], dens[b].ravel()[cut])
+        pairs.append(np.column_stack([la[cut], lb[cut], passes]))
+    edges = np.vstack(pairs)
+    flat = dens.ravel()
+    parent: dict[int, int] = {}
+
+    def root(x: int) -> int:
+        while parent.get(x, x) != x:
+            x = parent[x]
+        return x
+
+    for a, b, saddle in edges[np.argsort(-edges[:, 2], kind="stable")]:
+        ra, rb = root(int(a)), root(int(b))
+        if ra == rb:
+            continue
+        low, high = (ra, rb) if flat[ra] < flat[rb] else (rb, ra)
+        if flat[low] - saddle < z * np.sqrt((flat[low] + saddle) * noise_var):
+            parent[low] = high
+    ids = np.unique(basins)
+    lookup = {int(i): root(int(i)) for i in ids}
+    return np.vectorize(lookup.get, otypes=[np.int64])(basins)
+
+
+def _corner_basins(Z, members, peaks, beyond, min_weight) -> tuple[list[int], list[dict]]:
+    """Basins whose peak lies beyond the ``beyond`` quantiles of the other events on both dims."""
+    corner, checks = [], []
+    for b, peak in peaks.items():
+        own = members == b
+        if own.sum() < MIN_EVENTS or own.mean() > 0.5:  # noise, or the bulk (not a corner)
+            continue
+        limits = [float(np.quantile(Z[~own, j], beyond[j])) for j in range(2)]
+        ok = bool(peak[0] > limits[0] and peak[1] > limits[1])
+        checks.append({"peak_z": peak.round(3).tolist(), "limits_z": [round(v, 3) for v in limits],
+                       "events": int(own.sum()), "corner": ok})  # fmt: skip
+        if ok:
+            corner.append(b)
+    if corner and np.isin(members, corner).mean() < min_weight:
+        corner = []
+    return corner, checks
+
+
+def _mixture_corner(Z, beyond, min_weight, max_components, radius2, seed) -> dict:
+    """The corner component of a Gaussian mixture (BIC) and the outline of the region it owns."""
+    sub = Z
+    if len(Z) > 5000:  # the mixture only has to find the shoulder: a random subsample will do
+        sub = Z[np.random.default_rng(seed).choice(len(Z), 5000, replace=False)]
+    gm = _best_mixture(sub, max_components, seed)
+    labels = gm.predict(Z)
+    corner, checks = _corner_components(Z, gm, labels, beyond, min_weight)
+    details = {"mixture": {"n_components": int(gm.n_components), "corner": corner,
+                           "checks": checks}}  # fmt: skip
+    if not corner:
+        return {"outline": None, "details": details}
+    c = max(corner, key=lambda k: min(gm.means_[k]))  # the component deepest in the corner
+    lo, hi = Z.min(axis=0), Z.max(axis=0)
+    half = np.sqrt(radius2 * np.diag(gm.covariances_[c]))
+    lo, hi = np.minimum(lo, gm.means_[c] - half), np.maximum(hi, gm.means_[c] + half)
+    gx, gy = np.linspace(lo[0], hi[0], 200), np.linspace(lo[1], hi[1], 200)
+    G = np.stack(np.meshgrid(gx, gy, indexing="ij"), axis=-1).reshape(-1, 2)
+    mask = _region(G, gm, [c], radius2).reshape(len(gx), len(gy))
+    details["fraction"] = float(_region(Z, gm, [c], radius2).mean())
+    return {"outline": _outline(gx, gy, mask), "details": details}
+
+
+def _word(side: str) -> str:
+    return "hi" if side == "high" else "lo"
+
+
+def _best_mixture(Z: np.ndarray, max_components: int, seed: int):
+    """Full-covariance Gaussian mixture with the number of components chosen by BIC."""
+    from sklearn.mixture import GaussianMixture
+
+    best, best_bic = None, np.inf
+    for k in range(1, max(int(max_components), 1) + 1):
+        gm = GaussianMixture(
+            k, covariance_type="full", reg_covar=1e-4, n_init=1, random_state=seed, max_iter=200
+        ).fit(Z)
+        bic = gm.bic(Z)
+        if bic < best_bic:
+            best, best_bic = gm, bic
+    return best
+
+
+def _corner_components(Z, gm, labels, beyond, min_weight) -> tuple[list[int], list[dict]]:
+    """Components whose mean lies beyond the ``beyond`` quantiles of the other events on both dims."""
+    corner, checks = [], []
+    for c in range(gm.n_components):
+        own = labels == c
+        if gm.weights_[c] < min_weight or own.sum() < MIN_EVENTS or own.mean() > 0.5:
+            continue
+        limits = [float(np.quantile(Z[~own, j], beyond[j])) for j in range(2)]
+        mean = gm.means_[c]
+        ok = bool(mean[0] > limits[0] and mean[1] > limits[1])
+        checks.append({"component": c, "mean_z": mean.round(3).tolist(), "limits_z": limits,
+                       "corner": ok})  # fmt: skip
+        if ok:
+            corner.append(c)
+    return corner, checks
+
+
+def _region(Z: np.ndarray, gm, corner: list[int], radius2: float) -> np.ndarray:
+    """Events whose most probable source is a corner component and that lie within its quantile."""
+    post = gm.predict_proba(Z)
+    own = post[:, corner].sum(axis=1) > 0.5
+    near = np.zeros(len(Z), dtype=bool)
+    for c in corner:
+        d = Z - gm.means_[c]
+        near |= np.einsum("ij,jk,ik->i", d, np.linalg.inv(gm.covariances_[c]), d) <= radius2
+    return own & near
+
+
+def _outline(gx: np.ndarray, gy: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Outline of a region given on a grid (``mask[i, j]`` at ``(gx[i], gy[j])``): largest contour."""
+    import contourpy
+
+    field = mask.astype(float)
+    field[[0, -1], :] = 0.0  # every outline closes inside the grid
+    field[:, [0, -1]] = 0.0
+    lines = contourpy.contour_generator(gx, gy, field.T).lines(0.5)
+    if not lines:
+        raise GatingError("corner region has no outline")
+    line = max(lines, key=lambda v: abs(_area(v)))
+    return _simplify(line, tol=0.5 * min(gx[1] - gx[0], gy[1] - gy[0]))
+
+
+def _area(v: np.ndarray) -> float:
+    x, y = v[:, 0], v[:, 1]
+    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
+
+
+def _simplify(v: np.ndarray, tol: float) -> np.ndarray:
+    """Ramer-Douglas-Peucker simplification of a closed outline (grid staircases become lines)."""
+    if len(v) > 1 and np.allclose(v[0], v[-1]):
+        v = v[:-1]
+    if len(v) <= 8:
+        return v
+    # split the ring at its two farthest points, simplify both halves
+    far = int(np.argmax(((v - v[0]) ** 2).sum(1)))
+    halves = [v[: far + 1], np.vstack([v[far:], v[:1]])]
+    keep = [_rdp(h, tol)[:-1] for h in halves]
+    return np.vstack(keep)
+
+
+def _rdp(v: np.ndarray, tol: float) -> np.ndarray:
+    keep = np.zeros(len(v), dtype=bool)
+    keep[[0, -1]] = True
+    stack = [(0, len(v) - 1)]
+    while stack:
+        a, b = stack.pop()
+        if b <= a + 1:
+            continue
+        seg = v[b] - v[a]
+        norm = np.hypot(*seg) or 1e-12
+        d = np.abs(seg[0] * (v[a + 1 : b, 1] - v[a, 1]) - seg[1] * (v[a + 1 : b, 0] - v[a, 0]))
+        i = int(np.argmax(d))
+        if d[i] / norm > tol:
+            m = a + 1 + i
+            keep[m] = True
+            stack += [(a, m), (m, b)]
+    return v[keep]
+
+
+def _empty_gate(X: np.ndarray, sign: np.ndarray, spread: np.ndarray, dims) -> RangeGate:
+    """A box beyond every event in the corner: the gate exists (exportable, reviewable), holds nothing."""
+    edge = [X[:, j].max() if sign[j] > 0 else X[:, j].min() for j in range(2)]
+    bound = [float(edge[j] + sign[j] * spread[j]) for j in range(2)]
+    low = tuple(b if s > 0 else None for b, s in zip(bound, sign, strict=True))
+    high = tuple(b if s < 0 else None for b, s in zip(bound, sign, strict=True))
+    return RangeGate(tuple(dims), low, high)

@@ -1,0 +1,201 @@
+"""Surface Tregs (CD25hi CD127lo) in a continuum, files exported from a gate, partial results.
+
+The synthetic CD4 cells below are built like real blood, not like separated blobs: CD25 is a smear over
+memory cells whose CD127 drops as CD25 rises, CD127 has a low shoulder of CD25- effector-memory cells,
+and 3 % Tregs sit in the CD25hi CD127lo corner with no valley in either marker alone.
+"""
+
+from __future__ import annotations
+
+import io
+
+import flowkit as fk
+import numpy as np
+import pytest
+from anndata import AnnData
+
+import cytokit as ck
+from cytokit import _keys as K
+from cytokit.errors import MarkerError, StrategyError
+from cytokit.gating import gate, load_strategy
+from cytokit.gating._gatingml import export_gatingml
+from cytokit.gating._methods_corner import corner_population
+from cytokit.io import read_fcs, write_fcs
+from cytokit.pp import logicle_inverse
+
+
+def cd4_continuum(n=20000, *, seed=0, treg=0.03, isotype=False):
+    """CD4 T cells on the logicle scale: columns CD25, CD127, CD45RA; truth = Treg events."""
+    rng = np.random.default_rng(seed)
+    p = np.array([0.45, 0.42, 0.10, treg])
+    kind = rng.choice(4, n, p=p / p.sum())
+    naive, memory, cd127lo, tregs = (kind == i for i in range(4))
+    cd25, cd127 = np.empty(n), np.empty(n)
+    cd25[naive] = rng.normal(0.24, 0.04, naive.sum())
+    cd127[naive] = rng.normal(0.56, 0.045, naive.sum())
+    smear = rng.gamma(1.3, 0.07, memory.sum())
+    cd25[memory] = 0.26 + smear + rng.normal(0, 0.035, memory.sum())
+    cd127[memory] = rng.normal(0.54, 0.05, memory.sum()) - 0.25 * smear
+    cd25[cd127lo] = rng.normal(0.27, 0.05, cd127lo.sum())
+    cd127[cd127lo] = rng.normal(0.38, 0.06, cd127lo.sum())
+    cd25[tregs] = rng.normal(0.52, 0.055, tregs.sum())
+    cd127[tregs] = rng.normal(0.33, 0.045, tregs.sum())
+    ra_pos = naive | (tregs & (rng.random(n) < 0.3))
+    cd45ra = np.where(ra_pos, rng.normal(0.6, 0.05, n), rng.normal(0.25, 0.06, n))
+    if isotype:  # CD25 isotype control: background only
+        cd25 = rng.normal(0.2, 0.035, n)
+    return np.column_stack([cd25, cd127, cd45ra]), tregs
+
+
+def exported_cd4(n=20000, *, seed=0, isotype=False) -> AnnData:
+    """A transformed AnnData as a CD3+CD4+ export from a plate cytometer: every event a CD4 T cell."""
+    rng = np.random.default_rng(seed + 1000)
+    X, truth = cd4_continuum(n, seed=seed, isotype=isotype)
+    cols = {
+        "FSC-A": rng.normal(0.35, 0.03, n),
+        "FSC-H": rng.normal(0.33, 0.03, n),
+        "SSC-A": rng.normal(0.12, 0.02, n),
+        "Time": np.sort(rng.random(n)),
+        "CD3": rng.normal(0.6, 0.04, n),
+        "CD4": rng.normal(0.62, 0.04, n),
+        "CD25": X[:, 0],
+        "CD127": X[:, 1],
+        "CD45RA": X[:, 2],
+    }
+    ad = AnnData(np.column_stack(list(cols.values())).astype(np.float32))
+    ad.var_names = list(cols)
+    ad.obs["truth"] = truth
+    return ad
+
+
+def f1(mask, truth) -> float:
+    return 2 * (mask & truth).sum() / max(mask.sum() + truth.sum(), 1)
+
+
+# ------------------------------------------------------------------------------- the corner method
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_corner_population_finds_the_treg_cloud(seed):
+    X, truth = cd4_continuum(seed=seed)
+    res = corner_population(X[:, :2], dims=("CD25", "CD127"))
+    assert res.status == "ok", res.message
+    mask = res.value.apply(X[:, :2])
+    assert abs(100 * mask.mean() - 100 * truth.mean()) < 0.6
+    assert f1(mask, truth) > 0.8
+
+
+def test_corner_population_other_corner_and_sides():
+    """sides flips the corner: a CD25lo CD127hi population is found by the same code."""
+    X, truth = cd4_continuum(seed=21)
+    flipped = -X[:, :2]  # the Tregs are now CD25-low, CD127-high
+    res = corner_population(flipped, sides=("low", "high"), dims=("a", "b"))
+    mask = res.value.apply(flipped)
+    assert res.status == "ok"
+    assert f1(mask, truth) > 0.8
+
+
+@pytest.mark.parametrize("seed", [31, 32])
+def test_corner_population_is_empty_on_an_isotype_control(seed):
+    X, _ = cd4_continuum(seed=seed, isotype=True)
+    res = corner_population(X[:, :2], dims=("CD25", "CD127"), label="CD25hi CD127lo")
+    assert res.status == "fallback"
+    assert "no distinct CD25hi CD127lo" in res.message
+    assert res.value.apply(X[:, :2]).sum() == 0
+
+
+# ------------------------------------------------------------------- treg_surface and start_at
+def test_treg_surface_keeps_the_readout_population_names():
+    ids = set(load_strategy("treg_surface").names)
+    needed = {"CD4", "Treg", "Teff", "Treg_CD45RAneg", "Treg_CD127lo", "Teff_CD25pos"}
+    assert needed <= ids
+    assert load_strategy("treg_surface").node("Teff").expr == "CD4 and not Treg"
+
+
+def test_exported_cd4_file_gated_from_cd4():
+    ad = exported_cd4(seed=41)
+    truth = ad.obs["truth"].to_numpy()
+    gate(ad, strategy="treg_surface", start_at="CD4")
+    pops = ad.obsm[K.POPULATIONS]
+    g = ad.uns[K.GATING]
+    assert g["start_at"] == "CD4"
+    # every event that passes time QC is CD4; the lineage gates above CD4 were not placed
+    assert pops["CD4"].sum() == g["counts"]["time_ok"] >= 0.95 * ad.n_obs
+    for gid in ("cells", "lymphocytes", "CD3", "CD4"):
+        assert g["gates"][gid]["status"] == "skipped"
+        assert "exported from CD4" in g["gates"][gid]["message"]
+    assert "CD8" not in pops and "NK" not in pops
+    assert not any("CD4 is" in w for w in g["warnings"])  # no "100 % of CD3" expect warning
+    treg = pops["Treg"].to_numpy()
+    assert abs(100 * treg.mean() - 100 * truth.mean()) < 0.6
+    assert f1(treg, truth) > 0.8
+    assert (pops["Teff"] == (pops["CD4"] & ~pops["Treg"])).all()
+    assert set(ad.obs["population"].cat.categories) <= {"Treg", "Teff", "time_anomaly"}
+    assert 0 < pops["Treg_CD45RAneg"].sum() < pops["Treg"].sum()
+
+
+def test_isotype_well_has_no_tregs_and_a_warning_naming_the_gate():
+    ad = exported_cd4(seed=42, isotype=True)
+    gate(ad, strategy="treg_surface", start_at="CD4")
+    assert ad.obsm[K.POPULATIONS]["Treg"].sum() == 0
+    g = ad.uns[K.GATING]
+    assert g["gates"]["Treg"]["status"] == "fallback"
+    assert any(w.startswith("Treg") and "no distinct" in w for w in g["warnings"])
+
+
+def test_start_at_must_be_a_population_of_the_strategy():
+    with pytest.raises(StrategyError, match="start_at 'CD99'"):
+        gate(exported_cd4(n=2000), strategy="treg_surface", start_at="CD99")
+
+
+def test_without_start_at_an_exported_file_is_gated_from_the_top():
+    """The same file without start_at: the engine still places the lineage gates (no skipping)."""
+    ad = exported_cd4(n=6000, seed=43)
+    gate(ad, strategy="treg_surface")
+    assert "start_at" not in ad.uns[K.GATING]
+    assert ad.uns[K.GATING]["gates"]["CD3"]["status"] != "skipped"
+
+
+# ----------------------------------------------------------------------------- partial results
+def test_missing_required_marker_keeps_the_populations_placed_before_it():
+    ad = exported_cd4(n=6000, seed=44)
+    with pytest.raises(MarkerError, match="FOXP3") as info:
+        gate(ad, strategy="treg", start_at="CD4")
+    g = ad.uns[K.GATING]
+    assert "FOXP3" in g["error"]
+    pops = ad.obsm[K.POPULATIONS]
+    assert pops["CD4"].sum() > 0.95 * ad.n_obs
+    assert "Treg" not in pops and "FOXP3+" not in pops
+    assert (ad.obs["population"] == "CD4").mean() > 0.95
+    assert info.value.adata is ad
+
+
+def test_partial_results_with_copy_are_on_the_error():
+    ad = exported_cd4(n=6000, seed=45)
+    with pytest.raises(MarkerError) as info:
+        gate(ad, strategy="treg", start_at="CD4", copy=True)
+    assert K.GATING not in ad.uns  # the input is untouched
+    assert info.value.adata.obsm[K.POPULATIONS]["CD4"].sum() > 0
+
+
+# ----------------------------------------------------------------------------------- GatingML
+def test_gatingml_of_a_pre_gated_file_says_so_and_reproduces_treg(tmp_path):
+    """Raw FCS file of an exported CD4 population: FlowKit applying the export counts the same Tregs."""
+    X, _ = cd4_continuum(8000, seed=46)
+    rng = np.random.default_rng(46)
+    n = len(X)
+    raw = logicle_inverse(X, T=262144.0)
+    scatter = np.column_stack([rng.normal(60e3, 6e3, n), rng.normal(20e3, 3e3, n)])
+    events = np.column_stack([scatter, raw, np.sort(rng.uniform(0, 300, n))]).astype(np.float32)
+    channels = ["FSC-A", "SSC-A", "BL1-H", "VL1-H", "RL1-H", "Time"]
+    stains = ["", "", "CD25", "CD127", "CD45RA", ""]
+    path = write_fcs(tmp_path / "well_A1.fcs", events, channels, stains)
+    ad = read_fcs(path)
+    ck.pp.transform(ad)
+    gate(ad, strategy="treg_surface", start_at="CD4")
+    ours = int(ad.obsm[K.POPULATIONS]["Treg"].sum())
+    assert ours > 50
+    xml = export_gatingml(ad)
+    assert b'pre_gated="CD4"' in xml and b"exported from CD4" in xml
+    strategy = fk.parse_gating_xml(io.BytesIO(xml))
+    results = strategy.gate_sample(fk.Sample(str(path)))
+    (path_treg,) = [p for name, p in strategy.get_gate_ids() if name == "Treg"]
+    assert abs(results.get_gate_count("Treg", path_treg) - ours) <= 0.01 * ours + 1
