@@ -141,13 +141,13 @@ def draw_structure(
 
     # Tregs: CD127lo (Seddiki 2006), CD25hi; distance from Tconv drawn; a few CD127+ Tregs in real blood
     if real:
-        d127, cd25_treg, fox_treg = u(0.9, 1.1), u(3.35, 3.6), u(2.7, 3.0)
+        d127, cd25_treg, fox_treg = u(0.95, 1.15), u(3.4, 3.65), u(2.7, 3.0)
     elif overlap:
         d127, cd25_treg, fox_treg = u(0.6, 0.9), u(3.2, 3.5), u(2.65, 2.95)
     else:
         d127, cd25_treg, fox_treg = u(0.8, 1.2), u(3.3, 3.7), u(3.05, 3.4)
     cd127hi = u(0.03, 0.1) if overlap else 0.0  # CD127+ FOXP3+ cells (Seddiki 2006: a minority)
-    lo = (cd127 - d127, u(0.18, 0.24) if real else u(0.22, 0.32))
+    lo = (cd127 - d127, u(0.21, 0.27) if real else u(0.22, 0.32))
     for label, ra in (("Treg_naive", (1, u(3.55, 3.85), 0.15)), ("Treg_memory", None)):
         ph[label]["CD127"] = (cd127hi, cd127 - 0.1, cd127_sd, *lo)
         ph[label]["CD25"] = (
@@ -198,7 +198,8 @@ def draw_structure(
     # memory Tconv split into 1-3 subsets (central/effector memory...) with their own CD127/CD25
     n_sub = int(rng.integers(1, 4))
     weights = rng.dirichlet(np.full(n_sub, 3.0))
-    shifts = [{"CD127": u(-0.25, 0.1), "CD25": u(-0.2, 0.15)} for _ in range(n_sub)]
+    low = -0.15 if real else -0.25  # real: subsets overlap on CD127 (one peak with a low shoulder)
+    shifts = [{"CD127": u(low, 0.1), "CD25": u(-0.2, 0.15)} for _ in range(n_sub)]
     if real:  # effector-memory CD4: CD127int-lo and CD25lo, a low CD127 shoulder, not a second peak
         em = u(0.15, 0.3)
         weights = np.append(weights * (1 - em), em)
