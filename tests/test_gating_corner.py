@@ -110,6 +110,13 @@ def test_treg_surface_keeps_the_readout_population_names():
     assert load_strategy("treg_surface").node("Teff").expr == "CD4 and not Treg"
 
 
+def test_treg_surface_lineage_gates_are_those_of_treg():
+    """Trials analysed with either strategy compare: everything up to CD4/CD8 is the same."""
+    treg, surface = load_strategy("treg"), load_strategy("treg_surface")
+    for gid in ("time_ok", "cells", "singlets", "lymphocytes", "live", "CD3", "CD4", "CD8"):
+        assert surface.node(gid) == treg.node(gid), gid
+
+
 def test_exported_cd4_file_gated_from_cd4():
     ad = exported_cd4(seed=41)
     truth = ad.obs["truth"].to_numpy()

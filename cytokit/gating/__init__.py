@@ -5,6 +5,7 @@ from ._gates import EllipseGate, Gate, PolygonGate, RangeGate, gate_from_dict
 from ._gatingml import apply_gatingml, export_gatingml, load_gatingml, to_gating_strategy
 from ._methods import Placement, density_valley, otsu_threshold, tail_threshold, time_anomalies
 from ._methods_2d import mixture_window, scatter_mixture, singlet_band
+from ._methods_corner import corner_population
 from ._strategy import GateSpec, PopulationSpec, Strategy, load_strategy
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "Strategy",
     "apply_gatingml",
     "consensus_prior",
+    "corner_population",
     "density_valley",
     "export_gatingml",
     "gate",
