@@ -541,6 +541,7 @@ def _index_series(index) -> pd.Series:
     return pd.Series([str(v) for v in index], index=index)
 
 
+@functools.lru_cache(maxsize=4096)  # pure in ``text``; every gate of every sample asks again
 def _safe_canonical(text: str) -> str | None:
     """Canonical marker of ``text``; a spelling the recogniser cannot parse is no match."""
     try:
