@@ -126,9 +126,18 @@ def _populations(adata: AnnData) -> tuple[pd.DataFrame, dict[str, str | None]]:
 
 
 def _unusable(adata: AnnData, parents: dict[str, str | None], pops: pd.DataFrame) -> set[str]:
-    """Populations whose counts mean nothing: absent, own gate failed/skipped, or an ancestor unusable."""
-    gates = adata.uns.get(K.GATING, {}).get("gates", {})
+    """Populations whose counts mean nothing: absent, own gate failed/skipped, or an ancestor unusable.
+
+    In a file exported from a gate (``gate(..., start_at=...)``) that population and its ancestors were
+    skipped because every event belongs to them: their counts are the file's events, not unusable.
+    """
+    gating = adata.uns.get(K.GATING, {})
+    gates = gating.get("gates", {})
     bad = {n for n, g in gates.items() if str(g.get("status", "ok")) in _UNUSABLE_STATUS}
+    name = gating.get("start_at")
+    while name in parents and name in pops.columns:  # the pre-gated branch, up to the root
+        bad.discard(name)
+        name = parents[name]
     bad |= {n for n in parents if n not in pops.columns}
     changed = True
     while changed:  # propagate down the tree
