@@ -260,6 +260,10 @@ def draw_trial(
     if helpers and realism == "classic":
         realism = "drawn"  # the classic structure has no helper subsets
     structure = draw_structure(stream(seed, 5), realism, helpers=helpers, schedule=design)
+    if structure is not None:  # panel design puts graded antigens on bright reagents (Mahnke &
+        # Roederer, Clin Lab Med 2007): no functional or helper marker on a dim fluorochrome
+        graded = np.isin(drawn.markers, ("Ki67", "HLA-DR", "Helios", *HELPER_MARKERS))
+        drawn.brightness = np.where(graded, np.maximum(drawn.brightness, 0.5), drawn.brightness)
     return Trial(
         int(seed),
         drawn,

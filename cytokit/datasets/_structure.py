@@ -165,7 +165,7 @@ def draw_structure(
             ph[label]["CD45RA"] = ra
     # Ki67 and HLA-DR: positives are a distinct but overlapping population above the negatives
     ki67_mu, ki67_sd = u(3.1, 3.5), u(0.2, 0.3)
-    dr_mu, dr_sd = u(2.6, 3.1), u(0.25, 0.35)  # Tregs: HLA-DR dim-to-bright (Baecher-Allan 2006)
+    dr_mu, dr_sd = u(2.95, 3.35), u(0.22, 0.3)  # Tregs: HLA-DR dim-to-bright (Baecher-Allan 2006)
     for label in bio.CD4_LABELS:
         frac = ph[label].get("Ki67", (0.0,))[0]
         ph[label]["Ki67"] = (frac, ki67_mu, ki67_sd)
