@@ -108,8 +108,6 @@ HELPER_READOUTS: tuple[str, ...] = (
 )
 READOUTS: tuple[str, ...] = tuple(READOUT_LABELS)
 
-_UNUSABLE_STATUS = {"failed", "skipped"}
-
 
 def _populations(adata: AnnData) -> tuple[pd.DataFrame, dict[str, str | None]]:
     """The bool population frame and ``{name: parent}`` in strategy order (unknown parents are None)."""
@@ -130,10 +128,12 @@ def _unusable(adata: AnnData, parents: dict[str, str | None], pops: pd.DataFrame
 
     In a file exported from a gate (``gate(..., start_at=...)``) that population and its ancestors were
     skipped because every event belongs to them: their counts are the file's events, not unusable.
+    Likewise a skipped gate whose population is present passed its parent's events on purpose
+    (``when_missing: pass``: no Time channel, no CCR4 stain).
     """
     gating = adata.uns.get(K.GATING, {})
-    gates = gating.get("gates", {})
-    bad = {n for n, g in gates.items() if str(g.get("status", "ok")) in _UNUSABLE_STATUS}
+    status = {n: str(g.get("status", "ok")) for n, g in gating.get("gates", {}).items()}
+    bad = {n for n, s in status.items() if s == "failed" or (s == "skipped" and n not in pops)}
     name = gating.get("start_at")
     while name in parents and name in pops.columns:  # the pre-gated branch, up to the root
         bad.discard(name)

@@ -262,3 +262,12 @@ def test_samples_without_patient_get_no_fold_and_no_pairs():
     assert out.loc["P1_D8", "treg_fold_vs_baseline"] == pytest.approx(2.0)
     assert stats.paired_tests(out.reset_index(), ["treg_pct_cd4"])["n_pairs"].max() == 2
     assert stats.paired_tests(frame.drop(columns="patient")).empty
+
+
+def test_gate_that_passes_all_events_keeps_readouts():
+    # a file without a Time channel: time_ok is skipped but keeps every event (when_missing: pass);
+    # the readouts below it are real, not missing
+    adata = make_gated()
+    adata.uns["gating"]["gates"]["cells"]["status"] = "skipped"  # present in obsm: passed
+    r = readouts.sample_readouts(adata)
+    assert np.isfinite(r["treg_pct_cd4"]) and np.isfinite(r["treg_teff_ratio"])

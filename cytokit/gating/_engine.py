@@ -415,12 +415,14 @@ class _Run:
             pair = np.column_stack([self.column(b["guide"])[sub], self.column(dim)[sub]])
             guide = M2.mixture_window(pair, seed=self.strat.seed).details
             kw["search"] = tuple(guide["window"])
-        if method == "reference":  # the excess over a negative reference population
-            ref = b.get("reference")
-            ref_idx = self.sample_idx(ref, int(b.get("fit_events", self.strat.fit_events)))
-            if len(ref_idx) < M.MIN_EVENTS:
-                raise GatingError(f"only {len(ref_idx)} events in reference {ref!r} to place {dim}")
-            res = M.reference_threshold(x, self.column(dim)[ref_idx], side=b.get("side", "high"))
+        if method == "reference":  # the excess over a reference population (or x's own main peak)
+            ref, values = b.get("reference", "self"), None
+            if ref != "self":
+                ref_idx = self.sample_idx(ref, int(b.get("fit_events", self.strat.fit_events)))
+                if len(ref_idx) < M.MIN_EVENTS:
+                    raise GatingError(f"only {len(ref_idx)} events in {ref!r} to place {dim}")
+                values = self.column(dim)[ref_idx]
+            res = M.reference_threshold(x, values, side=b.get("side", "high"))
         else:
             res = _one_d(method, x, kw)
         if guide and res.status != "ok":

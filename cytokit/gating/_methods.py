@@ -197,7 +197,7 @@ def otsu_threshold(x: np.ndarray, *, nbins: int = 256) -> Placement:
 
 
 def reference_threshold(
-    x: np.ndarray, reference: np.ndarray, *, side: str = "high", max_iter: int = 200
+    x: np.ndarray, reference: np.ndarray | None, *, side: str = "high", max_iter: int = 200
 ) -> Placement:
     """Threshold that gates the part of ``x`` in excess of a negative ``reference`` population.
 
@@ -212,10 +212,19 @@ def reference_threshold(
     negatives put half their events on each side of it, so ``2 * F_x(median)`` are negative. The
     threshold is the quantile of ``x`` that gates exactly the fitted positive share, so gate and count
     agree.
+
+    ``reference=None`` takes the main peak of ``x`` itself, mirrored about its mode from the side
+    away from the positives: for a bright subset of a positive population (PD-1hi among PD-1+ cTfh),
+    where no population carries the dim level alone.
     """
     x = _finite(x)
-    ref = _finite(reference)
     sign = _side_sign(side)
+    if reference is None:
+        grid, dens, _ = smooth_density(x)
+        mode = float(grid[np.argmax(dens)])
+        low = x[(x - mode) * sign <= 0]
+        reference = np.r_[low, 2 * mode - low]
+    ref = _finite(reference)
     xs, rs = x * sign, ref * sign  # work with the positives above
     m = float(np.median(rs))
     start = 1.0 - min(2.0 * float(np.mean(xs < m)), 1.0)

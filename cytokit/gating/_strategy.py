@@ -90,7 +90,7 @@ class GateSpec:
             for key in ("within", "from", "reference"):
                 if isinstance(spec, dict) and spec.get(key):
                     refs.add(spec[key])
-        return refs - {ROOT}
+        return refs - {ROOT, "self"}
 
 
 @dataclass(frozen=True)
