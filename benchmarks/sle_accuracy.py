@@ -42,6 +42,8 @@ GOALS = {
     "th17_treg_ratio": ("rel", None, 0.15),
 }
 REPORTED = ("treg_pct_cd4", "tfh_pd1hi_pct_tfh", "th1_17_pct_mem")
+# readouts whose week-2 direction is scored: the issue's six and Treg % of CD4 (Th1/17 is extra)
+DIRECTION = (*GOALS, "tfh_pd1hi_pct_tfh", "treg_pct_cd4")
 
 
 def run_trial(seed: int, args, folder: Path) -> pd.DataFrame:
@@ -82,7 +84,7 @@ def errors(table: pd.DataFrame) -> pd.DataFrame:
 def directions(table: pd.DataFrame) -> pd.DataFrame:
     """Median over patients of the week-2 change versus baseline, gated and true, per readout."""
     rows = []
-    for readout in (*GOALS, *REPORTED):
+    for readout in DIRECTION:
         for seed, t in table.groupby("seed"):
             frame = {}
             for col in (readout, f"{readout}_true"):

@@ -38,7 +38,6 @@ _METHOD_KW = {
     "tail": {"side", "k", "adjust", "peak"},
     "otsu": {"nbins"},
     "reference": {"side"},
-    "mixture": {"side", "components"},
 }
 _PLACEMENT_KEYS = {
     "warn",
@@ -347,7 +346,7 @@ class _Run:
         if spec.method == "fixed":
             g = gate_from_dict({**spec.gate, "dims": [self.var(d) for d in spec.dims]})
             return g, "ok", "fixed", {}
-        if spec.method in ("valley", "tail", "otsu", "reference", "mixture"):
+        if spec.method in ("valley", "tail", "otsu", "reference"):
             return self.range_gate(spec, {spec.dims[0]: {**p, "method": spec.method}})
         if spec.method == "range":
             return self.range_gate(spec, p["bounds"])
@@ -648,8 +647,6 @@ def _one_d(method: str, x: np.ndarray, kw: dict) -> M.Placement:
         return M.tail_threshold(x, **kw)
     if method == "otsu":
         return M.otsu_threshold(x, **kw)
-    if method == "mixture":
-        return M.mixture_threshold(x, **kw)
     raise GatingError(f"unknown threshold method {method!r}")
 
 
@@ -723,7 +720,8 @@ def placement_jumps(gating: dict, others: list[dict], *, max_z: float = 3.0) -> 
     a Shewhart control chart). Left out: thresholds the strategy says move with treatment
     (``moves: <why>``, e.g. CD56bright NK expanding under IL-2), tails (a tail is k SDs from its peak
     by construction: its position follows biology such as CD25 rising on Tregs under IL-2, and its
-    own doubt is its status), thresholds reused from another gate, time QC, and placements that are
+    own doubt is its status), reference thresholds (a quantile gating a subset's estimated share, which
+    treatment changes), thresholds reused from another gate, time QC, and placements that are
     not ``ok`` (they are reported as fallbacks already).
     """
     if not others:
@@ -746,6 +744,12 @@ def placement_jumps(gating: dict, others: list[dict], *, max_z: float = 3.0) -> 
     return messages
 
 
+# placements whose position follows biology by construction: a tail is k SDs from its peak; a
+# reference threshold is the quantile that gates a subset's estimated share, so it moves with that share
+# (ld-IL2 lowers cTfh and Th17); time QC follows each file's acquisition
+_UNCHECKED = ("tail", "time_qc", "reference")
+
+
 def _relative_thresholds(gating: dict, *, statuses) -> dict[tuple[str, str], tuple[float, float]]:
     """``{(gate, dim): (z, threshold)}``: range thresholds placed by the sample's own valley / Otsu
     (see :func:`placement_jumps`), z in robust SDs from the median of the events they were placed on."""
@@ -762,7 +766,7 @@ def _relative_thresholds(gating: dict, *, statuses) -> dict[tuple[str, str], tup
             method = b.get("method", rec.get("method")) if bounds else rec.get("method")
             det = (rec.get("details") or {}).get(dim, {})
             mark = det.get("landmark") if isinstance(det, dict) else None
-            if value is None or not mark or method in ("tail", "time_qc") or b.get("moves"):
+            if value is None or not mark or method in _UNCHECKED or b.get("moves"):
                 continue
             if b.get("from") or mark.get("spread", 0) <= 0:
                 continue

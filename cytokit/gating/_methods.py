@@ -31,7 +31,6 @@ from ._gates import PolygonGate
 __all__ = [
     "Placement",
     "density_valley",
-    "mixture_threshold",
     "otsu_threshold",
     "reference_threshold",
     "smooth_density",
@@ -271,46 +270,6 @@ def reference_threshold(
         tail = tail_threshold(ref, side=side, peak="outside")
         return Placement(float(tail.value), "ok", "no excess over the reference", details)
     value = float(np.quantile(xs, 1.0 - w)) * sign
-    return Placement(value, "ok", "", details)
-
-
-def mixture_threshold(
-    x: np.ndarray, *, side: str = "high", components=(2, 3), seed: int = 0
-) -> Placement:
-    """Threshold that gates the brightest (``side="high"``) component of a 1-D Gaussian mixture.
-
-    For a bright subset inside a positive population, e.g. PD-1hi among circulating Tfh cells, which
-    are PD-1+ as a whole (He et al., Immunity 2013): the PD-1int and PD-1hi cells overlap without a
-    valley and there is no negative reference for "int". Mixtures of each size in ``components`` are
-    fitted (scikit-learn's ``GaussianMixture``) and the size with the lowest BIC is kept; the gated
-    share is the weight of the extreme component, and the threshold is the quantile of ``x`` that gates
-    exactly that share (gate and count agree; the count is unbiased where the components overlap).
-    """
-    from sklearn.mixture import GaussianMixture
-
-    x = _finite(x)
-    sign = _side_sign(side)
-    X = (x * sign)[:, None]
-    floor = 1e-6 * float(np.var(X)) or 1e-9  # a millionth of the data's own variance
-    fits = []
-    for k in components:
-        if len(x) < 10 * int(k):
-            continue
-        gm = GaussianMixture(n_components=int(k), reg_covar=floor, random_state=seed).fit(X)
-        fits.append((float(gm.bic(X)), int(k), gm))
-    if not fits:
-        raise GatingError(f"too few events ({len(x)}) for a {min(components)}-component mixture")
-    bic, k, gm = min(fits, key=lambda f: f[0])
-    means = gm.means_[:, 0]
-    top = int(np.argmax(means))
-    share = float(gm.weights_[top])
-    value = float(np.quantile(X[:, 0], 1.0 - share)) * sign
-    details = {
-        "components": k,
-        "bic": bic,
-        "means": (np.sort(means) * sign).round(4).tolist(),
-        "positive_fraction": share,
-    }
     return Placement(value, "ok", "", details)
 
 

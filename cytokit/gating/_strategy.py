@@ -8,7 +8,7 @@ A strategy file (see the shipped ``gating/treg.yaml``, documented inline) holds:
       - id: CD3
         parent: live
         dims: [CD3]            # marker names (var_names of the sample, panel spellings resolved)
-        method: valley         # valley | tail | otsu | reference | mixture | range | singlets | scatter_mixture | time_qc | fixed
+        method: valley         # valley | tail | otsu | reference | range | singlets | scatter_mixture | time_qc | fixed
         params: {side: high}
         outside: B/NK          # name of the parent's events that fail this gate (obs label)
         required: true         # false: skipped with a warning when a marker is missing
@@ -45,7 +45,6 @@ METHODS = frozenset(
         "tail",
         "otsu",
         "reference",
-        "mixture",
         "range",
         "singlets",
         "scatter_mixture",
@@ -54,7 +53,7 @@ METHODS = frozenset(
         "corner",
     }
 )
-ONE_D = frozenset({"valley", "tail", "otsu", "reference", "mixture"})
+ONE_D = frozenset({"valley", "tail", "otsu", "reference"})
 _GATE_KEYS = {
     "id", "parent", "dims", "method", "params", "gate", "outside", "required",
     "when_missing", "label", "expect", "description",
