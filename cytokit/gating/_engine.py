@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
+import zlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +26,7 @@ from . import _methods as M
 from . import _methods_2d as M2
 from ._gates import PolygonGate, RangeGate, gate_from_dict
 from ._methods_corner import corner_population
+from ._overrides import normalise_gates, normalise_thresholds
 from ._strategy import ROOT, GateSpec, PopulationSpec, Strategy, load_strategy
 
 if TYPE_CHECKING:
@@ -62,6 +65,8 @@ def gate(
     *,
     prior: dict | None = None,
     start_at: str | None = None,
+    thresholds: Mapping | None = None,
+    gates: Mapping | None = None,
     key_added: str = K.POPULATION,
     copy: bool = False,
 ) -> AnnData | None:
@@ -83,6 +88,15 @@ def gate(
         event belongs to it, the gates above it are not placed (status ``skipped``; time QC still
         runs), populations outside its branch (CD8, NK) are absent, and ``uns["gating"]["start_at"]``
         records it (the GatingML export says so too).
+    thresholds
+        Thresholds set from outside the sample's fit, ``{(gate_id, marker): value}`` or
+        ``{(gate_id, marker): {"value": v, "status": "manual" | "control", "note": "..."}}`` (transformed
+        units): a reviewer's correction (``manual``, the default) or a control well's reference
+        (``control``). The gate's other bounds are placed as usual; its status becomes the override's.
+    gates
+        Whole gates set from outside, ``{gate_id: gate dict}`` or ``{gate_id: {"gate": {...}, "status",
+        "note"}}`` (a fixed gate as :func:`gate_from_dict` reads it, dims by marker name). Overridden
+        gates' descendants are placed on the corrected populations; nothing else changes.
     key_added
         ``obs`` column of the deepest lineage population.
     copy
@@ -113,7 +127,7 @@ def gate(
     if start_at is not None and start_at not in strat.names:
         message = f"start_at {start_at!r} is not a population of strategy {strat.name!r}"
         raise StrategyError(message, path)
-    run = _Run(adata, strat, prior, path, start_at=start_at)
+    run = _Run(adata, strat, prior, path, start_at=start_at, thresholds=thresholds, gates=gates)
     try:
         with single_threaded():  # small fits: threads cost more than they save (see _threads)
             run.place_all()
@@ -158,12 +172,21 @@ def resolve_dims(adata: AnnData, names) -> dict[str, int | None]:
 class _Run:
     """State of one sample's gating: masks, thresholds, statuses (one-shot, not public)."""
 
-    def __init__(self, adata: AnnData, strat: Strategy, prior: dict | None, path, start_at=None):
+    def __init__(
+        self,
+        adata: AnnData,
+        strat: Strategy,
+        prior: dict | None,
+        path,
+        start_at=None,
+        *,
+        thresholds=None,
+        gates=None,
+    ):
         self.adata, self.strat, self.path = adata, strat, path
         self.start_at = start_at
         self.above, self.outside = _pregated_nodes(strat, start_at)
         self.n = adata.n_obs
-        self.rng = np.random.default_rng(strat.seed)
         self.prior_thr = prior_thresholds(prior)
         self.prior_gates = prior_gates(prior)
         dims = {d for n in strat.nodes if isinstance(n, GateSpec) for d in n.dims}
@@ -178,6 +201,34 @@ class _Run:
         self.warnings: list[str] = []
         self.absent: set[str] = set()  # optional nodes skipped for markers the panel lacks
         self.missing_markers: dict[str, list[str]] = {}  # marker -> optional gates skipped for it
+        self.thr_over, self.gate_over = self._overrides(thresholds, gates)
+
+    def _overrides(self, thresholds, gates) -> tuple[dict, dict]:
+        """Outside placements keyed by (gate id, column) / gate id; unknown gates or markers raise."""
+        specs = {n.id: n for n in self.strat.nodes if isinstance(n, GateSpec)}
+        thr: dict[tuple[str, int], dict] = {}
+        for (gid, marker), entry in normalise_thresholds(thresholds).items():
+            spec = specs.get(gid)
+            if spec is None:
+                raise GatingError(
+                    f"override: {gid!r} is not a gate of strategy {self.strat.name!r}"
+                )
+            j = resolve_dims(self.adata, [marker])[marker]
+            own = {self.cols.get(d) for d in spec.dims} - {None}
+            if j is None or j not in own:
+                raise GatingError(
+                    f"override: gate {gid!r} has no threshold on {marker!r} "
+                    f"(its markers: {', '.join(spec.dims)})",
+                    self.path,
+                )
+            thr[(gid, j)] = entry
+        whole = normalise_gates(gates)
+        for gid in whole:
+            if gid not in specs:
+                raise GatingError(
+                    f"override: {gid!r} is not a gate of strategy {self.strat.name!r}"
+                )
+        return thr, whole
 
     # ---------------------------------------------------------------- data access
     def column(self, dim: str) -> np.ndarray:
@@ -214,13 +265,17 @@ class _Run:
 
     def sample_idx(self, name: str, limit: int) -> np.ndarray:
         """Events of ``name`` to fit on: at most ``limit``, drawn at random over the whole acquisition."""
-        return self.spread(np.flatnonzero(self.mask(name)), limit)
+        return self.spread(np.flatnonzero(self.mask(name)), limit, key=name)
 
-    def spread(self, idx: np.ndarray, limit: int) -> np.ndarray:
+    def spread(self, idx: np.ndarray, limit: int, *, key: str) -> np.ndarray:
         """At most ``limit`` of ``idx``, a uniform random draw (never a prefix: a file's first events
-        are its first seconds, and a file that drifts or clogs would be fitted on its start only)."""
+        are its first seconds, and a file that drifts or clogs would be fitted on its start only).
+
+        One random stream per ``key`` (the population or gate it serves): a subsample never depends on
+        which gates were placed before, so an overridden gate leaves every other gate's fit as it was."""
         if limit and len(idx) > limit:
-            idx = np.sort(self.rng.choice(idx, limit, replace=False))
+            rng = np.random.default_rng([self.strat.seed, zlib.crc32(key.encode())])
+            idx = np.sort(rng.choice(idx, limit, replace=False))
         return idx
 
     # ---------------------------------------------------------------- placement
@@ -283,7 +338,10 @@ class _Run:
             )
             return
         try:
-            g, status, message, details = self.placement(spec)
+            if spec.id in self.gate_over:
+                g, status, message, details = self.outside_gate(spec)
+            else:
+                g, status, message, details = self.placement(spec)
         except GatingError as err:
             fallback = self.prior_gates.get(spec.id)
             if fallback is None:
@@ -315,6 +373,25 @@ class _Run:
             message = f"{message}; check failed: {'; '.join(failed)}"
         self.warnings.append(f"{spec.id} fallback: {message}")
         return message
+
+    def outside_gate(self, spec: GateSpec):
+        """A whole gate set from outside (``gates=``): its dims resolved to the sample's var_names."""
+        entry = self.gate_over[spec.id]
+        fixed = dict(entry["gate"])
+        cols = resolve_dims(self.adata, [str(d) for d in fixed["dims"]])
+        missing = [d for d, j in cols.items() if j is None]
+        if missing:
+            raise GatingError(f"override of {spec.id!r}: marker {', '.join(missing)} not found")
+        names = [str(self.adata.var_names[j]) for j in cols.values()]
+        g = gate_from_dict({**fixed, "dims": names})
+        if isinstance(g, RangeGate):  # gates that reuse this gate's thresholds (from:) follow it
+            by_col = {j: d for d, j in self.cols.items() if j is not None}
+            for j, lo, hi in zip(cols.values(), g.low, g.high, strict=True):
+                value = lo if lo is not None else hi
+                if value is not None and j in by_col:
+                    self.thresholds[(spec.id, by_col[j])] = float(value)
+        details = {"rule": entry["status"], "note": entry["note"]}
+        return g, entry["status"], _override_message(entry), details
 
     def apply(self, g, parent: np.ndarray) -> np.ndarray:
         """``g`` applied to the parent's events (only those rows when the parent is small)."""
@@ -361,7 +438,7 @@ class _Run:
         elif spec.method == "corner":  # a rare cloud in a corner of a continuum (CD25hi CD127lo)
             res = corner_population(np.column_stack(cols), dims=dims, seed=self.strat.seed, **kw)
         elif spec.method == "scatter_mixture":
-            sub = self.spread(np.arange(len(idx)), int(p.get("fit_events", 2000)))
+            sub = self.spread(np.arange(len(idx)), int(p.get("fit_events", 2000)), key=spec.id)
             res = M2.scatter_mixture(
                 np.column_stack(cols)[sub], dims=dims, seed=self.strat.seed, **kw
             )
@@ -383,14 +460,20 @@ class _Run:
             if message:
                 messages.append(f"{dim}: {message}")
             details[dim] = {"threshold": value, **det}
-        status = "fallback" if "fallback" in statuses else "ok"
+        # a value set from outside shows first (a reviewer must see it), then a fallback
+        status = next((s for s in ("manual", "control", "fallback") if s in statuses), "ok")
         for dim in set(spec.dims) - set(dims):
             messages.append(f"optional {dim} not found, not used")
         g = RangeGate(tuple(self.var(d) for d in dims), tuple(lows), tuple(highs))
         return g, status, "; ".join(messages), details
 
     def threshold(self, spec: GateSpec, dim: str, b: dict) -> tuple[float, str, str, dict]:
-        """One threshold on ``dim``: reused (``from``), fixed (``value``) or placed by a 1-D method."""
+        """One threshold on ``dim``: set from outside (override, control well), reused (``from``), fixed
+        (``value``) or placed by a 1-D method."""
+        over = self.thr_over.get((spec.id, self.cols[dim]))
+        if over is not None:
+            details = {"rule": over["status"], "note": over["note"]}
+            return over["value"], over["status"], _override_message(over), details
         if b.get("from"):
             key = (b["from"], dim)
             if key not in self.thresholds:
@@ -410,7 +493,7 @@ class _Run:
         if b.get("guide") and method == "valley":
             if self.cols.get(b["guide"]) is None:
                 raise GatingError(f"guide marker {b['guide']} not found")
-            sub = self.spread(idx, int(b.get("guide_events", 4000)))
+            sub = self.spread(idx, int(b.get("guide_events", 4000)), key=f"{spec.id}/{dim}/guide")
             pair = np.column_stack([self.column(b["guide"])[sub], self.column(dim)[sub]])
             guide = M2.mixture_window(pair, seed=self.strat.seed).details
             kw["search"] = tuple(guide["window"])
@@ -638,6 +721,11 @@ def _valley_above_window(x: np.ndarray, kw: dict, res: M.Placement) -> M.Placeme
     except GatingError:
         return res
     return M.Placement(alt.value, "ok", "valley above the guide window", alt.details)
+
+
+def _override_message(entry: dict) -> str:
+    what = "set by a reviewer" if entry["status"] == "manual" else "set from a control well"
+    return f"{what}: {entry['note']}" if entry["note"] else what
 
 
 def _one_d(method: str, x: np.ndarray, kw: dict) -> M.Placement:
