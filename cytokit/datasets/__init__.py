@@ -28,8 +28,8 @@ CD3+CD4+ gate (``exported_from="CD4"``), use a surface panel without FOXP3 (``pa
 control wells (``controls=("isotype:CD25", "unstained:CD25", "FMO:Ki67")``, manifest column
 ``control``), or follow the SLE trial (``design="sle"``: weeks 0-12, CXCR5/PD-1/CXCR3/CCR6/CCR4).
 
-Truth: ``truth/truth.csv`` columns are named as ``summary.csv``'s readouts (see
-:func:`truth_readouts`); ``truth/<sample>.npz`` holds per-event labels and states
+Truth: ``truth/truth.csv`` columns are named as ``summary.csv``'s readouts (:data:`TRUTH_READOUTS`,
+:data:`HELPER_TRUTH_READOUTS`; see :func:`truth_readouts`); ``truth/<sample>.npz`` holds per-event labels and states
 (:func:`load_event_truth`).
 
 Examples
@@ -42,6 +42,7 @@ True
 
 from cytokit.datasets._biology import CD4_LABELS, LABELS, TEFF_LABELS, TREG_LABELS, treatment_effect
 from cytokit.datasets._simulate import (
+    HELPER_TRUTH_READOUTS,
     TRUTH_READOUTS,
     SimulatedSample,
     simulate_sample,
@@ -52,6 +53,7 @@ from cytokit.datasets._trial import load_event_truth, load_truth, simulate_trial
 
 __all__ = [
     "CD4_LABELS",
+    "HELPER_TRUTH_READOUTS",
     "LABELS",
     "REALISMS",
     "TEFF_LABELS",

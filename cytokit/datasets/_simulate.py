@@ -505,7 +505,8 @@ def simulate_sample(
         ``"CD4"``: the file was exported from a CD3+CD4+ gate; every event is a CD4 T cell.
     design
         ``"transreg"`` (one ld-IL2 course, response peaking near day 8) or ``"sle"`` (the SLE trial:
-        three 2-week courses, helper-subset markers on the panel, cTfh and Th17 falling under ld-IL2).
+        three 2-week courses, helper-subset markers on the panel, cTfh and Th17 falling under ld-IL2;
+        the classic structure has no helper subsets, so ``realism="classic"`` is drawn there).
     control
         Make the file a control well: ``"isotype:CD25"``, ``"unstained:CD25"``, ``"FMO:Ki67"``...
     """

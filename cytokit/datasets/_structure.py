@@ -76,7 +76,9 @@ class Structure:
         patient.treg_ki67 = u(*r["treg_ki67"])
         patient.treg_hladr = u(*r["treg_hladr"])
         if self.helper_levels:
-            w = rng.dirichlet([6.0, 4.0, 4.0, 3.0, 1.5, 3.5])  # Tfh, Th1, Th2, Th17, Th1/17, other
+            # shares of Th1, Th2, Th17, Th1/17 and unpolarised among CXCR5- memory (the first weight
+            # is drawn and unused: cTfh is drawn directly below)
+            w = rng.dirichlet([6.0, 4.0, 4.0, 3.0, 1.5, 3.5])
             tfh = u(0.06, 0.16)  # cTfh % of memory CD4 (Morita 2011: ~10-15 % of memory CD4)
             rest = w[1:] / w[1:].sum() * (1 - tfh)
             patient.helper = dict(zip(HELPER_SUBSETS, [tfh, *rest], strict=True))

@@ -197,7 +197,9 @@ def load_event_truth(folder: str | Path, sample: str) -> pd.DataFrame:
     Columns: ``label``; the contract's populations ``cd4``, ``treg``, ``teff``; ``treg_surface`` (the
     Tregs a CD25hi CD127lo gate should hold); the latent positive states of the panel's markers
     (``Ki67``, ``HLA-DR``, ``Helios``, ``CD45RA``: True = in the marker's positive component, so
-    CD45RA- = ``~CD45RA``) and ``anomaly`` (acquired during a clog or burst).
+    CD45RA- = ``~CD45RA``) and ``anomaly`` (acquired during a clog or burst). SLE design: helper
+    subsets of memory Tconv ``Tfh``, ``Tfh_PD1hi``, ``Th1``, ``Th2``, ``Th17``, ``Th1_17`` and ``memory``
+    (CD4 CD45RA- not Treg). In a CD25 or FOXP3 control well ``treg`` is all False (no Tregs to find).
     """
     path = _truth_dir(folder) / f"{sample}.npz"
     if not path.exists():
