@@ -40,6 +40,7 @@ def test_start_at_counts_every_event_of_a_cd4_export_as_cd4(small_trial, tmp_pat
         "--start-at",
         "CD4",
         "--no-cluster",
+        "--no-figures",
     )
     assert proc.returncode == 0, proc.stderr
     summary = pd.read_csv(tmp_path / "out" / "summary.csv").iloc[0]
