@@ -157,6 +157,30 @@ def test_umap_embeds_blobs_apart_and_is_deterministic():
     assert gaps.min() > 2 * spread
 
 
+@pytest.mark.slow  # umap-learn's own graph is compiled by numba (a few seconds)
+def test_umap_fuzzy_graph_is_umap_learns():
+    """The numpy fuzzy graph has umap-learn's memberships (sigma bisection, rho, fuzzy union)."""
+    import warnings
+
+    from umap.umap_ import fuzzy_simplicial_set
+
+    from cytokit.tl._neighbors import knn
+    from cytokit.tl._umap import fuzzy_graph
+
+    rng = np.random.default_rng(3)
+    X = np.vstack([rng.normal(0, 1, (150, 4)), rng.normal(4, 0.3, (150, 4))]).astype(np.float32)
+    X[7] = X[8]  # a duplicated event: zero distance to a neighbour
+    idx, dist = knn(X, 10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = fuzzy_simplicial_set(
+            X, 10, np.random.RandomState(0), "euclidean", knn_indices=idx, knn_dists=dist
+        )[0]
+    ours = fuzzy_graph(idx, dist)
+    assert ours.nnz == theirs.nnz
+    assert abs(ours.tocsr() - theirs.tocsr()).max() < 1e-5
+
+
 # --- labels, abundance, overlap --------------------------------------------------------------------
 
 
