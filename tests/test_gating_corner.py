@@ -206,3 +206,43 @@ def test_gatingml_of_a_pre_gated_file_says_so_and_reproduces_treg(tmp_path):
     results = strategy.gate_sample(fk.Sample(str(path)))
     (path_treg,) = [p for name, p in strategy.get_gate_ids() if name == "Treg"]
     assert abs(results.get_gate_count("Treg", path_treg) - ours) <= 0.01 * ours + 1
+
+
+# -------------------------------------------------------------- the project's simulator, real mode
+@pytest.fixture(scope="module")
+def surface_trial(tmp_path_factory):
+    """One patient of the simulator's realistic mode: plate-cytometer files without marker names,
+    exported from CD3+CD4+, surface panel, a CD25 isotype well (seed not used while tuning)."""
+    from cytokit.datasets import simulate_trial
+
+    folder = tmp_path_factory.mktemp("surface_trial")
+    simulate_trial(folder, n_patients=1, timepoints=("D0", "D8"), days=(0, 8), n_events=20000,
+                   seed=611, realism="real", panel="surface", exported_from="CD4", naming="attune",
+                   controls=("isotype:CD25",))  # fmt: skip
+    return folder
+
+
+def _gate_simulated(folder, sample):
+    from cytokit.datasets import load_event_truth
+
+    ad = read_fcs(folder / f"{sample}.fcs", panel=str(folder / "panel.yaml"))
+    ck.pp.compensate(ad)
+    ck.pp.transform(ad)
+    gate(ad, strategy="treg_surface", start_at="CD4")
+    truth = load_event_truth(folder, sample)["treg_surface"].to_numpy()[ad.obs["event"].to_numpy()]
+    return ad, truth
+
+
+@pytest.mark.parametrize("sample", ["P01_D0", "P01_D8"])
+def test_simulated_plate_cytometer_exports(surface_trial, sample):
+    ad, truth = _gate_simulated(surface_trial, sample)
+    treg = ad.obsm[K.POPULATIONS]["Treg"].to_numpy()
+    cd4 = ad.obsm[K.POPULATIONS]["CD4"].to_numpy()
+    assert abs(100 * treg.sum() / cd4.sum() - 100 * truth.sum() / cd4.sum()) < 1.0
+    assert f1(treg, truth) > 0.85
+
+
+def test_simulated_isotype_well_has_no_tregs(surface_trial):
+    ad, _ = _gate_simulated(surface_trial, "P01_D0_isotype-CD25")
+    assert ad.obsm[K.POPULATIONS]["Treg"].mean() <= 0.005
+    assert any(w.startswith("Treg") for w in ad.uns[K.GATING]["warnings"])
