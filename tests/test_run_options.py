@@ -222,6 +222,29 @@ def test_auc_window_bounds_the_treg_change_area_and_is_reported(no_helios_run, s
     assert "AUC window" in report and "whole follow-up" in report
 
 
+def test_control_wells_are_listed_but_never_a_baseline_pair_or_statistic(small_trial, tmp_path):
+    """A CD25 control well on the baseline day (manifest `control`) must not become a patient's baseline or
+    a 'D0' sample compared with it."""
+    data = _copy_trial(small_trial, tmp_path / "data", n=4)  # P01 and P02, D0 and D8
+    control = rewrite_fcs(data / "P01_D0.fcs", data / "P01_D0_unstained.fcs", drop=("CD25",))
+    rows = ["file,patient,timepoint,day,control"]
+    rows += [
+        f"{f.name},{f.stem.split('_')[0]},{f.stem.split('_')[1]},,"
+        for f in sorted(data.glob("P0?_D?.fcs"))
+    ]
+    rows.append(f"{control.name},P01,D0,0,unstained:CD25")
+    (data / "manifest.csv").write_text("\n".join(rows) + "\n")
+    result = ck.run(data, tmp_path / "out", jobs=1, cluster=False, figures=False)
+    qc = result.qc.set_index("sample")
+    assert "P01_D0_unstained" in qc.index
+    summary = result.summary.set_index("sample")
+    assert summary.loc["P01_D8", "baseline_timepoint"] == "D0"
+    assert summary.loc["P01_D0", "treg_fold_vs_baseline"] == 1.0
+    assert pd.isna(summary.loc["P01_D0_unstained", "treg_fold_vs_baseline"])
+    treg = result.stats.loc[result.stats["readout"] == "treg_pct_cd4"]
+    assert list(treg["timepoint"]) == ["D8"] and list(treg["n_pairs"]) == [2]
+
+
 # ------------------------------------------------------------------------------- dying workers
 def _double_or_die(i: int) -> int:
     if i == 3:

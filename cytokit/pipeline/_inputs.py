@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..errors import ManifestError
 
-__all__ = ["SampleSpec", "discover_samples"]
+__all__ = ["SampleSpec", "control_rows", "discover_samples"]
 
 logger = logging.getLogger("cytokit")
 
@@ -40,6 +40,14 @@ class SampleSpec:
             "day": self.day,
             **self.meta,
         }
+
+
+def control_rows(table: pd.DataFrame) -> pd.Series:
+    """Rows of a per-sample table that are control wells (a non-empty manifest ``control`` column)."""
+    if "control" not in table:
+        return pd.Series(False, index=table.index)
+    value = table["control"].astype("string").fillna("").str.strip()
+    return (value != "") & (value.str.lower() != "nan")
 
 
 def discover_samples(source: str | Path, manifest: str | Path | None = None) -> list[SampleSpec]:

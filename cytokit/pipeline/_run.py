@@ -17,7 +17,7 @@ from ..errors import CytokitError
 from ._cache import SampleCache
 from ._choose import choose_strategy, file_markers
 from ._execute import WorkerDied, default_jobs, execute
-from ._inputs import SampleSpec, discover_samples
+from ._inputs import SampleSpec, control_rows, discover_samples
 from ._task import SampleResult, Settings, process_sample
 from ._trial import N_CLUSTERS, cluster_pooled, write_run_report
 
@@ -430,9 +430,12 @@ def _write_tables(
     summary = pd.DataFrame([{**r.metadata, **r.readouts} for r in ok])
     if summary.empty:
         summary = pd.DataFrame(columns=meta_cols)
-    else:
-        summary = readouts.add_baseline_change(summary, auc_window=auc_window)
-    test_table = stats.paired_tests(summary) if len(summary) else pd.DataFrame()
+    else:  # control wells (manifest `control`) are listed but never a baseline, a pair or a statistic
+        control = control_rows(summary)
+        trial = readouts.add_baseline_change(summary.loc[~control], auc_window=auc_window)
+        summary = pd.concat([trial, summary.loc[control]]).loc[summary.index]
+    trial = summary.loc[~control_rows(summary)]
+    test_table = stats.paired_tests(trial) if len(trial) else pd.DataFrame()
     for name, table in {
         "qc": qc,
         "populations": populations,

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .. import _keys as K
+from ._inputs import control_rows
 from ._task import SampleResult, Settings
 
 __all__ = ["cluster_pooled", "write_run_report"]
@@ -198,7 +199,9 @@ def write_run_report(
     }
     return report.write_report(
         out,
-        summary=tables["summary"],
+        summary=tables["summary"].loc[
+            ~control_rows(tables["summary"])
+        ],  # trial figures: no controls
         stats=tables["stats"],
         qc=tables["qc"],
         populations=tables["populations"],
