@@ -297,3 +297,18 @@ def test_task_keeps_every_event_of_the_chosen_population(small_trial, tmp_path):
     np.testing.assert_array_equal(remote.cells["events_X"], events)
     missing = process_sample(spec, Settings(cluster_population="nope", figures=False), None)
     assert missing.cells is None and "no population 'nope'" in missing.message
+
+
+def test_scanpy_plots_cells_h5ad_as_written(run_out):
+    import anndata as ad
+
+    sc = pytest.importorskip("scanpy")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    _, out = run_out
+    cells = ad.read_h5ad(out / "cells.h5ad")
+    axes = sc.pl.umap(cells, color=["cluster", "timepoint", "FOXP3"], show=False)
+    assert len(axes) == 3
+    legend = [t.get_text() for t in axes[0].get_legend().get_texts()]
+    assert legend == list(cells.obs["cluster"].cat.categories)

@@ -147,3 +147,43 @@ def test_report_of_a_real_pipeline_run(small_trial, tmp_path):
     assert row["n_pairs"] == len(wide.dropna())
     assert row["median_fold_change"] == pytest.approx((wide["D8"] / wide["D0"]).median())
     assert summary["treg_fold_vs_baseline"].notna().all()
+
+
+def test_cluster_section_lists_the_clusters_that_change(tmp_path):
+    from test_stats import _cluster_rows
+
+    rows = _cluster_rows(days=(0, 8))
+    da = pd.DataFrame(
+        {
+            "cluster": ["1", "2", "3"],
+            "label": ["type 1", "type 2", "CD4+ CD25hi FOXP3+"],
+            "timepoint": "D8",
+            "n_pairs": 8,
+            "baseline_median": [60.0, 35.0, 3.0],
+            "median": [59.0, 34.0, 6.0],
+            "median_fold_change": [0.98, 0.97, 2.0],
+            "p_value": [0.2, 0.6, 0.004],
+            "p_adj": [0.3, 0.6, 0.012],
+            "method": "wilcoxon",
+        }
+    )
+    fig = pl.abundance_change(da)
+    path = report.write_report(
+        tmp_path,
+        summary=pd.DataFrame(),
+        stats=pd.DataFrame(),
+        qc=pd.DataFrame(),
+        populations=pd.DataFrame(),
+        gate_figures={},
+        methods={},
+        clusters=rows,
+        cluster_figures={report.ABUNDANCE_CHANGE: fig, report.CLUSTER_HEATMAP: fig},
+        da=da,
+    )
+    text = path.read_text(encoding="utf-8")
+    section = text[text.index('id="clusters"') :]
+    changed = section[: section.index("<details")]  # the short table before the full da.csv
+    assert "CD4+ CD25hi FOXP3+" in changed and "type 1" not in changed
+    assert "1 of 3 cluster x timepoint tests with q &lt; 0.05" in section
+    assert "type 1" in section  # in the full table
+    assert section.index(report.CLUSTER_HEATMAP) < section.index(report.ABUNDANCE_CHANGE)

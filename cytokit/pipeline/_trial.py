@@ -223,7 +223,7 @@ def _cluster_figures(
     import anndata as ad
 
     from .. import pl
-    from ..report import CLUSTER_HEATMAP
+    from ..report import ABUNDANCE_CHANGE, CLUSTER_HEATMAP
     from ..report._html import figure_png
 
     path = out / "cells.h5ad"
@@ -240,9 +240,7 @@ def _cluster_figures(
         )
     }
     if da is not None and len(da) and da["median_fold_change"].notna().any():
-        figures["Cluster % change vs baseline (median fold over patients)"] = figure_png(
-            pl.abundance_change(da), dpi=80
-        )
+        figures[ABUNDANCE_CHANGE] = figure_png(pl.abundance_change(da), dpi=80)
     if "Treg" in set(adata.obs["population"].astype(str)):
         agreement = _gated_vs_clustered(adata, clusters, populations, "Treg")
         figures["Gated Tregs vs the Treg cluster(s), per sample"] = figure_png(

@@ -96,10 +96,10 @@ def abundance_change(da: pd.DataFrame, *, alpha: float = 0.05) -> Figure:
         xs = np.log2(sel["median_fold_change"].to_numpy(float).clip(1e-3))
         signif = (sel["p_adj"] < alpha).to_numpy()
         colour = palette[k]
-        ax.scatter(xs[signif], ys[signif], color=colour, s=36, label=f"{tp} (q < {alpha:g})")
-        ax.scatter(
-            xs[~signif], ys[~signif], facecolor="none", edgecolor=colour, s=36, label=f"{tp}"
-        )
+        if signif.any():
+            ax.scatter(xs[signif], ys[signif], color=colour, s=36, label=f"{tp} (q < {alpha:g})")
+        if (~signif).any():
+            ax.scatter(xs[~signif], ys[~signif], facecolor="none", edgecolor=colour, s=36, label=tp)
     ax.axvline(0, color="#888888", lw=1)
     ax.set_yticks(range(len(rows)), rows)
     ax.invert_yaxis()

@@ -1,5 +1,5 @@
 """The run's self-contained HTML report (``report.html``): QC, gating, trial readouts, statistics, methods."""
 
-from ._report import CLUSTER_HEATMAP, write_report
+from ._report import ABUNDANCE_CHANGE, CLUSTER_HEATMAP, write_report
 
-__all__ = ["CLUSTER_HEATMAP", "write_report"]
+__all__ = ["ABUNDANCE_CHANGE", "CLUSTER_HEATMAP", "write_report"]

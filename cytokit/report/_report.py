@@ -238,6 +238,8 @@ def _gating(gate_figures: Mapping, qc: pd.DataFrame, summary: pd.DataFrame) -> s
 
 #: Name of the cluster x marker heatmap among the cluster figures: shown beside the abundance-change table.
 CLUSTER_HEATMAP = "Cluster x marker medians"
+#: Name of the per-cluster fold chart: beside the heatmap (same cluster rows, same order).
+ABUNDANCE_CHANGE = "Cluster % change vs baseline (median fold over patients)"
 _DA_SHOWN = [
     "cluster",
     "label",
@@ -255,9 +257,14 @@ def _clusters(clusters, cluster_figures, da=None, alpha: float = 0.05) -> str:
     figures = dict(cluster_figures or {})
     body = ""
     if isinstance(da, pd.DataFrame) and not da.empty:
-        body += _da_block(da, figures.pop(CLUSTER_HEATMAP, None), alpha)
-    elif CLUSTER_HEATMAP in figures:
-        body += img(figures.pop(CLUSTER_HEATMAP), CLUSTER_HEATMAP, CLUSTER_HEATMAP)
+        body += _da_block(da, alpha)
+    pair = [figures.pop(n) for n in (CLUSTER_HEATMAP, ABUNDANCE_CHANGE) if n in figures]
+    names = [n for n in (CLUSTER_HEATMAP, ABUNDANCE_CHANGE) if n in (cluster_figures or {})]
+    if pair:
+        body += '<div class="grid2">' + "".join(
+            f"<div>{img(f, n, n)}</div>" for f, n in zip(pair, names, strict=True)
+        )
+        body += "</div>"
     # single figures two by two; wide multi-panel figures (names ending "markers") on their own row
     wide = {n: f for n, f in figures.items() if str(n).endswith("markers")}
     pairs = [img(f, str(n), str(n)) for n, f in figures.items() if n not in wide]
@@ -277,8 +284,8 @@ def _clusters(clusters, cluster_figures, da=None, alpha: float = 0.05) -> str:
     return section("clusters", "Unsupervised clusters", body)
 
 
-def _da_block(da: pd.DataFrame, heatmap, alpha: float) -> str:
-    """The clusters whose abundance changes (q < alpha) beside the cluster phenotypes; the full table."""
+def _da_block(da: pd.DataFrame, alpha: float) -> str:
+    """The clusters whose abundance changes (q < alpha), with their labels; the full table folded."""
     shown = [c for c in _DA_SHOWN if c in da]
     changed = da.loc[da["p_adj"] < alpha].sort_values(["p_adj", "timepoint"])[shown]
     method = str(da["method"].iloc[0]) if "method" in da else "wilcoxon"
@@ -296,26 +303,18 @@ def _da_block(da: pd.DataFrame, heatmap, alpha: float) -> str:
     headers = {"median_fold_change": "median fold", "p_adj": "q", "baseline_median": "baseline %"}
     headers["median"] = "median %"
     if len(changed):
-        left = "<h3>Clusters that change</h3>" + table(changed, headers=headers)
+        body = table(changed, headers=headers)
     else:
         closest = da.sort_values("p_value", kind="stable").head(5)[shown]
-        left = (
-            f'<h3>Clusters that change</h3><p class="note">None at q &lt; {alpha:g}; the five '
-            "smallest p-values:</p>" + table(closest, headers=headers)
+        body = f'<p class="note">None at q &lt; {alpha:g}; the five smallest p-values:</p>' + table(
+            closest, headers=headers
         )
-    right = img(heatmap, CLUSTER_HEATMAP, CLUSTER_HEATMAP) if heatmap is not None else ""
     signif = ["signif" if q < alpha else "" for q in da["p_adj"].fillna(1.0)]
     full = details(
         "Differential abundance, every cluster and timepoint (da.csv)",
         table(da, row_classes=signif),
     )
-    return (
-        "<h3>Differential abundance versus baseline</h3>"
-        + note
-        + '<div class="grid2" style="grid-template-columns: minmax(0, 1fr) minmax(0, 1fr)">'
-        + f"<div>{left}</div><div>{right}</div></div>"
-        + full
-    )
+    return "<h3>Clusters that change versus baseline</h3>" + note + body + full
 
 
 def _methods(methods: Mapping) -> str:
