@@ -1,7 +1,7 @@
 """Cluster abundance over every event against the truth of simulated ld-IL2 trials.
 
     python benchmarks/cluster_accuracy.py [--seeds 303 404] [--patients 8] [--events 20000] [--jobs 2]
-        [--population live] [--da-method wilcoxon]
+        [--population live] [--da-method auto]
 
 For each seed a trial (patients x D0/D8/D15/D29) is simulated, ``cytokit.run`` clusters it (pooled FlowSOM,
 then every event of each sample's clustered population mapped), and the Treg-phenotype clusters (labels
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--population", default="live")
-    parser.add_argument("--da-method", default="wilcoxon")
+    parser.add_argument("--da-method", default="auto")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     rows = [evaluate(seed, args) for seed in args.seeds]
