@@ -1,6 +1,7 @@
 """Automated gating: strategies as data, gates placed from each sample's data, GatingML export."""
 
 from ._engine import consensus_prior, gate, placement_jumps, resolve_dims
+from ._functional import patient_thresholds, split_threshold
 from ._gates import EllipseGate, Gate, PolygonGate, RangeGate, gate_from_dict
 from ._gatingml import apply_gatingml, export_gatingml, load_gatingml, to_gating_strategy
 from ._methods import Placement, density_valley, otsu_threshold, tail_threshold, time_anomalies
@@ -28,10 +29,12 @@ __all__ = [
     "load_strategy",
     "mixture_window",
     "otsu_threshold",
+    "patient_thresholds",
     "placement_jumps",
     "resolve_dims",
     "scatter_mixture",
     "singlet_band",
+    "split_threshold",
     "tail_threshold",
     "time_anomalies",
     "to_gating_strategy",

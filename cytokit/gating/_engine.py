@@ -24,6 +24,7 @@ from .._threads import single_threaded
 from ..errors import CytokitError, GatingError, MarkerError, StrategyError
 from . import _methods as M
 from . import _methods_2d as M2
+from ._functional import split_threshold
 from ._gates import PolygonGate, RangeGate, gate_from_dict
 from ._methods_corner import corner_population
 from ._overrides import normalise_gates, normalise_thresholds
@@ -41,6 +42,7 @@ _METHOD_KW = {
     "tail": {"side", "k", "adjust", "peak"},
     "otsu": {"nbins"},
     "reference": {"side"},
+    "split": {"side", "k", "min_prominence", "min_depth"},
 }
 _PLACEMENT_KEYS = {
     "warn",
@@ -423,7 +425,7 @@ class _Run:
         if spec.method == "fixed":
             g = gate_from_dict({**spec.gate, "dims": [self.var(d) for d in spec.dims]})
             return g, "ok", "fixed", {}
-        if spec.method in ("valley", "tail", "otsu", "reference"):
+        if spec.method in ("valley", "tail", "otsu", "reference", "split"):
             return self.range_gate(spec, {spec.dims[0]: {**p, "method": spec.method}})
         if spec.method == "range":
             return self.range_gate(spec, p["bounds"])
@@ -461,7 +463,9 @@ class _Run:
                 messages.append(f"{dim}: {message}")
             details[dim] = {"threshold": value, **det}
         # a value set from outside shows first (a reviewer must see it), then a fallback
-        status = next((s for s in ("manual", "control", "fallback") if s in statuses), "ok")
+        status = next(
+            (s for s in ("manual", "control", "fallback", "patient") if s in statuses), "ok"
+        )
         for dim in set(spec.dims) - set(dims):
             messages.append(f"optional {dim} not found, not used")
         g = RangeGate(tuple(self.var(d) for d in dims), tuple(lows), tuple(highs))
@@ -505,6 +509,13 @@ class _Run:
                     raise GatingError(f"only {len(ref_idx)} events in {ref!r} to place {dim}")
                 values = self.column(dim)[ref_idx]
             res = M.reference_threshold(x, values, side=b.get("side", "high"))
+        elif (
+            method == "split"
+        ):  # functional marker: the subset's own valley, else the parent's tail
+            sub = self.sample_idx(spec.parent, int(b.get("fit_events", self.strat.fit_events)))
+            if len(sub) < M.MIN_EVENTS:
+                raise GatingError(f"only {len(sub)} events in {spec.parent!r} to place {dim}")
+            res = split_threshold(self.column(dim)[sub], x, **kw)
         else:
             res = _one_d(method, x, kw)
         if guide and res.status != "ok":
@@ -723,8 +734,15 @@ def _valley_above_window(x: np.ndarray, kw: dict, res: M.Placement) -> M.Placeme
     return M.Placement(alt.value, "ok", "valley above the guide window", alt.details)
 
 
+_OVERRIDE_TEXT = {
+    "manual": "set by a reviewer",
+    "control": "set from a control well",
+    "patient": "placed on the patient's pooled samples",
+}
+
+
 def _override_message(entry: dict) -> str:
-    what = "set by a reviewer" if entry["status"] == "manual" else "set from a control well"
+    what = _OVERRIDE_TEXT[entry["status"]]
     return f"{what}: {entry['note']}" if entry["note"] else what
 
 

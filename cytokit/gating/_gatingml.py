@@ -485,17 +485,39 @@ def _with_cytokit_info(xml: bytes, adata: ad.AnnData, exported: list[dict], stra
             f"pre-gated: the file was exported from {start_at}; every event is {start_at} and "
             "the gates above it were not placed"
         )
+    gates = (adata.uns.get(K.GATING) or {}).get("gates", {})
     for pop in exported:
         el = etree.SubElement(block, f"{{{CYTOKIT_NS}}}population", id=pop["id"])
         el.set("name", str(pop["name"]))
         el.set("label", "true" if pop["label"] else "false")
         if pop["outside"]:
             el.set("outside", str(pop["outside"]))
+        _placement_info(el, gates.get(pop["name"]) or {})
     ids = {pop["id"] for pop in exported}
     for gate_id in dict.fromkeys(n for n, _ in strategy.get_gate_ids()):
         if gate_id not in ids:  # helper BooleanGates of nested expressions: not populations
             etree.SubElement(block, f"{{{CYTOKIT_NS}}}helper", id=gate_id)
     return etree.tostring(root, xml_declaration=True, encoding="utf-8", pretty_print=True)
+
+
+def _placement_info(el, record: dict) -> None:
+    """How the gate was placed: ``status`` when not ``ok`` (``manual``, ``control``, ``fallback``...),
+    ``rule`` per marker where the method chose between rules (functional markers: ``subset valley`` or
+    ``reference tail``), ``disagree`` where those rules' counts differ, and the override's note."""
+    status = str(record.get("status", "ok"))
+    if status != "ok":
+        el.set("status", status)
+    details = record.get("details") or {}
+    rules = {d: v["rule"] for d, v in details.items() if isinstance(v, dict) and v.get("rule")}
+    if isinstance(details.get("rule"), str):  # a whole gate set from outside
+        rules = {"gate": details["rule"]}
+    if rules:
+        el.set("rule", "; ".join(f"{d}: {r}" for d, r in rules.items()))
+    disagree = [d for d, v in details.items() if isinstance(v, dict) and v.get("disagree")]
+    if disagree:
+        el.set("disagree", " ".join(disagree))
+    if status in ("manual", "control", "patient") and record.get("message"):
+        el.set("note", str(record["message"]))
 
 
 def export_gatingml(adata: ad.AnnData, path: str | Path | None = None) -> bytes:

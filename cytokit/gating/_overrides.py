@@ -21,8 +21,9 @@ from ._gates import gate_from_dict
 
 __all__ = ["OVERRIDE_STATUSES", "normalise_gates", "normalise_thresholds"]
 
-#: statuses an outside placement may carry (shown in uns["gating"], qc.csv, figures, GatingML)
-OVERRIDE_STATUSES = ("manual", "control")
+#: statuses an outside placement may carry (shown in uns["gating"], qc.csv, figures, GatingML):
+#: a reviewer's value, a control well's reference, a placement on the patient's pooled samples
+OVERRIDE_STATUSES = ("manual", "control", "patient")
 
 
 def _entry(value, what: str) -> dict:

@@ -45,6 +45,7 @@ METHODS = frozenset(
         "tail",
         "otsu",
         "reference",
+        "split",
         "range",
         "singlets",
         "scatter_mixture",
@@ -53,7 +54,7 @@ METHODS = frozenset(
         "corner",
     }
 )
-ONE_D = frozenset({"valley", "tail", "otsu", "reference"})
+ONE_D = frozenset({"valley", "tail", "otsu", "reference", "split"})
 _GATE_KEYS = {
     "id", "parent", "dims", "method", "params", "gate", "outside", "required",
     "when_missing", "label", "expect", "description",

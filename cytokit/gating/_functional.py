@@ -1,0 +1,207 @@
+"""Thresholds of functional markers (Ki67, HLA-DR, Helios) inside the population being split.
+
+Ki67+ and HLA-DR+ % of Treg and of Teff are the trials' activation readouts. A tail placed on the negative
+peak of the parent (CD4) is blind to where the subset's positives are: on simulated and real data the
+Tregs' HLA-DR+ cells sit just above their negatives (a clear gap inside the Tregs) while the CD4 tail cut
+through them. :func:`split_threshold` therefore looks at the subset itself first:
+
+1. **subset valley**: where the subset (e.g. Treg) is bimodal on the marker, the density minimum
+   between its two peaks (openCyto's ``mindensity`` on the subset), kept only when it is a real valley:
+   at least ``min_depth`` below the lower of its two peaks, beyond the reference's negative peak, and
+   with events on both sides.
+2. **reference tail** otherwise: ``k`` SDs above the negative peak of the reference population (the
+   parent, e.g. CD4; openCyto's ``tailgate``). The SD is measured on the side of the peak that faces
+   the threshold, from its half-maximum width (``HWHM / sqrt(2 ln 2)`` for a Gaussian): on logicle
+   data the side of a negative peak facing zero is stretched by the scale's linear region, so a spread
+   mirrored from it put the cut far into the positives (Ki67+ Teff, a shoulder without a valley,
+   counted 1.1 % instead of 4.6 %), and a small positive population never reaches half the peak's
+   height, so it cannot inflate the spread.
+
+Both candidates are always computed; the record names the rule used and how far apart the two rules'
+counts lie, so a reviewer sees where the choice mattered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .. import _keys as K
+from ._methods import (
+    MIN_EVENTS,
+    Placement,
+    _finite,
+    _peaks,
+    _side_sign,
+    _valley_between,
+    smooth_density,
+)
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+    from ._strategy import Strategy
+
+__all__ = ["DISAGREE_PP", "patient_thresholds", "split_threshold", "upper_tail"]
+
+#: counts (percentage points of the subset) by the two rules further apart than this are flagged: the
+#: worst error the trial readouts tolerate (issue #8: Treg Ki67+ / HLA-DR+ % within 5 points), so a
+#: larger gap means the choice of rule decides whether the readout is usable; a review flag, not a gate
+DISAGREE_PP = 5.0
+
+
+def upper_tail(x: np.ndarray, *, k: float = 3.0, side: str = "high") -> Placement:
+    """``k`` SDs beyond the main peak toward ``side``, the SD from the half-maximum width on that side."""
+    x = _finite(x)
+    sign = _side_sign(side)
+    grid, dens, _ = smooth_density(x)
+    i = int(np.argmax(dens))
+    half = dens[i] / 2.0
+    steps = dens[i:] if sign > 0 else dens[: i + 1][::-1]
+    below = np.flatnonzero(steps < half)
+    j = i + sign * (int(below[0]) if len(below) else len(steps) - 1)
+    sd = max(abs(float(grid[j] - grid[i])) / np.sqrt(2 * np.log(2)), float(grid[1] - grid[0]))
+    mode = float(grid[i])
+    return Placement(mode + sign * k * sd, "ok", "", {"mode": mode, "sd": sd, "k": k})
+
+
+def _subset_valley(
+    x: np.ndarray, ref_mode: float, sign: int, *, min_prominence: float, min_depth: float
+) -> tuple[float, float] | None:
+    """(threshold, depth) of the deepest real valley of ``x`` beyond ``ref_mode``, or None."""
+    grid, dens, _ = smooth_density(x)
+    peaks = _peaks(dens, min_prominence)
+    best = None
+    min_side = max(
+        MIN_EVENTS, int(0.005 * len(x))
+    )  # a "population" of a handful of events is noise
+    for i, a in enumerate(peaks):
+        for b in peaks[i + 1 :]:
+            v = _valley_between(grid, dens, a, b)
+            depth = 1.0 - dens[v] / min(dens[a], dens[b])
+            t = float(grid[v])
+            if depth < min_depth or (t - ref_mode) * sign <= 0:
+                continue
+            n_high = int(np.sum(x >= t))
+            if min(n_high, len(x) - n_high) < min_side:
+                continue
+            score = min(dens[a], dens[b]) * depth  # a deep valley between two sizeable peaks
+            if best is None or score > best[0]:
+                best = (score, t, float(depth))
+    return None if best is None else (best[1], best[2])
+
+
+def split_threshold(
+    x: np.ndarray,
+    reference: np.ndarray,
+    *,
+    side: str = "high",
+    k: float = 3.0,
+    min_prominence: float = 0.01,
+    min_depth: float = 0.1,
+) -> Placement:
+    """Threshold of a functional marker on a subset ``x`` (Treg or Teff events), see the module doc.
+
+    Parameters
+    ----------
+    x
+        The marker on the events of the population being split.
+    reference
+        The marker on the reference population whose negative peak gives the tail (the parent, CD4).
+    side
+        Where the positives lie (``"high"``: Ki67+; ``"low"``).
+    k
+        SDs of the reference's negative peak for the tail rule (3 keeps about 0.1 % of a Gaussian
+        negative peak above the cut, as the strategy's other tail gates).
+    min_prominence, min_depth
+        A peak must reach ``min_prominence`` of the highest; a valley must lie at least ``min_depth``
+        (fraction) below the lower of its two peaks.
+
+    Returns
+    -------
+    A :class:`Placement` with ``details["rule"]`` (``"subset valley"`` or ``"reference tail"``), both
+    candidates' thresholds and positive % of ``x``, and ``details["disagree"]`` when they differ by more
+    than :data:`DISAGREE_PP` points.
+    """
+    x, reference = _finite(x), _finite(reference)
+    sign = _side_sign(side)
+    tail = upper_tail(reference, k=k, side=side)
+    valley = _subset_valley(
+        x, tail.details["mode"], sign, min_prominence=min_prominence, min_depth=min_depth
+    )
+
+    def pct(t: float) -> float:
+        return float(100.0 * np.mean(x >= t if sign > 0 else x < t))
+
+    details = {
+        "tail_threshold": float(tail.value),
+        "tail_pct": pct(tail.value),
+        "reference_mode": tail.details["mode"],
+        "reference_sd": tail.details["sd"],
+        "n_subset": len(x),
+    }
+    if valley is None:
+        details["rule"] = "reference tail"
+        return Placement(float(tail.value), "ok", "", details)
+    value, depth = valley
+    details.update(rule="subset valley", valley_threshold=value, valley_pct=pct(value))
+    details["valley_depth"] = depth
+    gap = abs(details["valley_pct"] - details["tail_pct"])
+    details["rules_differ_pp"] = gap
+    message = ""
+    if gap > DISAGREE_PP:
+        details["disagree"] = True
+        message = (
+            f"subset valley and reference tail disagree by {gap:.1f} points "
+            f"({details['valley_pct']:.1f}% vs {details['tail_pct']:.1f}%); subset valley used"
+        )
+    return Placement(value, "ok", message, details)
+
+
+def patient_thresholds(
+    adatas: Sequence[AnnData], strategy: str | Path | Strategy = "treg", *, per_sample: int = 5000
+) -> dict[tuple[str, str], dict]:
+    """Functional-marker thresholds placed once on a patient's pooled samples (all timepoints).
+
+    The negative peak of Ki67 / HLA-DR / Helios on CD4 T cells is a property of the patient and the
+    stain, while the positive fraction changes with treatment: pooling the timepoints gives each
+    placement more events and the same cut at every timepoint. For every ``split`` gate of the strategy,
+    up to ``per_sample`` events of the subset and of its reference (``within``) are taken from each gated
+    sample (equal weight per timepoint) and :func:`split_threshold` is run on the pool. Instrument drift
+    between the files moves the negative peak from one file to the next and a pooled cut cannot follow
+    it: on simulated trials with strong drift this lost to per-sample placement (see
+    ``benchmarks/gating_accuracy.py --placement sample patient``).
+
+    Returns ``{(gate_id, marker): {"value", "status": "patient", "note"}}`` for ``gate(thresholds=...)``.
+    """
+    from ..panels import find_var
+    from ._strategy import GateSpec, load_strategy
+
+    strat = load_strategy(strategy)
+    out: dict[tuple[str, str], dict] = {}
+    for spec in (n for n in strat.nodes if isinstance(n, GateSpec) and n.method == "split"):
+        dim, p = spec.dims[0], spec.params
+        within = p.get("within", spec.parent)
+        subset, reference = [], []
+        for i, adata in enumerate(adatas):
+            pops = adata.obsm.get(K.POPULATIONS)
+            var = find_var(adata, dim, required=False)
+            if pops is None or var is None or spec.parent not in pops or within not in pops:
+                continue
+            values = np.asarray(adata[:, var].X, dtype=float).ravel()
+            rng = np.random.default_rng([strat.seed, i])
+            for name, bucket in ((spec.parent, subset), (within, reference)):
+                idx = np.flatnonzero(np.asarray(pops[name], dtype=bool))
+                if len(idx) > per_sample:
+                    idx = rng.choice(idx, per_sample, replace=False)
+                bucket.append(values[idx])
+        if not subset or sum(map(len, subset)) < MIN_EVENTS:
+            continue
+        res = split_threshold(np.concatenate(subset), np.concatenate(reference),
+                              side=p.get("side", "high"), k=float(p.get("k", 3.0)))  # fmt: skip
+        note = f"{res.details['rule']} on {len(subset)} pooled samples of the patient"
+        out[(spec.id, dim)] = {"value": float(res.value), "status": "patient", "note": note}
+    return out

@@ -1,0 +1,111 @@
+"""Functional-marker thresholds placed on the population being split (Treg, Teff), not only on CD4."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from lxml import etree
+from test_gating_engine import synthetic_sample
+
+from cytokit import _keys as K
+from cytokit.gating import (
+    export_gatingml,
+    gate,
+    patient_thresholds,
+    split_threshold,
+    tail_threshold,
+)
+
+
+def _logicle_negatives(rng, n, mode=0.25):
+    """A negative peak as logicle shows it: narrow above the mode, stretched toward zero below it."""
+    upper = mode + np.abs(rng.normal(0, 0.025, n // 2))
+    lower = mode - np.abs(rng.normal(0, 0.07, n - n // 2))
+    return np.r_[upper, lower]
+
+
+def test_bimodal_subset_is_cut_at_its_own_valley():
+    # the issue's case: HLA-DR- Tregs end near 0.29, HLA-DR+ Tregs start near 0.39 (logicle), 44 % positive
+    rng = np.random.default_rng(1)
+    cd4 = np.r_[_logicle_negatives(rng, 12000), rng.normal(0.47, 0.05, 600)]
+    treg_neg = rng.normal(0.25, 0.015, 560)
+    treg_pos = rng.normal(0.45, 0.025, 440)
+    treg = np.r_[treg_neg, treg_pos]
+    res = split_threshold(treg, cd4)
+    assert res.details["rule"] == "subset valley"
+    assert treg_neg.max() < res.value < treg_pos.min() + 0.02
+    assert 100 * np.mean(treg >= res.value) == pytest.approx(44.0, abs=1.0)
+    # the CD4 tail alone (the old placement) cuts through the positive Tregs
+    old = tail_threshold(cd4, k=3.0).value
+    assert 100 * np.mean(treg >= old) < 34.0
+
+
+def test_negative_subset_uses_the_reference_tail_and_calls_almost_nothing():
+    # a subset without positives has no valley, even on a skewed logicle peak: the tail rule is used
+    rng = np.random.default_rng(2)
+    cd4 = _logicle_negatives(rng, 12000)
+    treg = _logicle_negatives(rng, 900)
+    res = split_threshold(treg, cd4)
+    assert res.details["rule"] == "reference tail"
+    assert 100 * np.mean(treg >= res.value) < 1.0
+
+
+def test_small_positive_subset_is_counted_despite_the_stretched_low_side():
+    # Ki67+ Teff, 4 %: the negative peak's stretched low side must not widen the tail (the old spread
+    # mirrored from it put the cut beyond most positives)
+    rng = np.random.default_rng(2)
+    teff = np.r_[_logicle_negatives(rng, 14400), rng.normal(0.40, 0.04, 600)]
+    res = split_threshold(teff, teff)
+    assert 100 * np.mean(teff >= res.value) == pytest.approx(4.0, abs=0.8)
+    assert 100 * np.mean(teff >= tail_threshold(teff, k=3.0).value) < 2.5
+
+
+def test_rules_that_disagree_are_flagged():
+    rng = np.random.default_rng(3)
+    cd4 = _logicle_negatives(rng, 10000)
+    treg = np.r_[rng.normal(0.25, 0.012, 500), rng.normal(0.33, 0.012, 500)]
+    res = split_threshold(treg, cd4)
+    assert res.details["rule"] == "subset valley"
+    assert res.details["disagree"] is True
+    assert "disagree" in res.message
+
+
+@pytest.fixture(scope="module")
+def gated():
+    adata = synthetic_sample(6000, seed=5)
+    gate(adata)
+    return adata
+
+
+def test_rule_recorded_in_uns_and_gatingml(gated):
+    gates = gated.uns[K.GATING]["gates"]
+    rules = {}
+    for gid in ("Treg_Ki67pos", "Teff_Ki67pos", "Treg_HLADRpos", "Teff_HLADRpos"):
+        rec = gates[gid]
+        dim = rec["gate"]["dims"][0]
+        rules[gid] = rec["details"][dim]["rule"]
+        assert rules[gid] in ("subset valley", "reference tail")
+        assert {"tail_threshold", "tail_pct"} <= set(rec["details"][dim])
+    root = etree.fromstring(export_gatingml(gated))
+    found = {
+        el.get("name"): el.get("rule") for el in root.iter() if str(el.tag).endswith("population")
+    }
+    for gid, rule in rules.items():
+        assert found[gid].endswith(f": {rule}"), (gid, found[gid])
+
+
+def test_patient_pooled_thresholds_apply_to_every_timepoint():
+    samples = [synthetic_sample(5000, seed=s) for s in (11, 12)]
+    for a in samples:
+        gate(a)
+    pooled = patient_thresholds(samples)
+    assert ("Treg_Ki67pos", "Ki67") in pooled and pooled[("Treg_Ki67pos", "Ki67")][
+        "status"
+    ] == "patient"
+    values = set()
+    for a in samples:
+        again = gate(a, thresholds=pooled, copy=True)
+        rec = again.uns[K.GATING]["gates"]["Treg_Ki67pos"]
+        assert rec["status"] == "patient"
+        values.add(rec["gate"]["low"][0])
+    assert values == {pooled[("Treg_Ki67pos", "Ki67")]["value"]}
