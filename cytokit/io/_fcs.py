@@ -7,6 +7,7 @@ the file before anything is allocated; any problem comes out as a one-line :clas
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -102,6 +103,15 @@ def _event_names(n: int) -> pd.Index:
         return pd.Index([str(i) for i in range(n)])
 
 
+def _names_known_unique(ad):
+    """Skip anndata's check that obs/var names are unique: event numbers and ``_unique`` var names
+    are unique by construction, and hashing a million names was half of reading a 1M-event file."""
+    try:
+        return ad.settings.override(check_uniqueness=False)
+    except Exception:  # an anndata without the setting: keep its check
+        return contextlib.nullcontext()
+
+
 def read_fcs(path: str | os.PathLike, *, panel=None, data_set: int = 0) -> AnnData:
     """Read an FCS file as AnnData: events x parameters, markers recognised from $PnS/$PnN.
 
@@ -148,7 +158,8 @@ def read_fcs(path: str | os.PathLike, *, panel=None, data_set: int = 0) -> AnnDa
     )
     events = np.arange(fcs.n_events)
     obs = pd.DataFrame({K.EVENT: events}, index=_event_names(fcs.n_events))
-    adata = ad.AnnData(X=fcs.data, obs=obs, var=var)
+    with _names_known_unique(ad):
+        adata = ad.AnnData(X=fcs.data, obs=obs, var=var)
     adata.uns[K.FCS] = dict(fcs.keywords)
     if fcs.spillover is not None:
         adata.uns[K.SPILLOVER] = fcs.spillover
