@@ -1,7 +1,10 @@
 """Run every ``benchmarks/bench_*.py`` and print cytokit's speed against the baseline each one names.
 
 Each module exposes ``run(quick: bool) -> list[dict]`` with rows ``task, cytokit_s, baseline,
-baseline_s, ratio`` (ratio = baseline_s / cytokit_s, so > 1 means cytokit is faster).
+baseline_s`` and optionally ``goal`` (text) and ``met`` (bool). The table shows ``x`` = cytokit_s /
+baseline_s (cytokit's time as a multiple of the baseline's: 0.5x is twice as fast). A row whose
+baseline is a goal in seconds is met when cytokit_s <= baseline_s. The exit status is 1 when a
+benchmark fails or a goal is missed.
 
     python benchmarks/run.py [--quick] [--only NAME ...]
 """
@@ -16,7 +19,7 @@ import traceback
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-COLUMNS = ("task", "cytokit_s", "baseline", "baseline_s", "ratio")
+COLUMNS = ("task", "cytokit_s", "baseline", "baseline_s", "x", "goal", "met")
 
 
 def discover(only: list[str] | None = None) -> list[Path]:
@@ -40,8 +43,12 @@ def format_table(rows: list[dict]) -> str:
 
     def cell(row: dict, key: str) -> str:
         value = row.get(key, "")
+        if key == "x":
+            return f"{row['cytokit_s'] / row['baseline_s']:.2f}x" if row.get("baseline_s") else ""
+        if key == "met":
+            return {True: "yes", False: "MISSED"}.get(value, "")
         if isinstance(value, float):
-            return f"{value:.1f}x" if key == "ratio" else f"{value:.3f}"
+            return f"{value:.3f}"
         return str(value)
 
     cells = [list(COLUMNS)] + [[cell(r, k) for k in COLUMNS] for r in rows]
@@ -70,8 +77,19 @@ def main(argv: list[str] | None = None) -> int:
             failed += 1
             traceback.print_exc()
         print(f"  done in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+    rows = [judged(r) for r in rows]
     print(format_table(rows))
-    return 1 if failed else 0
+    missed = [r["task"] for r in rows if r.get("met") is False]
+    for task in missed:
+        print(f"goal missed: {task}", file=sys.stderr)
+    return 1 if failed or missed else 0
+
+
+def judged(row: dict) -> dict:
+    """The row with ``met`` filled in when its baseline is a goal in seconds."""
+    if "met" not in row and str(row.get("baseline", "")).startswith("goal"):
+        return {**row, "met": row["cytokit_s"] <= row["baseline_s"]}
+    return row
 
 
 if __name__ == "__main__":
