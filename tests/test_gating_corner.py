@@ -93,6 +93,36 @@ def test_corner_population_other_corner_and_sides():
     assert f1(mask, truth) > 0.8
 
 
+def _shoulder(seed: int, shift: float | None):
+    """A tilted Gaussian bulk and 4 % of cells shifted toward the corner: a shoulder, no own peak."""
+    rng = np.random.default_rng(seed)
+    n = 20000
+    truth = rng.random(n) < 0.04 if shift is not None else np.zeros(n, dtype=bool)
+    X = rng.multivariate_normal([0.3, 0.5], [[0.0036, -0.00108], [-0.00108, 0.0036]], n)
+    if shift is not None:
+        X[truth] = rng.multivariate_normal(
+            [0.3 + shift, 0.5 - shift], np.eye(2) * 0.045**2, truth.sum()
+        )
+    return X, truth
+
+
+@pytest.mark.parametrize("seed", [51, 52])
+def test_corner_shoulder_without_its_own_peak_is_found_and_flagged(seed):
+    X, truth = _shoulder(seed, 0.16)
+    res = corner_population(X, label="CD25hi CD127lo")
+    assert res.status == "fallback" and "shoulder" in res.message
+    mask = res.value.apply(X)
+    assert abs(100 * mask.mean() - 100 * truth.mean()) < 1.0
+    assert f1(mask, truth) > 0.75
+
+
+def test_corner_of_a_single_gaussian_is_empty():
+    """The tail of one tilted blob is not a population (the mixture fallback must not call it one)."""
+    X, _ = _shoulder(53, None)
+    res = corner_population(X)
+    assert res.status == "fallback" and res.value.apply(X).sum() == 0
+
+
 @pytest.mark.parametrize("seed", [31, 32])
 def test_corner_population_is_empty_on_an_isotype_control(seed):
     X, _ = cd4_continuum(seed=seed, isotype=True)
