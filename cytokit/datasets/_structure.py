@@ -245,8 +245,11 @@ def draw_structure(
             "Treg_naive": {"CCR4": (u(0.3, 0.5), u(2.8, 3.1), 0.25)},
         }.items():
             ph[label].update(marks)
-        out.helper_levels = {m: (u(3.0, 3.5), u(0.25, 0.35)) for m in HELPER_MARKERS}
-        out.helper_levels["PD-1hi"] = (out.helper_levels["PD-1"][0] + u(0.45, 0.7), 0.2)
+        out.helper_levels = {m: (u(3.2, 3.6), u(0.25, 0.32)) for m in HELPER_MARKERS}
+        # PD-1hi cTfh: a bright population above the cTfh's own PD-1int peak (He et al. 2013)
+        pd1 = out.helper_levels["PD-1"][0]
+        out.helper_levels["PD-1"] = (pd1, u(0.18, 0.24))
+        out.helper_levels["PD-1hi"] = (pd1 + u(0.7, 1.0), 0.18)
         # He et al. 2016: cTfh and Th17 down, Th1/Th2 flat; relative drop at full effect
         out.helper_effects = {"Tfh": u(0.3, 0.5), "Th17": u(0.3, 0.5), "pd1hi": u(0.2, 0.4)}
     return out
