@@ -312,3 +312,40 @@ def test_scanpy_plots_cells_h5ad_as_written(run_out):
     assert len(axes) == 3
     legend = [t.get_text() for t in axes[0].get_legend().get_texts()]
     assert legend == list(cells.obs["cluster"].cat.categories)
+
+
+def test_control_wells_are_mapped_but_neither_pooled_nor_tested():
+    from cytokit import tl
+    from cytokit.pipeline._inputs import control_rows
+    from cytokit.pipeline._task import SampleResult
+    from cytokit.pipeline._trial import mapped_abundance, pooled_cells
+
+    rng = np.random.default_rng(0)
+
+    def result(sample, patient, tp, control=""):
+        X = rng.normal([0.2, 0.7], 0.05, (400, 2)).astype(np.float32)
+        cells = {
+            "X": X[:100],
+            "var_names": ["CD4", "CD25"],
+            "roles": ["lineage", "lineage"],
+            "event": np.arange(100),
+            "population": np.array(["Teff"] * 100),
+            "n_population": 400,
+            "events_X": X,
+        }
+        meta = {"sample": sample, "patient": patient, "timepoint": tp, "day": 0, "control": control}
+        return SampleResult(sample=sample, file=f"{sample}.fcs", metadata=meta, cells=cells)
+
+    results = [result("P1_D0", "P1", "D0"), result("P1_D8", "P1", "D8")]
+    results.append(result("P1_FMO", "P1", "D0", control="FMO:CD25"))
+    pooled = pooled_cells(results)
+    assert set(pooled.obs["sample"]) == {"P1_D0", "P1_D8"}
+    tl.flowsom(pooled, markers=["CD4", "CD25"], n_clusters=2, grid=(3, 3))
+    clusters = mapped_abundance(results, pooled.uns["cluster"])
+    assert clusters.groupby("sample")["count"].sum().to_dict() == {
+        "P1_D0": 400,
+        "P1_D8": 400,
+        "P1_FMO": 400,
+    }
+    # the rows cluster_pooled leaves out of da.csv
+    assert set(clusters.loc[control_rows(clusters), "sample"]) == {"P1_FMO"}

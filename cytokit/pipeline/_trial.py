@@ -37,6 +37,7 @@ def pooled_cells(results: list[SampleResult], *, seed: int = 0):
     from ..tl import MAX_POOLED_EVENTS
 
     parts = [r for r in results if r.status != "failed" and r.cells and len(r.cells["event"])]
+    parts = [r for r in parts if not _is_control(r)]  # an FMO/isotype well is not the trial's cells
     if not parts:
         return None
     per_sample = max(1, MAX_POOLED_EVENTS // len(parts))
@@ -99,7 +100,8 @@ def cluster_pooled(
     tl.write_cluster_model(model, out / "cluster_model.json")
     clusters = mapped_abundance(results, model)
     clusters.to_csv(out / "clusters.csv", index=False)
-    da = stats.differential_abundance(clusters, method=da_method)
+    trial = clusters.loc[~control_rows(clusters)] if len(clusters) else clusters
+    da = stats.differential_abundance(trial, method=da_method)
     da.to_csv(out / "da.csv", index=False)
     tl.umap(adata, markers=markers, seed=seed)
     adata.write_h5ad(out / "cells.h5ad", compression="gzip")
@@ -122,6 +124,12 @@ def mapped_abundance(results: list[SampleResult], model: dict) -> pd.DataFrame:
         X = _population_events(r)
         if X is None:
             continue
+        missing = [m for m in model["markers"] if m not in r.cells["var_names"]]
+        if (
+            missing
+        ):  # pooled samples share every marker; a control well left out of the pool may not
+            logger.warning("%s: not clustered, it lacks %s", r.sample, ", ".join(missing))
+            continue
         cols = [r.cells["var_names"].index(m) for m in model["markers"]]
         counts = tl.cluster_counts(np.asarray(X[:, cols]), model)
         total = int(counts.sum())
@@ -129,6 +137,7 @@ def mapped_abundance(results: list[SampleResult], model: dict) -> pd.DataFrame:
             {
                 "sample": r.sample,
                 **{k: r.metadata.get(k) for k in _OBS_META},
+                **({"control": r.metadata.get("control")} if "control" in r.metadata else {}),
                 "population": model.get("population", ""),
                 "cluster": counts.index.astype(str),
                 "label": [labels.get(c, "") for c in counts.index.astype(str)],
@@ -139,6 +148,10 @@ def mapped_abundance(results: list[SampleResult], model: dict) -> pd.DataFrame:
         rows.append(frame)
     columns = ["sample", *_OBS_META, "population", "cluster", "label", "count", "pct"]
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=columns)
+
+
+def _is_control(result: SampleResult) -> bool:
+    return bool(control_rows(pd.DataFrame([{"control": result.metadata.get("control")}])).iloc[0])
 
 
 def _population_events(result: SampleResult):
