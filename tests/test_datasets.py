@@ -550,6 +550,10 @@ def test_sle_helper_markers_mark_their_subsets():
     assert med("CCR4", st["Th2"]) > 5 * max(med("CCR4", st["Th1"]), 50)
     pd1hi, tfh = st["Tfh_PD1hi"], st["Tfh"]
     assert med("PD-1", pd1hi) > 2 * med("PD-1", tfh & ~pd1hi)
+    # PD-1hi cTfh are a population of their own: one cut on PD-1 within cTfh finds them
+    x = np.arcsinh(_col(sim, "PD-1", comp)[tfh] / 150)
+    cuts = np.quantile(x, np.linspace(0.01, 0.999, 200))
+    assert min(np.mean((x > c) != pd1hi[tfh]) for c in cuts) < 0.03
 
 
 def test_sle_treatment_moves_tregs_up_tfh_and_th17_down_th1_th2_flat(sle):
