@@ -6,6 +6,7 @@ import hashlib
 import inspect
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -149,7 +150,7 @@ def _plan(
     if strategy:
         chosen = [(str(strategy), "")] * len(specs)
     else:
-        chosen = [choose_strategy(file_markers(s.file, loaded_panel)) for s in specs]
+        chosen = _choose_per_file(specs, loaded_panel)
     paths = {name: _check_strategy(name, start_at) for name, _ in set(chosen)}
     base = Settings(
         panel=str(panel_path) if panel_path else None,
@@ -175,6 +176,17 @@ def _plan(
     if start_at:
         logger.info("pre-gated: %s", notes["pre-gated files"])
     return _Plan([by_name[name] for name, _ in chosen], notes)
+
+
+def _choose_per_file(specs, panel) -> list[tuple[str, str]]:
+    """Each file's fitting shipped strategy; a file that cannot be read (its task will fail and say why)
+    takes the run's most common choice, so it neither changes nor clutters the reported choice."""
+    markers = [file_markers(s.file, panel) for s in specs]
+    chosen = [choose_strategy(m) if m is not None else None for m in markers]
+    readable = [c for c in chosen if c is not None]
+    # most common, ties to the first file's choice (deterministic, unlike max over a set)
+    common = Counter(readable).most_common(1)[0][0] if readable else choose_strategy(None)
+    return [c if c is not None else common for c in chosen]
 
 
 def _check_strategy(name: str, start_at: str | None) -> tuple[Path, tuple[Path, ...]]:
