@@ -496,6 +496,9 @@ def test_fmo_and_control_wells_in_manifest_and_truth(tmp_path):
     assert not ev["treg"].any() and ev["teff"].sum() == ev["cd4"].sum() > 0
     with pytest.raises(ValueError, match="control"):
         simulate_trial(tmp_path / "bad", n_patients=1, controls=("stain:CD25",))
+    with pytest.raises(ValueError, match="not on the panel"):  # before any file is written
+        simulate_trial(tmp_path / "bad2", n_patients=1, panel="surface", controls=("FMO:Ki67",))
+    assert not (tmp_path / "bad2").exists()
 
 
 # --- SLE design: helper subsets and their truth ------------------------------------------------------

@@ -98,6 +98,9 @@ def simulate_trial(
         exported_from=exported_from,
         design=design,
     )
+    absent = [c for c in controls if control_marker(c) not in trial.panel.markers]
+    if absent:
+        raise ValueError(f"controls {absent}: marker not on the panel {trial.panel.markers}")
     (out / TRUTH_DIR).mkdir(parents=True, exist_ok=True)
     rows, truths = [], []
     for p in range(n_patients):
