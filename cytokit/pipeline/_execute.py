@@ -96,7 +96,7 @@ def _on_processes(
         for k in range(len(workers)):
             if pending:
                 i = pending.pop()
-                workers[k].send(i, tasks[i])
+                _give(workers, k, ctx, func, i, tasks[i])
         while any(w.task is not None for w in workers):
             busy = [w for w in workers if w.task is not None]
             ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy])
@@ -105,18 +105,32 @@ def _on_processes(
                     continue
                 outcome, died = _collect(w)
                 index, w.task = w.task, None
-                yield index, outcome
-                if died or not w.process.is_alive():
-                    if died:
-                        logger.warning("%s; starting a new worker", outcome)
+                if died:
+                    logger.warning("%s; starting a new worker", outcome)
                     w.stop()
-                    w = workers[k] = _Worker(ctx, func)
-                if pending:
+                    workers[k] = _Worker(ctx, func)
+                if pending:  # the next task goes out before the caller gets this result
                     i = pending.pop()
-                    w.send(i, tasks[i])
+                    _give(workers, k, ctx, func, i, tasks[i])
+                yield index, outcome
     finally:
         for w in workers:
             w.stop()
+
+
+def _give(workers: list[_Worker], k: int, ctx, func: Callable, index: int, args: tuple) -> None:
+    """Send a task to worker ``k``; a worker that died while idle is replaced first (it held nothing)."""
+    w = workers[k]
+    if w.process.is_alive():
+        try:
+            w.send(index, args)
+            return
+        except (BrokenPipeError, ConnectionError, OSError):
+            pass
+    w.task = None
+    w.stop()
+    workers[k] = _Worker(ctx, func)
+    workers[k].send(index, args)
 
 
 def _collect(w: _Worker) -> tuple[object, bool]:
