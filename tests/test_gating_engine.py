@@ -210,10 +210,11 @@ def test_prior_keeps_placement_and_flags_jump():
     # the sample's own valley agrees with the prior: it is kept (not replaced by the prior)
     assert abs(again.uns[K.GATING]["gates"]["FOXP3+"]["gate"]["low"][0] - thr) < 0.02
     assert abs(treg_pct(again) - truth_pct(again)) < 1.0
-    # a sample without a FOXP3 valley (FOXP3 smeared into one peak) falls back to the prior's cut
+    # a sample without Tregs to see (FOXP3, CD25, CD127 one peak each) falls back to the prior's cut
     flat = synthetic_sample(seed=9)
-    j = flat.var_names.get_loc("FOXP3")
-    flat.X[:, j] = np.random.default_rng(9).normal(0.3, 0.08, flat.n_obs)
+    for m in ("FOXP3", "CD25", "CD127"):
+        j = flat.var_names.get_loc(m)
+        flat.X[:, j] = np.random.default_rng(9).normal(0.3, 0.08, flat.n_obs)
     placed = gate(flat, prior=prior, copy=True).uns[K.GATING]["gates"]["FOXP3+"]
     assert placed["status"] == "fallback"
     assert abs(placed["gate"]["low"][0] - prior["gates"]["FOXP3+"]["gate"]["low"][0]) < 1e-6

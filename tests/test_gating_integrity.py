@@ -182,3 +182,46 @@ def test_arcsinh_data_gate_as_well_as_logicle(tmp_path):
     truth = sim.truth["treg_pct_cd4"]
     assert abs(out["logicle"] - truth) < 1.0
     assert abs(out["arcsinh"] - truth) < 1.0, (out, truth)
+
+
+def _overlapping_tregs(ad, seed: int):
+    """Real-blood overlap: FOXP3 of Tregs only 2.5 SDs above the other CD4 cells (no valley), some
+    activated conventional cells FOXP3lo CD25+; CD25 and CD127 still tell Tregs apart."""
+    r = np.random.default_rng(seed)
+    truth = ad.obs["truth"].astype(str).to_numpy()
+    treg, teff = truth == "Treg", truth == "Teff"
+    act = teff & (r.random(ad.n_obs) < 0.08)
+    col = {d: ad.var_names.get_loc(d) for d in ("FOXP3", "CD25", "CD127")}
+    ad.X[teff, col["FOXP3"]] = r.normal(0.20, 0.04, teff.sum())
+    ad.X[treg, col["FOXP3"]] = r.normal(0.30, 0.04, treg.sum())
+    ad.X[act, col["FOXP3"]] = r.normal(0.25, 0.04, act.sum())
+    ad.X[act, col["CD25"]] = r.normal(0.45, 0.05, act.sum())
+    ad.X[teff, col["CD25"]] += r.normal(0.0, 0.06, teff.sum())  # a CD25 smear
+    return ad
+
+
+@pytest.mark.parametrize("seed", [13, 14])
+def test_dim_foxp3_without_a_valley_is_counted_with_cd25_and_cd127(seed):
+    # regression: FOXP3 alone has no valley, the cut fell back to the middle of the mixture's gap
+    # (a guess, off by several points); FOXP3, CD25 and CD127 together separate the Tregs
+    ad = _overlapping_tregs(synthetic_sample(n=12000, seed=seed, treg=0.10), seed)
+    gate(ad)
+    rec = ad.uns[K.GATING]["gates"]["FOXP3+"]
+    assert rec["status"] == "ok"
+    assert abs(treg_pct(ad) - truth_pct(ad)) < 1.0, (treg_pct(ad), truth_pct(ad))
+
+
+def test_discriminant_count_matches_the_population_size():
+    from cytokit.gating._methods_2d import discriminant_count
+
+    r = np.random.default_rng(3)
+    tconv = np.c_[
+        r.normal(0.28, 0.045, 4000), r.normal(0.30, 0.08, 4000), r.normal(0.5, 0.055, 4000)
+    ]
+    act = np.c_[r.normal(0.31, 0.05, 150), r.normal(0.47, 0.05, 150), r.normal(0.43, 0.07, 150)]
+    treg = np.c_[r.normal(0.38, 0.04, 450), r.normal(0.52, 0.05, 450), r.normal(0.32, 0.07, 450)]
+    n, info = discriminant_count(np.r_[tconv, act, treg], [1, 1, -1])
+    assert n is not None and abs(n - 450) < 0.15 * 450, (n, info)  # a few activated cells count
+    # markers that carry no difference: no separating axis, no count
+    flat = r.normal(0.3, 0.05, (4000, 3))
+    assert discriminant_count(flat, [1, 1, -1])[0] is None

@@ -57,6 +57,8 @@ _PLACEMENT_KEYS = {
     "guide",
     "guide_events",
     "helper",
+    "helpers",
+    "count_with",
     "reference",
 }
 
@@ -367,6 +369,8 @@ class _Run:
         the record says which."""
         why = spec.params.get("routine") or ("" if spec.params.get("warn", True) else "routine")
         checks = [d["check"] for d in details.values() if isinstance(d, dict) and "check" in d]
+        if isinstance(details.get("check"), dict) and "passed" in details["check"]:
+            checks.append(details["check"])  # a 2-D method's own check
         failed = [c["reason"] for c in checks if not c["passed"]]
         if why and checks and not failed:
             reasons = "; ".join(c["reason"] for c in checks)
@@ -524,6 +528,8 @@ class _Run:
             ref = M2.helper_threshold(x, self.column(b["helper"])[idx], float(res.value),
                                       side=b.get("side", "high"))  # fmt: skip
             res = M.Placement(ref.value, res.status, res.message, {**res.details, **ref.details})
+        if b.get("helpers"):
+            res = self.discriminant(spec, dim, b, idx, x, res)
         value = float(res.value)
         if prior is not None:
             # the sample's own placement wins when it agrees with the prior; else search near it.
@@ -546,6 +552,43 @@ class _Run:
         if guide:
             details["guide"] = _jsonable(guide)
         return value, res.status, res.message, details
+
+    def discriminant(self, spec: GateSpec, dim: str, b: dict, idx, x, res: M.Placement):
+        """``helpers: {CD25: high, CD127: low}``: the count of the positive population on ``dim`` and
+        the helpers together (:func:`discriminant_count`), then the threshold on ``dim`` that gates as
+        many events, counted as the gate named by ``count_with`` will count them (its other bounds
+        placed within this population). Without a separating axis, ``res`` is kept."""
+        helpers = {m: s for m, s in b["helpers"].items() if self.cols.get(m) is not None}
+        if not helpers:
+            return res
+        sign = M._side_sign(b.get("side", "high"))
+        X = np.column_stack([x, *(self.column(m)[idx] for m in helpers)])
+        signs = [sign, *(M._side_sign(s) for s in helpers.values())]
+        start = float(res.value) if res.status == "ok" else None
+        n_pos, info = M2.discriminant_count(X, signs, start=start, seed=self.strat.seed)
+        if n_pos is None:
+            return M.Placement(res.value, res.status, res.message, {**res.details, **info})
+        rules = [
+            (col[idx], *rest) for col, *rest in self.count_rules(b.get("count_with"), spec.id, dim)
+        ]
+        value = _count_matched(x, sign, n_pos, rules)
+        info.update(n_positive=n_pos, helpers=list(helpers))
+        message = f"count from the discriminant of {dim}, {', '.join(helpers)}"
+        return M.Placement(value, "ok", message, {**res.details, **info})
+
+    def count_rules(self, gate_id: str | None, within: str, dim: str) -> list:
+        """``(column, method kw)`` of the bounds of gate ``gate_id`` placed within ``within``."""
+        node = next((n for n in self.strat.nodes if n.id == gate_id), None)
+        if not isinstance(node, GateSpec) or node.method != "range":
+            return []
+        rules = []
+        for odim, ob in node.params.get("bounds", {}).items():
+            if odim == dim or ob.get("within") != within or self.cols.get(odim) is None:
+                continue
+            method = ob.get("method", "valley")
+            kw = {k: v for k, v in ob.items() if k in _METHOD_KW.get(method, set())}
+            rules.append((self.column(odim), method, kw, ob.get("side", "high")))
+        return rules
 
     def evaluate(self, spec: PopulationSpec) -> None:
         try:
@@ -658,11 +701,13 @@ def _polygon_mask(vertices, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def _helper_markers(spec: GateSpec) -> set[str]:
-    """Markers a gate's placement reads besides its dims (``guide``, ``helper``)."""
+    """Markers a gate's placement reads besides its dims (``guide``, ``helper``, ``helpers``)."""
     bounds = [spec.params, *spec.params.get("bounds", {}).values()]
-    return {
+    out = {
         str(b[k]) for b in bounds if isinstance(b, dict) for k in ("guide", "helper") if b.get(k)
     }
+    out |= {str(m) for b in bounds if isinstance(b, dict) for m in (b.get("helpers") or {})}
+    return out
 
 
 # Transformed fluorescence ends below ~12 (logicle 0..1; arcsinh of an 18-bit maximum, 262143, with
@@ -709,6 +754,34 @@ def _check_scales(adata: AnnData, cols: dict[str, int | None], path) -> dict[str
 
 def _is_scatter_or_time(name: str) -> bool:
     return name.upper().startswith(("FSC", "SSC")) or name.lower() == "time"
+
+
+def _count_matched(x: np.ndarray, sign: int, n_pos: int, rules: list) -> float:
+    """The threshold on ``x`` (positives toward ``sign``) whose gate holds ``n_pos`` events; with
+    ``rules`` (other bounds placed within the positives), the count after those bounds too."""
+    order = np.sort(x)[::-sign]  # most positive first
+    top = float(order[min(max(n_pos, 1), len(order)) - 1])
+    if not rules:
+        return top
+    # the other bounds only remove events: the first threshold (gating n_pos .. 2.5 n_pos events on
+    # x) at which the gate counts n_pos within the count's own Poisson noise (sqrt n_pos); when none
+    # does, the one whose count comes closest
+    ks = np.unique(np.linspace(n_pos, min(len(order), int(2.5 * n_pos) + 1), 60).astype(int))
+    best, best_err = top, np.inf
+    for k in ks:
+        t = float(order[max(k, 1) - 1])
+        inside = (x - t) * sign >= 0
+        keep = inside.copy()
+        for col, method, kw, side in rules:
+            if inside.sum() < M.MIN_EVENTS:
+                break
+            thr = float(_one_d(method, col[inside], kw).value)
+            keep &= (col - thr) * M._side_sign(side) >= 0
+        if abs(int(keep.sum()) - n_pos) <= np.sqrt(n_pos):
+            return t
+        if abs(int(keep.sum()) - n_pos) < best_err:
+            best, best_err = t, abs(int(keep.sum()) - n_pos)
+    return best
 
 
 def _landmark(x: np.ndarray) -> dict:

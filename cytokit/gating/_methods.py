@@ -433,6 +433,7 @@ def time_anomalies(
     med_count = float(np.median(counts))
     z_rate = (counts - med_count) / max(_robust_sd(counts), np.sqrt(max(med_count, 1.0)))
     bad = np.abs(z_rate) > k
+    rate_bad = float(counts[bad].sum() / counts.sum())
     if signal is not None:
         step = max(1, len(t) // max_signal_events)  # medians need far fewer events than rates
         w, ys = which[::step], y[::step]
@@ -469,7 +470,13 @@ def time_anomalies(
         "n_bins": n_bins,
         "bad_bins": np.flatnonzero(bad).tolist(),
         "fraction_removed": removed,
+        "rate_anomalous": rate_bad,
     }
+    if status == "fallback":  # keeping every event is harmless when the flow rate was steady
+        passed = rate_bad == 0
+        reason = ("steady event rate: only the signal trends over the run" if passed
+                  else f"{100 * rate_bad:.0f}% of events in bins of anomalous event rate")  # fmt: skip
+        details["check"] = {"passed": passed, "reason": reason}
     return Placement(gate, status, message, details)
 
 
