@@ -347,7 +347,7 @@ class _PassRunner:
         for j, outcome in execute(process_sample, tasks, jobs=self.jobs, scheduler=self.scheduler):
             i = todo[j]
             if isinstance(outcome, BaseException):
-                outcome = _crashed(specs[i], outcome)
+                outcome = _crashed(specs[i], outcome, self.settings[i])
             results[i] = outcome
             self.cache.put(specs[i], keys[i], outcome, tag)
             _finish(
@@ -397,7 +397,7 @@ def _patient_priors(specs: list[SampleSpec], results: list[SampleResult]) -> lis
     return priors
 
 
-def _crashed(spec: SampleSpec, err: BaseException) -> SampleResult:
+def _crashed(spec: SampleSpec, err: BaseException, settings: Settings) -> SampleResult:
     """The failed result of a sample whose task never returned (its worker died, or Dask gave up)."""
     if isinstance(err, WorkerDied):
         message = f"{spec.file.name}: {err} while processing this sample"
@@ -409,6 +409,7 @@ def _crashed(spec: SampleSpec, err: BaseException) -> SampleResult:
         status="failed",
         message=" ".join(message.split()),
         metadata=spec.metadata(),
+        strategy=Path(settings.strategy).stem,
     )
 
 
