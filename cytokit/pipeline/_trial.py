@@ -227,7 +227,7 @@ def write_run_report(
 
 
 #: UMAP panels coloured by marker in the report, where the panel has them (Treg phenotype and activation).
-_KEY_MARKERS = ("CD4", "CD25", "FOXP3", "CD127", "Ki67", "CD56")
+_KEY_MARKERS = ("CD25", "FOXP3", "CD127", "Ki67")
 
 
 def _cluster_figures(
@@ -269,7 +269,7 @@ def _cluster_figures(
     markers = [m for m in _KEY_MARKERS if m in adata.var_names]
     if markers:
         figures["UMAP coloured by key markers"] = figure_png(
-            pl.umap(adata, color=markers, panel_size=3.2), dpi=72
+            pl.umap(adata, color=markers, panel_size=3.0, ncols=4), dpi=72
         )
     return figures
 
