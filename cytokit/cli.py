@@ -100,6 +100,15 @@ def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
     "course-based dosing. Default: each patient's whole follow-up.",
 )
 @click.option(
+    "--overrides",
+    type=click.Path(path_type=Path),
+    metavar="YAML",
+    help="A reviewer's corrections: a list of {sample, gate, marker, value} (a threshold in "
+    "transformed units) or {sample, gate, fixed: {gate}} entries. Applied to that sample's gate, its "
+    "descendants re-placed, marked 'manual' in qc.csv, populations.csv, the figures and GatingML; "
+    "other samples are reused from the cache.",
+)
+@click.option(
     "--jobs", type=click.IntRange(min=1), help="Local worker processes (default: all cores)."
 )
 @click.option(
@@ -169,6 +178,7 @@ def run_command(
     jobs,
     start_at,
     auc_window,
+    overrides,
     scheduler,
     no_cluster: bool,
     seed: int,
@@ -205,6 +215,7 @@ def run_command(
             consistency=consistency,
             start_at=start_at,
             auc_window=auc_window,
+            overrides=overrides,
             progress=progress,
         )
     except CytokitError as err:  # only raised before any sample runs: a usage error

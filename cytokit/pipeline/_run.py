@@ -19,6 +19,13 @@ from ._cache import SampleCache
 from ._choose import choose_strategy, file_markers
 from ._execute import WorkerDied, default_jobs, execute
 from ._inputs import SampleSpec, control_rows, discover_samples
+from ._overrides import (
+    CONTROL_PERCENTILE,
+    control_entries,
+    control_marker,
+    load_overrides,
+    outside_text,
+)
 from ._task import SampleResult, Settings, process_sample
 from ._trial import N_CLUSTERS, cluster_pooled, write_run_report
 
@@ -65,6 +72,7 @@ def run(
     da_method: str = "auto",
     start_at: str | None = None,
     auc_window: tuple[float, float] | str | None = None,
+    overrides: str | Path | None = None,
     progress: ProgressFn | None = None,
 ) -> RunResult:
     """Process every sample of ``input`` (folder or manifest CSV) and write the contract's files to ``out``.
@@ -81,13 +89,18 @@ def run(
     ``treg_surface`` with CD25 and CD127 but no FOXP3); the choice is logged, in ``qc.csv`` (``strategy``)
     and in the report. ``start_at`` names the population the files were exported from (e.g. ``"CD4"``):
     every event belongs to it and the gates above it are skipped. ``auc_window`` (``(first_day, last_day)``
-    or ``"START:END"``) bounds the Treg change AUC; default the whole follow-up.
+    or ``"START:END"``) bounds the Treg change AUC; default the whole follow-up. ``overrides``: a YAML
+    file of a reviewer's corrections (``{sample, gate, marker, value}`` or ``{sample, gate, fixed}``
+    entries, see ``pipeline/_overrides.py``), applied to those samples only and marked ``manual``.
+    Control wells (manifest ``control``: ``FMO:Ki67``...) are processed first and set that marker's
+    thresholds on the stained samples of their patient (or ``batch``).
 
     Raises
     ------
     CytokitError
         A usage error found before any sample is processed: no samples, a panel or strategy that cannot
-        be loaded, an unknown ``start_at`` population, a bad ``auc_window``.
+        be loaded, an unknown ``start_at`` population, a bad ``auc_window``, an overrides file that
+        cannot be applied.
     """
     if consistency not in {"sample", "patient"}:
         raise CytokitError(f"consistency must be 'sample' or 'patient', not {consistency!r}")
@@ -96,6 +109,11 @@ def run(
     specs = discover_samples(input, manifest)
     plan = _plan(specs, panel, strategy, start_at, seed, cells_per_sample, figures, consistency)
     settings = [replace(s, cluster_population=cluster_population) for s in plan.settings]
+    if overrides is not None:
+        entries = load_overrides(overrides, specs, settings)
+        settings = [
+            replace(s, overrides=e) if e else s for s, e in zip(settings, entries, strict=True)
+        ]
     out = Path(out)
     (out / "gates").mkdir(parents=True, exist_ok=True)
     jobs = default_jobs() if jobs is None else max(1, int(jobs))
@@ -103,7 +121,9 @@ def run(
         "%d sample(s), %s", len(specs), f"scheduler {scheduler}" if scheduler else f"{jobs} job(s)"
     )
 
-    results = _process_all(specs, settings, out, jobs=jobs, scheduler=scheduler, progress=progress)
+    results, control_note = _process_all(
+        specs, settings, out, jobs=jobs, scheduler=scheduler, progress=progress
+    )
     tables = _write_tables(results, out, auc_window=auc_window)
     clustered = None
     if cluster:
@@ -119,6 +139,10 @@ def run(
         )
     clusters, da = clustered or (None, None)
     notes = {**plan.notes, "AUC window": _auc_text(auc_window)}
+    if control_note:
+        notes["control wells"] = control_note
+    if overrides is not None:
+        notes["reviewer overrides"] = _overrides_note(results, overrides)
     if absent_markers_note(results):
         notes["absent markers"] = absent_markers_note(results)
     _guarded(
@@ -265,10 +289,15 @@ def _auc_text(window: tuple[float, float] | None) -> str:
     return f"days {window[0]:g} to {window[1]:g} (--auc-window), clipped to each patient's samples"
 
 
-def _process_all(specs, settings, out: Path, *, jobs, scheduler, progress) -> list[SampleResult]:
-    """Pass 1 places every sample's gates on its own data; with ``consistency="patient"`` a second pass
-    re-places each sample with its patient's consensus placement as the prior."""
+def _process_all(
+    specs, settings, out: Path, *, jobs, scheduler, progress
+) -> tuple[list[SampleResult], str]:
+    """Control wells first (their thresholds go into the stained samples' settings); then pass 1
+    places every sample's gates on its own data; with ``consistency="patient"`` a second pass re-places
+    each sample with its patient's consensus placement as the prior. Returns the results and the
+    report's note on control wells ("" without any)."""
     cache = SampleCache(out / ".cache")
+    settings, control_note = _controls_first(specs, settings, out, cache, jobs, scheduler)
     run_pass = _PassRunner(specs, settings, out, cache, jobs=jobs, scheduler=scheduler)
     patient_pass = settings[0].consistency == "patient"
     show = progress if not patient_pass else None
@@ -276,7 +305,41 @@ def _process_all(specs, settings, out: Path, *, jobs, scheduler, progress) -> li
     if patient_pass:
         priors = _patient_priors(specs, results)
         results = run_pass(priors, tag="prior", progress=progress, previous=results)
-    return _flag_absent_markers(specs, _flag_jumps(specs, results))
+    return _flag_absent_markers(specs, _flag_jumps(specs, results)), control_note
+
+
+def _controls_first(specs, settings, out, cache, jobs, scheduler) -> tuple[list, str]:
+    """Process the control wells, then set their marker's thresholds on the stained samples of the same
+    patient / batch (status ``control``; a reviewer's override of the same threshold still wins)."""
+    controls = [i for i, s in enumerate(specs) if control_marker(s.meta.get("control"))]
+    if not controls:
+        return settings, ""
+    sub = _PassRunner([specs[i] for i in controls], [settings[i] for i in controls], out, cache,
+                      jobs=jobs, scheduler=scheduler)  # fmt: skip
+    done = sub([None] * len(controls), tag="", progress=None)
+    references = {i: r.control_reference for i, r in zip(controls, done, strict=True)}
+    entries = control_entries(specs, settings, {i: r for i, r in references.items() if r})
+    settings = list(settings)
+    for i, extra in entries.items():
+        settings[i] = replace(settings[i], overrides=(*tuple(extra), *settings[i].overrides))
+    used = sorted({e["gate"] + " " + e["marker"] for extra in entries.values() for e in extra})
+    wells = ", ".join(f"{specs[i].sample} ({specs[i].meta.get('control')})" for i in controls)
+    if not entries:
+        return settings, f"control wells {wells}: no stained sample of the same patient/batch"
+    note = (
+        f"control wells {wells}: thresholds of {', '.join(used)} on {len(entries)} stained sample(s) "
+        f"of the same patient/batch placed at the {CONTROL_PERCENTILE:g}th percentile of the "
+        "control's events in the same population (FMO convention; marked 'control')"
+    )
+    logger.info("%s", note)
+    return settings, note
+
+
+def _overrides_note(results: list[SampleResult], path) -> str:
+    manual = [r.sample for r in results if r.gating and outside_text(r.gating, "manual")]
+    return f"{len(manual)} sample(s) with gates set by a reviewer ({Path(path).name}): " + (
+        ", ".join(manual) or "none applied"
+    )
 
 
 def absent_markers_note(results: list[SampleResult]) -> str:

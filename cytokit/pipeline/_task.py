@@ -20,6 +20,7 @@ import pandas as pd
 from .. import _keys as K
 from ..errors import CytokitError, FCSError
 from ._inputs import SampleSpec
+from ._overrides import control_reference, gate_kwargs, gate_status_column, outside_text
 
 __all__ = ["SampleResult", "Settings", "process_sample"]
 
@@ -43,6 +44,9 @@ class Settings:
     consistency: str = "sample"  # or "patient": second pass with the patient's consensus as prior
     definitions: str = ""  # digest of the panel and strategy files' contents
     start_at: str | None = None  # population the files were exported from (pre-gated), e.g. "CD4"
+    # this sample's gates set from outside its fit: a reviewer's --overrides entries and control-well
+    # thresholds (dicts, see _overrides.py); only the samples concerned get a different cache key
+    overrides: tuple = ()
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -73,6 +77,9 @@ class SampleResult:
     strategy: str = ""  # name of the strategy used (chosen from the panel unless --strategy)
     absent_markers: tuple[str, ...] = ()  # markers of skipped optional gates the file lacks
     partial: bool = False  # failed, but the populations above the failing gate were kept
+    control_reference: dict | None = (
+        None  # a control well's percentiles per population (_overrides)
+    )
 
     def qc_row(self) -> dict:
         return {
@@ -83,6 +90,9 @@ class SampleResult:
             "message": self.message,
             "strategy": self.strategy,
             "absent_markers": "; ".join(self.absent_markers),
+            "manual": outside_text(self.gating, "manual"),
+            "control_gates": outside_text(self.gating, "control"),
+            "control": str(self.metadata.get("control") or ""),
             "seconds": round(self.seconds, 3),
         }
 
@@ -160,6 +170,7 @@ def _run_steps(
     pp.transform(adata, method=settings.transform, cofactor=settings.cofactor)
     if not settings.strategy_is_gatingml:
         options = {"start_at": settings.start_at} if settings.start_at else {}
+        options.update(gate_kwargs(settings.overrides))
         try:
             gate(adata, strategy=settings.strategy, prior=prior, **options)
         except CytokitError as err:
@@ -172,8 +183,10 @@ def _run_steps(
     skipped, result.absent_markers = _skipped_gates(adata, settings)
     warnings += [w for w in _gating_warnings(adata) if not _about(w, skipped)]
     result.gating = _plain(adata.uns.get(K.GATING, {}))
-    result.populations = readouts.population_table(adata)
+    result.populations = gate_status_column(readouts.population_table(adata), result.gating)
     result.readouts = readouts.sample_readouts(adata)
+    if spec.meta.get("control"):
+        result.control_reference = control_reference(adata, spec.meta["control"])
     if not settings.strategy_is_gatingml:
         result.gatingml = _gatingml.export_gatingml(adata)
     if settings.figures:

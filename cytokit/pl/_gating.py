@@ -35,6 +35,9 @@ _STATUS_COLOR = {
     "fallback": (192, 96, 0),
     "failed": (192, 0, 0),
     "skipped": (128, 128, 128),
+    "manual": (112, 48, 160),  # set by a reviewer (--overrides)
+    "control": (0, 112, 160),  # set from a control well (FMO / isotype / unstained)
+    "patient": (0, 112, 64),  # placed on the patient's pooled samples
 }
 _GATE_COLOR = (208, 28, 28)
 _BAR_COLOR = np.array([74, 111, 165])
