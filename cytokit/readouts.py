@@ -199,7 +199,8 @@ def _median_on(adata: AnnData, mask: np.ndarray, marker: str) -> tuple[float, fl
     var = find_var(adata, marker, required=False)
     if var is None or not mask.any():
         return np.nan, np.nan
-    column = adata[:, var].X
+    # index X directly: an AnnData view of a million events costs ~0.1 s of bookkeeping
+    column = adata.X[:, [adata.var_names.get_loc(var)]]
     values = np.asarray(column.toarray() if hasattr(column, "toarray") else column)[:, 0][mask]
     values = values[np.isfinite(values)].astype(float)
     if values.size == 0:
@@ -243,7 +244,10 @@ def sample_readouts(adata: AnnData) -> dict[str, float]:
     for key, (num, denom) in _RATIO_READOUTS.items():
         out[key] = _ratio(count(num), count(denom))
     treg = np.isfinite(count("Treg"))
-    mask = np.asarray(adata.obsm[K.POPULATIONS]["Treg"], dtype=bool) if treg else np.zeros(0, bool)
+    # .to_numpy(): np.asarray on a Series looks up array attributes through pandas, which hashes a
+    # million event names the first time (0.14 s)
+    treg_col = adata.obsm[K.POPULATIONS]["Treg"] if treg else None
+    mask = treg_col.to_numpy(dtype=bool) if treg else np.zeros(0, bool)
     med, med_linear = _median_on(adata, mask, "CD25") if treg else (np.nan, np.nan)
     out["treg_cd25_median"], out["treg_cd25_median_linear"] = med, med_linear
     return {key: out[key] for key in READOUTS}

@@ -316,7 +316,7 @@ def _cluster_population(adata, name: str, warnings: list[str]) -> np.ndarray | N
     default was asked for (a GatingML strategy, a file exported from a lower gate)."""
     pops = adata.obsm.get(K.POPULATIONS)
     if pops is not None and name in pops.columns:
-        keep = np.asarray(pops[name], dtype=bool)
+        keep = pops[name].to_numpy(dtype=bool)  # not np.asarray: see readouts
         return keep if keep.any() else None
     if name == Settings.cluster_population:
         return np.ones(adata.n_obs, dtype=bool)

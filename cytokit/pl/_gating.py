@@ -159,7 +159,7 @@ class _Subsamples:
             mask = (
                 np.ones(self.adata.n_obs, dtype=bool)
                 if parent is None
-                else np.asarray(self.pops[parent], dtype=bool)
+                else self.pops[parent].to_numpy(dtype=bool)
             )
             rows = np.flatnonzero(mask)
             if rows.size > self.max_points:
@@ -181,7 +181,7 @@ def _percent(adata: AnnData, entry: dict, parent_mask: np.ndarray, columns) -> f
     if n_parent == 0:
         return np.nan
     if pops is not None and entry["population"] in getattr(pops, "columns", []):
-        inside = np.asarray(pops[entry["population"]], dtype=bool) & parent_mask
+        inside = pops[entry["population"]].to_numpy(dtype=bool) & parent_mask
         return 100.0 * inside.sum() / n_parent
     full = np.column_stack([_column(adata, d) for d in columns])
     return 100.0 * gate_from_dict(entry["gate"]).apply(full[parent_mask]).sum() / n_parent
