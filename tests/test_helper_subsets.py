@@ -317,3 +317,22 @@ def test_helper_subset_figure_draws_measured_panels_only():
     assert th17[0] == pytest.approx(1.0) and th17[-1] < 0.7
     empty = pl.helper_subsets(_helper_summary(with_helpers=False))
     assert "not measured" in empty.axes[0].texts[0].get_text()
+
+
+def test_report_shows_helper_subsets_only_when_measured(tmp_path):
+    from cytokit import report
+    from cytokit.stats import paired_tests
+
+    def page(summary, folder):
+        qc = pd.DataFrame({"file": [f"{s}.fcs" for s in summary["sample"]], "sample": summary["sample"],
+                           "status": "ok", "events": 1000, "message": ""})  # fmt: skip
+        path = report.write_report(folder, summary=summary, stats=paired_tests(summary), qc=qc,
+                                   populations=pd.DataFrame(), gate_figures={},
+                                   methods={"command": "cytokit run x/"})  # fmt: skip
+        return path.read_text(encoding="utf-8")
+
+    with_h = page(_helper_summary(), tmp_path / "a")
+    assert "Helper T-cell subsets" in with_h and 'alt="helper subsets"' in with_h
+    assert "Th17/Treg ratio" in with_h  # its paired boxes among the subset readouts
+    without = page(_helper_summary(with_helpers=False), tmp_path / "b")
+    assert "Helper T-cell subsets" not in without
