@@ -109,3 +109,14 @@ def test_patient_pooled_thresholds_apply_to_every_timepoint():
         assert rec["status"] == "patient"
         values.add(rec["gate"]["low"][0])
     assert values == {pooled[("Treg_Ki67pos", "Ki67")]["value"]}
+
+
+def test_valley_inside_a_small_positive_population_is_corrected_for_its_lower_tail():
+    # 5 % Ki67+ Teff overlapping the negatives: the density minimum lies inside the positives and the
+    # plain valley count misses their lower tail by about a point
+    rng = np.random.default_rng(3)
+    teff = np.r_[_logicle_negatives(rng, 14250, mode=0.2), rng.normal(0.34, 0.05, 750)]
+    res = split_threshold(teff, teff)
+    assert res.details["rule"] == "subset valley"
+    assert res.details["valley_pct"] < 4.2
+    assert 100 * np.mean(teff >= res.value) == pytest.approx(5.0, abs=0.4)
