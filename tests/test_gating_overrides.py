@@ -102,3 +102,12 @@ def test_control_status_is_recorded(plain):
 def test_bad_override_is_a_gating_error(plain, kw, text):
     with pytest.raises(GatingError, match=text):
         gate(plain, copy=True, **kw)
+
+
+def test_manual_gate_is_labelled_in_the_gating_figure(plain):
+    from cytokit import pl
+
+    fixed = gate(plain, thresholds={("Treg", "CD25"): 0.6}, copy=True)
+    titles = [panel["title"] for panel in pl.gating_panels(fixed)]
+    assert any(t.startswith("Treg:") and "[manual]" in t for t in titles), titles
+    assert not any("[manual]" in t for t in titles if not t.startswith("Treg:"))
