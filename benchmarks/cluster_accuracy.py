@@ -34,9 +34,11 @@ LYMPHOCYTES_NOT = ("debris", "doublet", "dead", "granulocyte", "monocyte")
 
 
 def treg_clusters(labels: pd.Series) -> list[str]:
-    """Clusters whose label says Treg phenotype: FOXP3 and CD25 positive (CD4 where named)."""
+    """Clusters whose label says Treg phenotype: FOXP3 positive and CD25 not negative. Among lymphocytes the
+    label names CD25 ("CD25+"/"CD25hi"); among CD4 (``--population CD4``) CD25 is positive in most
+    clusters, so labels name it only where it is negative ("FOXP3+ Helios+")."""
     lab = labels.astype(str)
-    is_treg = lab.str.contains(r"FOXP3(?:\+|hi)") & lab.str.contains(r"CD25(?:\+|hi)")
+    is_treg = lab.str.contains(r"FOXP3(?:\+|hi)") & ~lab.str.contains(r"CD25-")
     return sorted(labels.index[is_treg].astype(str))
 
 
