@@ -62,6 +62,10 @@ def pooled_cells(results: list[SampleResult], *, seed: int = 0):
     obs = pd.concat(obs, ignore_index=True)
     for col in ("sample", "patient", "timepoint", "population"):
         obs[col] = obs[col].astype(str).astype("category")
+    from ..readouts import timepoint_order
+
+    # legends list timepoints in time (D0, D8, D15), not alphabetically (D0, D15, D8)
+    obs["timepoint"] = obs["timepoint"].cat.reorder_categories(timepoint_order(obs))
     obs.index = obs["sample"].astype(str) + ":" + obs["event"].astype(str)
     var = pd.DataFrame({K.ROLE: [roles.get(v, "") for v in shared]}, index=shared)
     return ad.AnnData(X=np.vstack(X).astype(np.float32), obs=obs, var=var)
