@@ -225,3 +225,15 @@ def test_discriminant_count_matches_the_population_size():
     # markers that carry no difference: no separating axis, no count
     flat = r.normal(0.3, 0.05, (4000, 3))
     assert discriminant_count(flat, [1, 1, -1])[0] is None
+
+
+def test_mixture_window_takes_its_number_of_components_from_the_data():
+    # the FOXP3 window's mixture had exactly five components, the simulator's number of CD4 subsets
+    from cytokit.gating import mixture_window
+
+    r = np.random.default_rng(5)
+    two = np.r_[r.normal([0.3, 0.2], 0.04, (3000, 2)), r.normal([0.6, 0.55], 0.04, (400, 2))]
+    four = np.r_[two, r.normal([0.3, 0.45], 0.03, (800, 2)), r.normal([0.55, 0.2], 0.03, (800, 2))]
+    k2 = mixture_window(two).details["n_components"]
+    k4 = mixture_window(four).details["n_components"]
+    assert k2 == 2 and k4 >= 4, (k2, k4)

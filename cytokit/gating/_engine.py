@@ -566,15 +566,20 @@ class _Run:
         signs = [sign, *(M._side_sign(s) for s in helpers.values())]
         start = float(res.value) if res.status == "ok" else None
         n_pos, info = M2.discriminant_count(X, signs, start=start, seed=self.strat.seed)
-        if n_pos is None:
+        status, message = "ok", f"count from the discriminant of {dim}, {', '.join(helpers)}"
+        if n_pos is None and res.status == "ok":
             return M.Placement(res.value, res.status, res.message, {**res.details, **info})
+        if n_pos is None:  # neither a valley on dim nor on the discriminant: the mixture's count
+            if not info.get("mixture_count"):
+                return M.Placement(res.value, res.status, res.message, {**res.details, **info})
+            n_pos, status = int(info["mixture_count"]), "fallback"
+            message = f"{res.message}; no discriminant valley either: count from the mixture"
         rules = [
             (col[idx], *rest) for col, *rest in self.count_rules(b.get("count_with"), spec.id, dim)
         ]
         value = _count_matched(x, sign, n_pos, rules)
         info.update(n_positive=n_pos, helpers=list(helpers))
-        message = f"count from the discriminant of {dim}, {', '.join(helpers)}"
-        return M.Placement(value, "ok", message, {**res.details, **info})
+        return M.Placement(value, status, message, {**res.details, **info})
 
     def count_rules(self, gate_id: str | None, within: str, dim: str) -> list:
         """``(column, method kw)`` of the bounds of gate ``gate_id`` placed within ``within``."""

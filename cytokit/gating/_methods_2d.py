@@ -211,7 +211,11 @@ def _climb(dens: np.ndarray, i: int, j: int) -> tuple[int, int]:
 
 
 def mixture_window(
-    X: np.ndarray, *, n_components: int = 5, axis: int = 1, seed: int = 0
+    X: np.ndarray,
+    *,
+    n_components: int | tuple[int, ...] = (2, 3, 4, 5, 6),
+    axis: int = 1,
+    seed: int = 0,
 ) -> Placement:
     """Where to look for a valley: the widest gap between Gaussian-mixture components along ``axis``.
 
@@ -224,7 +228,9 @@ def mixture_window(
     X = X[np.isfinite(X).all(axis=1)]
     if len(X) < 10 * MIN_EVENTS:
         raise GatingError(f"too few events for a mixture ({len(X)})")
-    fit = _gmm_2d(X, n_components, seed=seed)
+    # how many populations the sample shows is the data's: components chosen by BIC (Schwarz 1978)
+    ks = (n_components,) if isinstance(n_components, int) else tuple(n_components)
+    fit = min((_gmm_2d(X, k, seed=seed) for k in ks), key=lambda f: f["bic"])
     means = fit["means"][:, axis]
     order = np.argsort(means)
     sd = np.sqrt(np.average(fit["covs"][:, axis, axis], weights=fit["weights"]))
@@ -237,7 +243,8 @@ def mixture_window(
     above = float(fit["weights"][upper].sum())
     top = float(np.average(means[upper], weights=fit["weights"][upper]))
     window = (float(means[order[i]]), max(float(means[order[i + 1]]), top))
-    details = {"window": list(window), "gap_sd": float(gaps[i]), "weight_above": above}
+    details = {"window": list(window), "gap_sd": float(gaps[i]), "weight_above": above,
+               "n_components": len(means)}  # fmt: skip
     return Placement(window, "ok", "", details)
 
 
@@ -402,8 +409,9 @@ def discriminant_count(
     distance from the heaviest component (in its SDs). Then, a few times, the axis between the two
     groups' medians scaled by their pooled robust spread (a robust diagonal discriminant) is searched
     for a density valley between them and the split is redrawn there. Returns the count above the
-    valley (None when the axis has no valley: the populations do not separate) and diagnostics. When
-    the mixture's split finds no valley, the split at ``start`` on the first column is tried.
+    valley (None when the axis has no valley: the populations do not separate) and diagnostics
+    (``mixture_count``: the mixture's own count, a cruder estimate). When the mixture's split finds
+    no valley, the split at ``start`` on the first column is tried.
     """
     from ._methods import density_valley
 
@@ -422,6 +430,7 @@ def discriminant_count(
     order = np.argsort(score)
     upper = order[int(np.argmax(np.diff(score[order]))) + 1 :]
     inits = [gm.predict_proba(X)[:, upper].sum(axis=1) > 0.5]
+    details["mixture_count"] = int(inits[0].sum())
     if start is not None:
         inits.append((X[:, 0] - start) * signs[0] >= 0)
     details.update(n_components=len(gm.weights_), component_scores=np.sort(score).round(2).tolist())
