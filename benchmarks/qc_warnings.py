@@ -1,7 +1,7 @@
 """Do ``warning`` samples in qc.csv track wrong readouts? Precision and recall on simulated trials.
 
     python benchmarks/qc_warnings.py [--seeds 611 733] [--patients 4] [--events 8000]
-        [--drift mild strong] [--jobs 2] [--consistency sample] [--csv table.csv]
+        [--drift mild strong] [--realism drawn] [--jobs 2] [--consistency sample] [--csv table.csv]
 
 Each trial (seed x drift) is written by ``cytokit.datasets.simulate_trial`` and run through the whole
 pipeline (``cytokit.pipeline.run``, no clustering, no figures). A sample is *wrong* when its Treg % of
@@ -38,14 +38,18 @@ GOAL = 0.8
 GOAL_CLEAN = 0.10
 
 
-def run_trial(seed: int, drift: str, *, patients: int, events: int, jobs: int, consistency: str):
+def run_trial(
+    seed: int, drift: str, *, patients: int, events: int, jobs: int, consistency: str, realism: str
+):
     """One simulated trial through the pipeline: a row per sample with errors and the qc status."""
     from cytokit.datasets import simulate_trial
     from cytokit.pipeline import run
 
     with tempfile.TemporaryDirectory() as tmp:
         folder, out = Path(tmp) / "trial", Path(tmp) / "out"
-        simulate_trial(folder, n_patients=patients, n_events=events, seed=seed, drift=drift)
+        simulate_trial(
+            folder, n_patients=patients, n_events=events, seed=seed, drift=drift, realism=realism
+        )
         res = run(folder, out, jobs=jobs, cluster=False, figures=False, consistency=consistency)
         truth = pd.read_csv(folder / "truth" / "truth.csv")
     key = "sample" if "sample" in truth else "file"
@@ -82,6 +86,7 @@ def main(argv=None) -> int:
     ap.add_argument("--events", type=int, default=8000)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--consistency", default="sample", choices=["sample", "patient"])
+    ap.add_argument("--realism", default="drawn", help="classic, drawn, overlap or real structure")
     ap.add_argument("--treg-pp", type=float, default=1.0)
     ap.add_argument("--activation-pp", type=float, default=5.0)
     ap.add_argument("--csv", type=Path)
@@ -89,7 +94,7 @@ def main(argv=None) -> int:
     logging.getLogger("cytokit").setLevel(logging.ERROR)
     start = time.perf_counter()
     kw = {"patients": args.patients, "events": args.events, "jobs": args.jobs,
-          "consistency": args.consistency}  # fmt: skip
+          "consistency": args.consistency, "realism": args.realism}  # fmt: skip
     tables = [run_trial(s, d, **kw) for s, d in itertools.product(args.seeds, args.drift)]
     table = pd.concat(tables, ignore_index=True)
     if args.csv:

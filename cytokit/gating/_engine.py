@@ -569,11 +569,11 @@ class _Run:
         status, message = "ok", f"count from the discriminant of {dim}, {', '.join(helpers)}"
         if n_pos is None and res.status == "ok":
             return M.Placement(res.value, res.status, res.message, {**res.details, **info})
-        if n_pos is None:  # neither a valley on dim nor on the discriminant: the mixture's count
-            if not info.get("mixture_count"):
+        if n_pos is None:  # neither a valley on dim nor on the discriminant: its tail (a guess)
+            if not info.get("tail_count"):
                 return M.Placement(res.value, res.status, res.message, {**res.details, **info})
-            n_pos, status = int(info["mixture_count"]), "fallback"
-            message = f"{res.message}; no discriminant valley either: count from the mixture"
+            n_pos, status = int(info["tail_count"]), "fallback"
+            message = f"{res.message}; no discriminant valley either: count from its tail"
         rules = [
             (col[idx], *rest) for col, *rest in self.count_rules(b.get("count_with"), spec.id, dim)
         ]

@@ -397,6 +397,7 @@ def discriminant_count(
     n_components=(2, 3, 4, 5, 6),
     fit_events: int = 4000,
     iters: int = 3,
+    k_tail: float = 3.5,
     seed: int = 0,
 ) -> tuple[int | None, dict]:
     """How many events belong to a population that differs from the bulk on several markers at once.
@@ -410,8 +411,9 @@ def discriminant_count(
     groups' medians scaled by their pooled robust spread (a robust diagonal discriminant) is searched
     for a density valley between them and the split is redrawn there. Returns the count above the
     valley (None when the axis has no valley: the populations do not separate) and diagnostics
-    (``mixture_count``: the mixture's own count, a cruder estimate). When the mixture's split finds
-    no valley, the split at ``start`` on the first column is tried.
+    (``tail_count``: the events beyond ``k_tail`` robust SDs of the bulk's peak on the mixture's
+    axis, openCyto's tail rule, a cruder estimate for when no valley exists). When the mixture's
+    split finds no valley, the split at ``start`` on the first column is tried.
     """
     from ._methods import density_valley
 
@@ -430,7 +432,7 @@ def discriminant_count(
     order = np.argsort(score)
     upper = order[int(np.argmax(np.diff(score[order]))) + 1 :]
     inits = [gm.predict_proba(X)[:, upper].sum(axis=1) > 0.5]
-    details["mixture_count"] = int(inits[0].sum())
+    details["tail_count"] = _tail_count(X, inits[0], k_tail)
     if start is not None:
         inits.append((X[:, 0] - start) * signs[0] >= 0)
     details.update(n_components=len(gm.weights_), component_scores=np.sort(score).round(2).tolist())
@@ -453,6 +455,17 @@ def discriminant_count(
             return int(pos.sum()), details
     details["reason"] = "no valley on the discriminant axis"
     return None, details
+
+
+def _tail_count(X: np.ndarray, pos: np.ndarray, k: float) -> int | None:
+    """Events beyond ``k`` robust SDs of the bulk's peak on the discriminant axis of split ``pos``."""
+    from ._methods import tail_threshold
+
+    if min(pos.sum(), (~pos).sum()) < MIN_EVENTS:
+        return None
+    c1, c0 = np.median(X[pos], axis=0), np.median(X[~pos], axis=0)
+    z = X @ ((c1 - c0) / (0.5 * (_mad2(X[pos]) + _mad2(X[~pos]))))
+    return int((z >= tail_threshold(z, k=k).value).sum())
 
 
 def _gmm_bic(X: np.ndarray, ks, *, seed: int = 0):
