@@ -84,7 +84,7 @@ def test_rule_recorded_in_uns_and_gatingml(gated):
         rec = gates[gid]
         dim = rec["gate"]["dims"][0]
         rules[gid] = rec["details"][dim]["rule"]
-        assert rules[gid] in ("subset valley", "reference tail")
+        assert rules[gid] in ("subset valley", "reference tail", "negative reference excess")
         assert {"tail_threshold", "tail_pct"} <= set(rec["details"][dim])
     root = etree.fromstring(export_gatingml(gated))
     found = {
@@ -120,3 +120,17 @@ def test_valley_inside_a_small_positive_population_is_corrected_for_its_lower_ta
     assert res.details["rule"] == "subset valley"
     assert res.details["valley_pct"] < 4.2
     assert 100 * np.mean(teff >= res.value) == pytest.approx(5.0, abs=0.4)
+
+
+def test_dim_positives_without_a_valley_are_counted_over_a_negative_reference():
+    # HLA-DR dim-to-bright on Tregs: the positives start inside the negatives' spread, no valley; the
+    # tail misses the dim ones, the excess over naive T cells' (HLA-DR-) shape counts them
+    rng = np.random.default_rng(4)
+    naive = _logicle_negatives(rng, 6000, mode=0.24)
+    treg = np.r_[_logicle_negatives(rng, 650, mode=0.24), rng.normal(0.30, 0.05, 350)]
+    res = split_threshold(treg, naive, negative=naive)
+    assert res.details["rule"] == "negative reference excess"
+    assert 100 * np.mean(treg >= res.value) == pytest.approx(35.0, abs=6.0)
+    assert res.details["tail_pct"] < 20.0 and res.details["disagree"] is True
+    without = split_threshold(treg, naive)
+    assert without.details["rule"] == "reference tail"

@@ -519,7 +519,12 @@ class _Run:
             sub = self.sample_idx(spec.parent, int(b.get("fit_events", self.strat.fit_events)))
             if len(sub) < M.MIN_EVENTS:
                 raise GatingError(f"only {len(sub)} events in {spec.parent!r} to place {dim}")
-            res = split_threshold(self.column(dim)[sub], x, **kw)
+            neg = b.get("reference")  # a population without the marker, when the sample has it
+            negative = None
+            if neg and neg in self.masks:
+                neg_idx = self.sample_idx(neg, int(b.get("fit_events", self.strat.fit_events)))
+                negative = self.column(dim)[neg_idx]
+            res = split_threshold(self.column(dim)[sub], x, negative=negative, **kw)
         else:
             res = _one_d(method, x, kw)
         if guide and res.status != "ok":

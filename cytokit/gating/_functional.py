@@ -9,7 +9,13 @@ through them. :func:`split_threshold` therefore looks at the subset itself first
    between its two peaks (openCyto's ``mindensity`` on the subset), kept only when it is a real valley:
    at least ``min_depth`` below the lower of its two peaks, beyond the reference's negative peak, and
    with events on both sides.
-2. **reference tail** otherwise: ``k`` SDs above the negative peak of the reference population (the
+2. **negative reference excess** where there is no valley and the strategy names a population that
+   lacks the marker (``reference:``; naive CD4 T cells for HLA-DR, which resting naive T cells do not
+   express): dim positives that form a shoulder inside the negatives' spread are counted as the subset's
+   excess over that population's shape (:func:`reference_threshold`, the ``reference`` method); a tail
+   misses every positive inside the negative spread (HLA-DR dim-to-bright on Tregs: 22 % called, 35 %
+   true).
+3. **reference tail** otherwise: ``k`` SDs above the negative peak of the reference population (the
    parent, e.g. CD4; openCyto's ``tailgate``). The SD is measured on the side of the peak that faces
    the threshold, from its half-maximum width (``HWHM / sqrt(2 ln 2)`` for a Gaussian): on logicle
    data the side of a negative peak facing zero is stretched by the scale's linear region, so a spread
@@ -117,6 +123,7 @@ def split_threshold(
     k: float = 3.0,
     min_prominence: float = 0.01,
     min_depth: float = 0.1,
+    negative: np.ndarray | None = None,
 ) -> Placement:
     """Threshold of a functional marker on a subset ``x`` (Treg or Teff events), see the module doc.
 
@@ -134,6 +141,9 @@ def split_threshold(
     min_prominence, min_depth
         A peak must reach ``min_prominence`` of the highest; a valley must lie at least ``min_depth``
         (fraction) below the lower of its two peaks.
+    negative
+        The marker on a population that lacks it (e.g. naive CD4 T cells for HLA-DR): without a valley,
+        the subset's excess over that population's shape is counted (needs :data:`MIN_COMPONENT` events).
 
     Returns
     -------
@@ -159,6 +169,14 @@ def split_threshold(
         "n_subset": len(x),
     }
     if valley is None:
+        if negative is not None and len(negative) >= MIN_COMPONENT:
+            from ._methods import reference_threshold
+
+            excess = reference_threshold(x, _finite(negative), side=side)
+            details.update(rule="negative reference excess", excess_pct=pct(excess.value))
+            details["negative_reference_n"] = len(negative)
+            message = _disagreement(details, details["excess_pct"], "negative reference excess")
+            return Placement(float(excess.value), "ok", message, details)
         details["rule"] = "reference tail"
         return Placement(float(tail.value), "ok", "", details)
     value, depth = valley
@@ -167,16 +185,21 @@ def split_threshold(
     corrected = _overlap_corrected(x, value, sign, tail.details["mode"], tail.details["sd"])
     if corrected is not None:
         value, details["overlap_correction"] = corrected
-    gap = abs(details["valley_pct"] - details["tail_pct"])
-    details["rules_differ_pp"] = gap
-    message = ""
-    if gap > DISAGREE_PP:
-        details["disagree"] = True
-        message = (
-            f"subset valley and reference tail disagree by {gap:.1f} points "
-            f"({details['valley_pct']:.1f}% vs {details['tail_pct']:.1f}%); subset valley used"
-        )
+    message = _disagreement(details, pct(value), "subset valley")
     return Placement(value, "ok", message, details)
+
+
+def _disagreement(details: dict, used_pct: float, rule: str) -> str:
+    """Record how far the rule used and the reference tail are apart; a message past DISAGREE_PP."""
+    gap = abs(used_pct - details["tail_pct"])
+    details["rules_differ_pp"] = gap
+    if gap <= DISAGREE_PP:
+        return ""
+    details["disagree"] = True
+    return (
+        f"{rule} and reference tail disagree by {gap:.1f} points "
+        f"({used_pct:.1f}% vs {details['tail_pct']:.1f}%); {rule} used"
+    )
 
 
 def _overlap_corrected(x, t: float, sign: int, neg_mode: float, neg_sd: float):
