@@ -17,10 +17,19 @@ def _names(tree) -> set[str]:
 
 
 def _descendants(adata, name: str) -> set[str]:
-    """``name`` and every population below it or defined from it (boolean expressions)."""
+    """``name`` and every population below it, defined from it (boolean expressions) or placed on it."""
     pops = adata.uns[K.GATING]["populations"]
+    gates = adata.uns[K.GATING]["gates"]
     needs = {p["name"]: {p["parent"]} | (_names(parse_expr(p["expr"])) if p.get("expr") else set())
              for p in pops}  # fmt: skip
+    for gid, rec in gates.items():  # populations a placement reads (within, from, reference)
+        params = rec.get("params") or {}
+        for b in [params, *(params.get("bounds") or {}).values()]:
+            needs.setdefault(gid, set()).update(
+                str(b[k])
+                for k in ("within", "from", "reference")
+                if isinstance(b, dict) and b.get(k)
+            )
     out, changed = {name}, True
     while changed:
         new = {n for n, refs in needs.items() if refs & out and n not in out}
