@@ -572,10 +572,14 @@ class _Run:
         start = float(res.value) if res.status == "ok" else None
         n_pos, info = M2.discriminant_count(X, signs, start=start, seed=self.strat.seed)
         status, message = "ok", f"count from the discriminant of {dim}, {', '.join(helpers)}"
+        if (
+            n_pos is not None and n_pos < 2 * M.MIN_EVENTS
+        ):  # a handful of outliers, not a population
+            n_pos = None
         if n_pos is None and res.status == "ok":
             return M.Placement(res.value, res.status, res.message, {**res.details, **info})
         if n_pos is None:  # neither a valley on dim nor on the discriminant: its tail (a guess)
-            if not info.get("tail_count"):
+            if (info.get("tail_count") or 0) < 2 * M.MIN_EVENTS:
                 return M.Placement(res.value, res.status, res.message, {**res.details, **info})
             n_pos, status = int(info["tail_count"]), "fallback"
             message = f"{res.message}; no discriminant valley either: count from its tail"
