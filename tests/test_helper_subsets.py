@@ -94,9 +94,11 @@ def _helper_warnings(ad) -> list[str]:
 
 def _strategy_without_helpers(tmp_path):
     text = (load_strategy("treg").path).read_text()
-    assert "include: [shared/helper_subsets.yaml]" in text
+    line = "include: [shared/cd4_memory.yaml, shared/helper_subsets.yaml]"
+    assert line in text
     path = tmp_path / "treg_plain.yaml"
-    path.write_text(text.replace("include: [shared/helper_subsets.yaml]", ""))
+    shared = load_strategy("treg").path.parent / "shared" / "cd4_memory.yaml"
+    path.write_text(text.replace(line, f"include: [{shared}]"))
     return path
 
 
@@ -242,7 +244,11 @@ def test_helper_markers_found_under_other_spellings():
 # ------------------------------------------------------------------------------ one definition
 def test_helper_gates_are_one_shared_definition(tmp_path):
     strat = load_strategy("treg")
-    assert [p.name for p in strat.sources] == ["treg.yaml", "helper_subsets.yaml"]
+    assert [p.name for p in strat.sources] == [
+        "treg.yaml",
+        "cd4_memory.yaml",
+        "helper_subsets.yaml",
+    ]
     assert {"cTfh", "Th1", "Th2", "Th17", "CD4mem"} <= set(strat.names)
     # a copy of the strategy elsewhere still finds the shipped shared file
     copy = tmp_path / "mine.yaml"

@@ -235,20 +235,8 @@ def activation(summary: pd.DataFrame) -> Figure:
     fig = Figure(figsize=(12.8, 3.4), layout="constrained")
     axes = fig.subplots(1, len(_ACTIVATION), squeeze=False)[0]
     for ax, (title, treg, teff) in zip(axes, _ACTIVATION, strict=True):
-        ax.set_title(title, fontsize=9)
-        drawn = [
-            _fold_line(ax, folded, x, r, color, name)
-            for r, color, name in ((treg, _TREG, "Treg"), (teff, _TEFF, "Teff"))
-        ]
-        if not any(drawn):
-            _empty(ax, "not measured")
-            continue
-        ax.axhline(1.0, color="black", lw=0.8, ls="--")
-        ax.set_xlabel(xlabel, fontsize=8)
-        if xlabel == "timepoint":
-            _set_ticks(ax, ticks, rotate=len(ticks) > 5)
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.25)
+        lines = ((treg, _TREG, "Treg"), (teff, _TEFF, "Teff"))
+        _fold_panel(ax, folded, (x, xlabel, ticks), title, lines, empty="not measured")
     axes[0].set_ylabel("fold vs baseline (median, IQR)", fontsize=8)
     handles = [
         Line2D([], [], color=_TREG, marker="o", ms=3),
@@ -258,6 +246,22 @@ def activation(summary: pd.DataFrame) -> Figure:
         handles, ["Treg", "Teff"], loc="outside upper right", ncols=2, fontsize=8, frameon=False
     )
     return fig
+
+
+def _fold_panel(ax, folded, xaxis, title: str, lines, *, empty: str) -> bool:
+    """One panel of median fold-vs-baseline lines (readout, colour, name); False when none is drawn."""
+    x, xlabel, ticks = xaxis
+    ax.set_title(title, fontsize=9)
+    if not any([_fold_line(ax, folded, x, r, color, name) for r, color, name in lines]):
+        _empty(ax, empty)
+        return False
+    ax.axhline(1.0, color="black", lw=0.8, ls="--")
+    ax.set_xlabel(xlabel, fontsize=8)
+    if xlabel == "timepoint":
+        _set_ticks(ax, ticks, rotate=len(ticks) > 5)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.25)
+    return True
 
 
 def helper_subsets(summary: pd.DataFrame) -> Figure:
@@ -295,18 +299,8 @@ def helper_subsets(summary: pd.DataFrame) -> Figure:
     x, xlabel, ticks = _x(folded)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (title, lines) in zip(axes, panels, strict=True):
-        ax.set_title(title, fontsize=9)
-        drawn = [_fold_line(ax, folded, x, r, color, name) for r, color, name in lines]
-        if not any(drawn):
-            _empty(ax, "no baseline pairs")
-            continue
-        ax.axhline(1.0, color="black", lw=0.8, ls="--")
-        ax.set_xlabel(xlabel, fontsize=8)
-        if xlabel == "timepoint":
-            _set_ticks(ax, ticks, rotate=len(ticks) > 5)
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.25)
-        ax.legend(fontsize=7, frameon=False, loc="best")
+        if _fold_panel(ax, folded, (x, xlabel, ticks), title, lines, empty="no baseline pairs"):
+            ax.legend(fontsize=7, frameon=False, loc="best")
     axes[0].set_ylabel("fold vs baseline (median, IQR)", fontsize=8)
     return fig
 
