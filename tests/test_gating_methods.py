@@ -258,3 +258,18 @@ def test_helper_threshold_without_information_stays_near_the_start():
     assert moved < 0.25 * (X[:, 0] >= start).sum()
     few = helper_threshold(X[:5, 0], X[:5, 1], start)
     assert few.value == start and not few.details["helper_used"]
+
+
+def test_midpoint_fallback_never_cuts_through_the_main_peak():
+    # one FOXP3 peak with a dim 6 % shoulder and a guide window that a mixture put on the peak itself
+    # (it split the negatives in two): the middle of that window would call half the cells positive
+    rng = np.random.default_rng(5)
+    neg = rng.normal(0.28, 0.05, 9400)
+    pos = rng.normal(0.45, 0.06, 600)
+    x = np.concatenate([neg, pos])
+    res = density_valley(x, side="high", search=(0.279, 0.292), fallback="midpoint")
+    assert res.status == "fallback"
+    gated = float(np.mean(x >= res.value))
+    assert res.value > 0.28 + 0.05  # beyond the negatives' own spread
+    assert gated < 0.15, gated  # the midpoint (0.285) would have gated ~45 %
+    assert "inside the main peak" in res.message

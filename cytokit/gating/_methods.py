@@ -360,7 +360,18 @@ def density_valley(
 def _fallback(x, grid, dens, side, fallback, k, adjust, details) -> Placement:
     message = f"no valley between two peaks; {fallback} threshold used"
     if fallback == "midpoint" and details.get("search"):
-        return Placement(float(np.mean(details["search"])), "fallback", message, details)
+        mid, mode = float(np.mean(details["search"])), float(grid[np.argmax(dens)])
+        tail = tail_threshold(x, k=k, side=side, peak="outside", mode=mode, adjust=adjust)
+        if (mid - mode) * _side_sign(side) >= tail.details["sd"]:
+            return Placement(mid, "fallback", message, details)
+        # the guided window lies inside the main (negative) peak: its middle would cut that peak in
+        # half (a mixture that split one peak), so cut beyond the peak's own spread instead
+        message = (
+            f"no valley; the guided window lies inside the main peak ({mode:.3f} +- "
+            f"{tail.details['sd']:.3f}): tail threshold used"
+        )
+        details.update(tail.details)
+        return Placement(float(tail.value), "fallback", message, details)
     if fallback == "otsu":
         p = otsu_threshold(x)
     elif fallback in ("tail", "tail_main"):
