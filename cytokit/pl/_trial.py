@@ -45,6 +45,11 @@ _HELPER = [
 ]  # fmt: skip
 
 
+# fixed margins of the single-axes trial figures (fractions of the figure): room for 5-digit tick labels
+# and the axis label on the left, the tick labels and axis label below, the title on top
+_MARGINS = {"left": 0.12, "bottom": 0.12, "top": 0.92}
+
+
 def _label(readout: str) -> str:
     return READOUT_LABELS.get(readout, readout.replace("_", " "))
 
@@ -90,7 +95,10 @@ def trial_trajectories(summary: pd.DataFrame, readout: str) -> Figure:
     -------
     The Figure; x is ``day`` when every sample has one, else the timepoints in order.
     """
-    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    fig = Figure(figsize=(6.4, 4.0))
+    # fixed margins (room for the legend on the right): the report draws ~17 of these single-axes
+    # figures and constrained layout's text measuring was half of each one's drawing time
+    fig.subplots_adjust(**_MARGINS, right=0.83)
     ax = fig.add_subplot()
     ax.set_title(_label(readout), fontsize=11)
     if (
@@ -157,7 +165,8 @@ def paired_boxes(summary: pd.DataFrame, stats: pd.DataFrame, readout: str) -> Fi
     The Figure; above each timepoint after baseline: ``p`` (Wilcoxon signed-rank vs baseline), ``q``
     (Benjamini-Hochberg adjusted) and the number of pairs.
     """
-    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    fig = Figure(figsize=(6.4, 4.2))
+    fig.subplots_adjust(**_MARGINS, right=0.98)  # fixed margins, as trial_trajectories
     ax = fig.add_subplot()
     ax.set_title(f"{_label(readout)} vs baseline", fontsize=11)
     values = pd.to_numeric(summary.get(readout, pd.Series(dtype=float)), errors="coerce")
@@ -190,6 +199,8 @@ def paired_boxes(summary: pd.DataFrame, stats: pd.DataFrame, readout: str) -> Fi
     ax.scatter(frame["x"], frame["y"], s=14, color=_TREG, zorder=3)
     _annotate_p(ax, stats, readout, pos, frame["y"])
     ax.set_xticks(range(len(order)), order, fontsize=8, rotation=45 if len(order) > 8 else 0)
+    if len(order) > 8:  # room for the slanted timepoint names
+        fig.subplots_adjust(bottom=0.2)
     ax.set_ylabel(_label(readout), fontsize=9)
     ax.tick_params(labelsize=8)
     ax.grid(axis="y", alpha=0.25)
@@ -232,7 +243,10 @@ def activation(summary: pd.DataFrame) -> Figure:
     if any(f"{r}_fold_vs_baseline" not in summary for r in wanted):
         folded = add_baseline_change(summary, readouts=wanted)
     x, xlabel, ticks = _x(folded)
-    fig = Figure(figsize=(12.8, 3.4), layout="constrained")
+    fig = Figure(figsize=(12.8, 3.4))
+    # fixed margins: constrained layout of the four panels and the outside legend cost more than the rest
+    # of the figure's drawing
+    fig.subplots_adjust(left=0.055, right=0.99, bottom=0.15, top=0.84, wspace=0.22)
     axes = fig.subplots(1, len(_ACTIVATION), squeeze=False)[0]
     for ax, (title, treg, teff) in zip(axes, _ACTIVATION, strict=True):
         lines = ((treg, _TREG, "Treg"), (teff, _TEFF, "Teff"))
@@ -242,9 +256,7 @@ def activation(summary: pd.DataFrame) -> Figure:
         Line2D([], [], color=_TREG, marker="o", ms=3),
         Line2D([], [], color=_TEFF, marker="o", ms=3),
     ]
-    fig.legend(
-        handles, ["Treg", "Teff"], loc="outside upper right", ncols=2, fontsize=8, frameon=False
-    )
+    fig.legend(handles, ["Treg", "Teff"], loc="upper right", ncols=2, fontsize=8, frameon=False)
     return fig
 
 
