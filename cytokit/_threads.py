@@ -22,5 +22,20 @@ def single_threaded() -> Iterator[None]:
     except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
         yield
         return
+    _load_openmp()
     with threadpool_limits(1):
         yield
+
+
+def _load_openmp() -> None:
+    """Load scikit-learn's OpenMP runtime before limiting it.
+
+    ``threadpool_limits`` only limits the libraries already loaded when it is entered. Gating imports
+    scikit-learn lazily, at its first mixture, so the first sample of a process ran its k-means starts
+    with every core's OpenMP threads: on a busy 2-core machine ~2 s more CPU for a 1M-event file than
+    the samples after it (and a result that could depend on the order of the samples).
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("sklearn") is not None:
+        import sklearn.utils._openmp_helpers  # noqa: F401  (links the OpenMP runtime)
