@@ -134,3 +134,45 @@ def test_dim_positives_without_a_valley_are_counted_over_a_negative_reference():
     assert res.details["tail_pct"] < 20.0 and res.details["disagree"] is True
     without = split_threshold(treg, naive)
     assert without.details["rule"] == "reference tail"
+
+
+def test_resampled_spread_is_wide_where_few_events_leave_the_cut_undetermined():
+    from cytokit.gating._functional import resampled_spread
+
+    rng = np.random.default_rng(7)
+    cd4 = _logicle_negatives(rng, 8000)
+    # 90 Tregs, dim positives merging into the negatives: where the cut falls is a matter of chance
+    few = np.r_[rng.normal(0.25, 0.03, 60), rng.normal(0.34, 0.04, 30)]
+    # 1000 Tregs with a clear gap: every resample cuts in the same gap
+    many = np.r_[rng.normal(0.25, 0.015, 600), rng.normal(0.45, 0.025, 400)]
+    assert resampled_spread(few, cd4, seed=1) > 5.0
+    assert resampled_spread(many, cd4, seed=1) < 1.0
+
+
+def _with_treg_hladr(adata, values_of):
+    import anndata as ad
+
+    rng = np.random.default_rng(0)
+    treg = np.flatnonzero(adata.obs["truth"].to_numpy() == "Treg")
+    pos = rng.choice(treg, len(treg) // 3, replace=False)
+    X = np.asarray(adata.X).copy()
+    X[pos, list(adata.var_names).index("HLA-DR")] = values_of(rng, len(pos))
+    return ad.AnnData(X, obs=adata.obs, var=adata.var, uns=adata.uns)
+
+
+def test_a_functional_readout_its_events_do_not_determine_is_a_warning():
+    # many Tregs, a third clearly HLA-DR+: every resample cuts in the same gap, no warning
+    clear = _with_treg_hladr(
+        synthetic_sample(6000, seed=5, treg=0.3), lambda rng, n: rng.normal(0.55, 0.04, n)
+    )
+    gate(clear)
+    assert not [w for w in clear.uns[K.GATING]["warnings"] if w.startswith("Treg_HLADRpos")]
+    rec = clear.uns[K.GATING]["gates"]["Treg_HLADRpos"]
+    assert rec["details"]["HLA-DR"]["resampled_sd_pp"] < 5.0
+    # ~150 Tregs, a third dim HLA-DR+ merging into the negatives: the count is a matter of chance
+    vague = _with_treg_hladr(
+        synthetic_sample(6000, seed=5), lambda rng, n: rng.normal(0.3, 0.04, n)
+    )
+    gate(vague)
+    warned = [w for w in vague.uns[K.GATING]["warnings"] if w.startswith("Treg_HLADRpos")]
+    assert warned and "resampled" in warned[0], vague.uns[K.GATING]["warnings"]

@@ -349,3 +349,25 @@ def test_control_wells_are_mapped_but_neither_pooled_nor_tested():
     }
     # the rows cluster_pooled leaves out of da.csv
     assert set(clusters.loc[control_rows(clusters), "sample"]) == {"P1_FMO"}
+
+
+def test_a_partly_gated_failure_does_not_warn_the_others_for_the_panels_absent_markers():
+    """A sample that failed part-way never reached the optional gates (its absent-marker list is
+    empty); the panel's absent markers must stay a run note, not a warning on every other sample."""
+    from cytokit.pipeline._inputs import SampleSpec
+    from cytokit.pipeline._run import _flag_absent_markers, absent_markers_note
+    from cytokit.pipeline._task import SampleResult
+
+    names = ["P01_D0", "P01_D8", "P01_D15"]
+    specs = [SampleSpec(file=Path(f"{n}.fcs"), sample=n) for n in names]
+    results = [
+        SampleResult(n, f"{n}.fcs", absent_markers=("CD56", "Helios")) for n in names[:2]
+    ] + [SampleResult(names[2], f"{names[2]}.fcs", status="failed", partial=True)]
+    flagged = _flag_absent_markers(specs, results)
+    assert [r.status for r in flagged] == ["ok", "ok", "failed"]
+    assert "CD56" in absent_markers_note(results) and "Helios" in absent_markers_note(results)
+    # a marker absent from one gated sample only is still about that sample
+    results[1] = SampleResult(names[1], "x.fcs", absent_markers=("CD56", "Helios", "Ki67"))
+    flagged = _flag_absent_markers(specs, results)
+    assert flagged[0].status == "ok" and flagged[1].status == "warning"
+    assert "Ki67" in flagged[1].message and "Helios" not in flagged[1].message

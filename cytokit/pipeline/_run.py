@@ -354,7 +354,11 @@ def absent_markers_note(results: list[SampleResult]) -> str:
 
 
 def _absent_everywhere(results: list[SampleResult]) -> set[str]:
-    gated = [r for r in results if r.status != "failed" or r.partial]
+    """Markers absent from every sample whose gating ran to the end. A sample that failed part-way
+    never reached the optional gates, so its (empty) list says nothing about the panel: counted in,
+    it emptied the intersection and every other sample was warned for the panel's absent markers.
+    Partly gated samples count only when no sample was gated to the end."""
+    gated = [r for r in results if r.status != "failed"] or [r for r in results if r.partial]
     return set.intersection(*(set(r.absent_markers) for r in gated)) if gated else set()
 
 
