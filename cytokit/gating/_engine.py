@@ -24,7 +24,7 @@ from .._threads import single_threaded
 from ..errors import CytokitError, GatingError, MarkerError, StrategyError
 from . import _methods as M
 from . import _methods_2d as M2
-from ._functional import DISAGREE_PP, resampled_spread, split_threshold
+from ._functional import split_threshold
 from ._gates import PolygonGate, RangeGate, gate_from_dict
 from ._methods_corner import corner_population
 from ._overrides import normalise_gates, normalise_thresholds
@@ -380,19 +380,6 @@ class _Run:
         self.warnings.append(f"{spec.id} fallback: {message}")
         return message
 
-    def check_resampled(self, spec, dim, x, reference, negative, kw, res) -> None:
-        """A functional readout the sample's events do not determine is a QC warning: the positive %
-        moves by more than DISAGREE_PP (SD) when the placement is redone on resampled events."""
-        key = [self.strat.seed, zlib.crc32(f"{spec.id}/{dim}/resampled".encode())]
-        spread = resampled_spread(x, reference, negative=negative, seed=key, **kw)
-        res.details["resampled_sd_pp"] = spread
-        if spread > DISAGREE_PP:
-            self.warnings.append(
-                f"{spec.id}: {dim}+ % of {spec.parent} ({len(x)} events) moves by +-{spread:.1f} "
-                f"points (SD) when its events are resampled: not determined to within "
-                f"{DISAGREE_PP:g} points"
-            )
-
     def outside_gate(self, spec: GateSpec):
         """A whole gate set from outside (``gates=``): its dims resolved to the sample's var_names."""
         entry = self.gate_over[spec.id]
@@ -538,7 +525,6 @@ class _Run:
                 neg_idx = self.sample_idx(neg, int(b.get("fit_events", self.strat.fit_events)))
                 negative = self.column(dim)[neg_idx]
             res = split_threshold(self.column(dim)[sub], x, negative=negative, **kw)
-            self.check_resampled(spec, dim, self.column(dim)[sub], x, negative, kw, res)
         else:
             res = _one_d(method, x, kw)
         if guide and res.status != "ok":

@@ -60,13 +60,7 @@ if TYPE_CHECKING:
 
     from ._strategy import Strategy
 
-__all__ = [
-    "DISAGREE_PP",
-    "patient_thresholds",
-    "resampled_spread",
-    "split_threshold",
-    "upper_tail",
-]
+__all__ = ["DISAGREE_PP", "patient_thresholds", "split_threshold", "upper_tail"]
 
 #: counts (percentage points of the subset) by the two rules further apart than this are flagged: the
 #: worst error the trial readouts tolerate (issue #8: Treg Ki67+ / HLA-DR+ % within 5 points), so a
@@ -78,10 +72,6 @@ MINOR_SHARE = 10.0
 #: ... holding at least this many events: a peak and a half-spread of fewer events are noise (Treg
 #: Ki67+ at baseline, ~40 events, got worse with it)
 MIN_COMPONENT = 200
-#: bootstrap resamples behind :func:`resampled_spread`: 20 give the SD to about +-16 % of itself
-#: (relative SE of an SD from n draws ~ 1/sqrt(2(n-1)); Efron & Tibshirani 1993, ch. 6: 25-200 are
-#: usually enough for a standard error), at ~3 ms per placement
-RESAMPLES = 20
 
 
 def upper_tail(x: np.ndarray, *, k: float = 3.0, side: str = "high") -> Placement:
@@ -236,40 +226,6 @@ def _overlap_corrected(x, t: float, sign: int, neg_mode: float, neg_sd: float):
     info = {"positives_pct": 100.0 * n_pos / len(xs), "share_above_valley": above,
             "negatives_above": negatives_above, "valley": t * sign}  # fmt: skip
     return value, info
-
-
-def resampled_spread(
-    x: np.ndarray,
-    reference: np.ndarray,
-    *,
-    negative: np.ndarray | None = None,
-    seed: int | Sequence[int] = 0,
-    n: int = RESAMPLES,
-    **kw,
-) -> float:
-    """SD (percentage points of ``x``) of the positive % when the placement is redone on bootstrap
-    resamples of the events (subset, reference and negative population alike; Efron & Tibshirani 1993),
-    each count taken on the sample's own ``x``: how well the sample's events determine the readout.
-
-    A split on a hundred Tregs can land anywhere across a shallow valley, and the negative-reference
-    excess of a small subset is a difference of two noisy shapes: on simulated trials (drawn structure,
-    seed 1808) the Treg HLA-DR+ % was off by 5-23 points where this spread was above 5 points, while
-    the gap between the rules (``disagree``) was as large on correct samples (the reference tail misses
-    dim positives by design). Takes the same keyword arguments as :func:`split_threshold`."""
-    x, reference = _finite(x), _finite(reference)
-    neg = None if negative is None else _finite(negative)
-    side = kw.get("side", "high")
-    rng = np.random.default_rng(seed)
-    counts = np.empty(n)
-    for i in range(n):
-        res = split_threshold(
-            rng.choice(x, len(x)),
-            rng.choice(reference, len(reference)),
-            negative=None if neg is None else rng.choice(neg, len(neg)),
-            **kw,
-        )
-        counts[i] = 100.0 * np.mean(x >= res.value if side == "high" else x < res.value)
-    return float(np.std(counts))
 
 
 def patient_thresholds(
