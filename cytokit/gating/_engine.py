@@ -569,7 +569,9 @@ class _Run:
         sign = M._side_sign(b.get("side", "high"))
         X = np.column_stack([x, *(self.column(m)[idx] for m in helpers)])
         signs = [sign, *(M._side_sign(s) for s in helpers.values())]
-        start = float(res.value) if res.status == "ok" else None
+        # a fallback threshold (tail, midpoint) still seeds the discriminant axis: the count needs a
+        # valley on that axis, so a guessed start only chooses where the search begins
+        start = float(res.value)
         n_pos, info = M2.discriminant_count(X, signs, start=start, seed=self.strat.seed)
         status, message = "ok", f"count from the discriminant of {dim}, {', '.join(helpers)}"
         if (
