@@ -98,3 +98,9 @@ def test_a_real_t_cell_panel_without_treg_markers_keeps_cd4(tmp_path):
     summary = pd.read_csv(tmp_path / "out" / "summary.csv").iloc[0]
     assert summary["cd4_count"] == pops.loc["CD4", "count"]
     assert pd.isna(summary["treg_pct_cd4"])
+    # the gates that were placed stay reviewable; those never reached say so
+    assert (
+        pops.loc["CD4", "gate_status"] == "ok" and pops.loc["Treg", "gate_status"] == "not placed"
+    )
+    assert (tmp_path / "out" / "gates" / "Donor1.png").stat().st_size > 0
+    assert b'gating:id="CD4"' in (tmp_path / "out" / "gates" / "Donor1.xml").read_bytes()

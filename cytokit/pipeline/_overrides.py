@@ -195,10 +195,14 @@ def outside_text(gating: dict | None, status: str) -> str:
 def gate_status_column(table: pd.DataFrame, gating: dict | None) -> pd.DataFrame:
     """``populations.csv``'s ``gate_status``: how each population's own gate was placed (``ok``,
     ``fallback``, ``manual``, ``control``, ``patient``, ``failed``, ``skipped``; boolean populations
-    ``ok``)."""
+    ``ok``; ``not placed`` for a population gating never reached, e.g. below a failed required gate)."""
     gates = (gating or {}).get("gates") or {}
-    status = table["population"].map(lambda p: str((gates.get(p) or {}).get("status", "ok")))
-    return table.assign(gate_status=status.values)
+    reached = table["count"].notna() if "count" in table else pd.Series(True, index=table.index)
+    status = [
+        str((gates.get(p) or {}).get("status", "ok" if seen else "not placed"))
+        for p, seen in zip(table["population"], reached, strict=True)
+    ]
+    return table.assign(gate_status=status)
 
 
 # ------------------------------------------------------------------------------------ control wells

@@ -150,7 +150,7 @@ def _run_steps(
     result: SampleResult,
     events_dir: str | None = None,
 ) -> None:
-    from .. import pp, readouts
+    from .. import pp
     from ..gating import _gatingml, gate
     from ..io import read_fcs
 
@@ -176,21 +176,13 @@ def _run_steps(
         except CytokitError as err:
             if not _has_partial_gating(adata):
                 raise
-            result.gating = _plain(adata.uns.get(K.GATING, {}))
-            result.populations = readouts.population_table(adata)
-            result.readouts = readouts.sample_readouts(adata)
+            _keep_gating(adata, settings, result)  # the gates above the failure stay reviewable
             raise _PartialGating(err) from None
     skipped, result.absent_markers = _skipped_gates(adata, settings)
     warnings += [w for w in _gating_warnings(adata) if not _about(w, skipped)]
-    result.gating = _plain(adata.uns.get(K.GATING, {}))
-    result.populations = gate_status_column(readouts.population_table(adata), result.gating)
-    result.readouts = readouts.sample_readouts(adata)
+    _keep_gating(adata, settings, result)
     if spec.meta.get("control"):
         result.control_reference = control_reference(adata, spec.meta["control"])
-    if not settings.strategy_is_gatingml:
-        result.gatingml = _gatingml.export_gatingml(adata)
-    if settings.figures:
-        result.gate_png = _gating_figure(adata)
     events_name = (
         f"{spec.sample}{'.prior' if prior else ''}.events.npy"  # as the cache names passes
     )
@@ -198,6 +190,20 @@ def _run_steps(
     if warnings:
         result.status = "warning"
         result.message = "; ".join(dict.fromkeys(str(w) for w in warnings))
+
+
+def _keep_gating(adata, settings: Settings, result: SampleResult) -> None:
+    """Gating record, population table, readouts, GatingML and figure of a gated sample into ``result``."""
+    from .. import readouts
+    from ..gating import _gatingml
+
+    result.gating = _plain(adata.uns.get(K.GATING, {}))
+    result.populations = gate_status_column(readouts.population_table(adata), result.gating)
+    result.readouts = readouts.sample_readouts(adata)
+    if not settings.strategy_is_gatingml:
+        result.gatingml = _gatingml.export_gatingml(adata)
+    if settings.figures:
+        result.gate_png = _gating_figure(adata)
 
 
 class _PartialGating(Exception):
