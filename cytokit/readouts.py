@@ -16,6 +16,7 @@ import pandas as pd
 from anndata import AnnData
 
 from . import _keys as K
+from .gating._strategy import population_rows
 from .panels import find_var
 
 __all__ = [
@@ -114,10 +115,7 @@ def _populations(adata: AnnData) -> tuple[pd.DataFrame, dict[str, str | None]]:
     if K.POPULATIONS not in adata.obsm:
         return pd.DataFrame(index=adata.obs_names), {}
     pops = pd.DataFrame(adata.obsm[K.POPULATIONS]).astype(bool)
-    listed = adata.uns.get(K.GATING, {}).get("populations", [])
-    parents = {
-        str(p["name"]): (None if p.get("parent") is None else str(p["parent"])) for p in listed
-    }
+    parents = {p["name"]: p["parent"] for p in population_rows(adata.uns.get(K.GATING))}
     for name in pops.columns:
         parents.setdefault(str(name), None)
     return pops, parents

@@ -8,17 +8,23 @@ from test_gating_engine import synthetic_sample
 
 from cytokit import _keys as K
 from cytokit.errors import GatingError
-from cytokit.gating import gate
-from cytokit.gating._strategy import parse_expr
+from cytokit.gating import gate, gate_from_dict
+from cytokit.gating._strategy import parse_expr, population_rows
 
 
 def _names(tree) -> set[str]:
     return {tree[1]} if tree[0] == "name" else set().union(*(_names(t) for t in tree[1:]))
 
 
+def _placed(adata, name: str):
+    """The gate placed for ``name`` as an object (open bounds None: NaN in uns never compares equal)."""
+    g = adata.uns[K.GATING]["gates"].get(name, {}).get("gate")
+    return gate_from_dict(g) if g else None
+
+
 def _descendants(adata, name: str) -> set[str]:
     """``name`` and every population below it, defined from it (boolean expressions) or placed on it."""
-    pops = adata.uns[K.GATING]["populations"]
+    pops = population_rows(adata.uns[K.GATING])
     gates = adata.uns[K.GATING]["gates"]
     needs = {p["name"]: {p["parent"]} | (_names(parse_expr(p["expr"])) if p.get("expr") else set())
              for p in pops}  # fmt: skip
@@ -65,10 +71,8 @@ def test_threshold_override_changes_the_gate_and_its_descendants_only(plain):
     for name in before.columns:
         if name not in below:  # every population outside the Treg subtree is untouched
             assert (before[name] == after[name]).all(), name
-            assert fixed.uns[K.GATING]["gates"].get(name, {}).get("gate") == plain.uns[K.GATING][
-                "gates"
-            ].get(name, {}).get("gate"), name
-    parents = {p["name"]: p["parent"] for p in fixed.uns[K.GATING]["populations"]}
+            assert _placed(fixed, name) == _placed(plain, name), name
+    parents = {p["name"]: p["parent"] for p in population_rows(fixed.uns[K.GATING])}
     for name in below - {"Treg"}:  # functional subsets follow the corrected Tregs
         if name in after and parents[name] == "Treg":
             assert not (after[name] & ~after["Treg"]).any(), name

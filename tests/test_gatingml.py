@@ -21,7 +21,7 @@ from cytokit.gating._gatingml import (
     load_gatingml,
     to_gating_strategy,
 )
-from cytokit.gating._strategy import parse_expr
+from cytokit.gating._strategy import parse_expr, population_rows
 from cytokit.io import read_fcs, write_fcs
 
 CHANNELS = ["FSC-A", "SSC-A", "FL1-A", "FL2-A", "FL3-A", "FL4-A", "Time"]
@@ -134,13 +134,13 @@ def _cytokit_masks(adata: ad.AnnData) -> dict[str, np.ndarray]:
         return (np.logical_and if tree[0] == "and" else np.logical_or)(ev(tree[1]), ev(tree[2]))
 
     gating = adata.uns["gating"]
-    for pop in gating["populations"]:
+    for pop in population_rows(gating):
         if pop.get("expr"):
             inside = ev(parse_expr(pop["expr"]))
         else:
             gate = gate_from_dict(gating["gates"][pop["name"]]["gate"])
             inside = gate.apply(adata[:, list(gate.dims)].X)
-        masks[pop["name"]] = inside & masks[pop["parent"]]
+        masks[pop["name"]] = inside & masks[pop["parent"] or "root"]
     del masks["root"]
     return masks
 
@@ -360,7 +360,7 @@ def test_apply_exported_gates_matches_cytokit(sample, tmp_path, preprocessed):
         assert (pops[name].to_numpy() != mask).sum() <= max(0.001 * mask.sum(), 2), name
     gating = target.uns["gating"]
     assert gating["counts"]["Treg"] == pops["Treg"].sum()
-    rows = {p["name"]: p for p in gating["populations"]}
+    rows = {p["name"]: p for p in population_rows(gating)}
     assert rows["Treg"]["parent"] == "CD4" and rows["lymphocytes"]["parent"] is None
     assert rows["Teff"]["expr"] == "not FOXP3+" and rows["odd"]["label"] is False
     shape = gating["gates"]["Treg"]["params"]["geometry"]
@@ -390,7 +390,7 @@ def test_gate_added_to_an_exported_file_is_kept(sample, tmp_path):
     pops = gated.obsm["populations"]
     assert "CD3bright" in pops and "odd_1" not in pops  # the helper gate stays hidden
     assert pops.loc[pops["CD3bright"], "CD3"].all() and 0 < pops["CD3bright"].sum()
-    row = next(p for p in gated.uns["gating"]["populations"] if p["name"] == "CD3bright")
+    row = next(p for p in population_rows(gated.uns["gating"]) if p["name"] == "CD3bright")
     assert row["parent"] == "CD3" and row["label"] is True
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from cytokit.errors import StrategyError
 from cytokit.gating._gatingml import apply_gatingml
+from cytokit.gating._strategy import population_rows
 from cytokit.io import read_fcs
 
 DATA = (Path(__file__).parents[1] / ".." / "shared" / "data" / "gatingml2-compliance").resolve()
@@ -73,7 +74,7 @@ def test_every_truth_file_is_checked(applied, truth):
 def test_population_labels_follow_the_hierarchy(applied, truth):
     # And2 and ParAnd2 differ only by ParAnd2's parent Polygon1; parents and deepest labels must follow
     gated = applied["gml_parent_poly1_boolean_and2_gate.xml"]
-    parents = {p["name"]: p["parent"] for p in gated.uns["gating"]["populations"]}
+    parents = {p["name"]: p["parent"] for p in population_rows(gated.uns["gating"])}
     assert parents["ParAnd2"] == "Polygon1" and parents["Polygon1"] is None
     label = gated.obs["population"].to_numpy()
     assert np.array_equal(label == "ParAnd2", truth["ParAnd2"])

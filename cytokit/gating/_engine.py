@@ -25,10 +25,17 @@ from ..errors import CytokitError, GatingError, MarkerError, StrategyError
 from . import _methods as M
 from . import _methods_2d as M2
 from ._functional import split_threshold
-from ._gates import PolygonGate, RangeGate, gate_from_dict
+from ._gates import PolygonGate, RangeGate, bound, gate_from_dict
 from ._methods_corner import corner_population
 from ._overrides import normalise_gates, normalise_thresholds
-from ._strategy import ROOT, GateSpec, PopulationSpec, Strategy, load_strategy
+from ._strategy import (
+    ROOT,
+    GateSpec,
+    PopulationSpec,
+    Strategy,
+    load_strategy,
+    population_columns,
+)
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -662,7 +669,7 @@ class _Run:
                     )
         return {
             "strategy": self.strat.name,
-            "populations": pops,
+            "populations": population_columns(pops),
             "gates": self.records,
             "counts": counts,
             "scales": self.scales,
@@ -856,18 +863,19 @@ def _eval(tree: tuple, lookup) -> np.ndarray:
 
 
 def _jsonable(obj):
-    """Plain Python numbers/lists/dicts (no numpy scalars, no None) so uns can be written to h5ad."""
+    """Plain Python numbers/lists/dicts so uns can be written to h5ad: no numpy scalars, no None (left
+    out of a dict, NaN in a list)."""
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items() if v is not None}
     if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
+        return [float("nan") if v is None else _jsonable(v) for v in obj]
     if isinstance(obj, np.generic):
         return obj.item()
     return obj
 
 
 def _lists(d: dict) -> dict:
-    """Gate dict with tuples as lists (JSON/YAML friendly); ``None`` bounds are kept."""
+    """Gate dict with tuples as lists (JSON/YAML friendly); open bounds are NaN (``to_dict``)."""
     return {k: [_lists(v) if isinstance(v, dict) else v for v in x] if isinstance(x, tuple | list) else x
             for k, x in d.items()}  # fmt: skip
 
@@ -955,7 +963,8 @@ def _relative_thresholds(gating: dict, *, statuses) -> dict[tuple[str, str], tup
         if g.get("kind") != "range" or rec.get("status") not in statuses or params.get("moves"):
             continue
         bounds = params.get("bounds", {})
-        for dim, lo, hi in zip(g["dims"], g["low"], g["high"], strict=True):
+        for dim, lo, hi in zip(map(str, g["dims"]), g["low"], g["high"], strict=True):
+            lo, hi = bound(lo), bound(hi)
             value = lo if lo is not None else hi
             b = bounds.get(dim, params) if bounds else params
             method = b.get("method", rec.get("method")) if bounds else rec.get("method")
@@ -965,7 +974,7 @@ def _relative_thresholds(gating: dict, *, statuses) -> dict[tuple[str, str], tup
                 continue
             if b.get("from") or mark.get("spread", 0) <= 0:
                 continue
-            out[(gid, dim)] = ((float(value) - mark["median"]) / mark["spread"], float(value))
+            out[(str(gid), dim)] = ((value - mark["median"]) / mark["spread"], value)
     return out
 
 
@@ -992,9 +1001,10 @@ def _median_gate(gates: list[dict]) -> dict | None:
     return None
 
 
-def _median_bound(values: list) -> float | None:
-    vals = [v for v in values if v is not None]
-    return float(np.median(vals)) if len(vals) * 2 > len(values) else None
+def _median_bound(values: list) -> float:
+    """Median of the bounds placed by more than half of the samples; NaN (open) otherwise."""
+    vals = [v for v in map(bound, values) if v is not None]
+    return float(np.median(vals)) if len(vals) * 2 > len(values) else float("nan")
 
 
 def prior_thresholds(prior: dict | None) -> dict[tuple[str, str], float]:
@@ -1005,9 +1015,10 @@ def prior_thresholds(prior: dict | None) -> dict[tuple[str, str], float]:
         if g.get("kind") != "range":
             continue
         for dim, lo, hi in zip(g["dims"], g["low"], g["high"], strict=True):
+            lo, hi = bound(lo), bound(hi)
             value = lo if lo is not None else hi
             if value is not None:
-                out[(gid, dim)] = float(value)
+                out[(str(gid), str(dim))] = value
     return out
 
 

@@ -7,16 +7,28 @@ turns them into FlowKit gates. They carry no data and pickle cheaply.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["EllipseGate", "Gate", "PolygonGate", "RangeGate", "gate_from_dict"]
+__all__ = ["EllipseGate", "Gate", "PolygonGate", "RangeGate", "bound", "gate_from_dict"]
+
+
+def bound(value) -> float | None:
+    """A range gate's bound as a float, or None when it is open (stored as NaN; None or NaN read)."""
+    if value is None:
+        return None
+    value = float(value)
+    return None if np.isnan(value) else value
 
 
 @dataclass(frozen=True)
 class RangeGate:
-    """Axis-aligned box; a ``None`` bound is open. One dimension makes a 1-D threshold gate."""
+    """Axis-aligned box; a ``None`` bound is open. One dimension makes a 1-D threshold gate.
+
+    ``to_dict()`` writes an open bound as NaN (h5py/h5ad cannot store None, and the lists stay
+    float arrays); :func:`gate_from_dict` reads NaN or None back as open.
+    """
 
     dims: tuple[str, ...]
     low: tuple[float | None, ...]
@@ -34,7 +46,13 @@ class RangeGate:
         return mask
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        nan = float("nan")
+        return {
+            "kind": self.kind,
+            "dims": list(self.dims),
+            "low": [nan if v is None else float(v) for v in self.low],
+            "high": [nan if v is None else float(v) for v in self.high],
+        }
 
 
 @dataclass(frozen=True)
@@ -94,13 +112,21 @@ Gate = RangeGate | PolygonGate | EllipseGate
 
 
 def gate_from_dict(d: dict) -> Gate:
-    """Rebuild a gate from its ``to_dict()`` form (e.g. read back from JSON)."""
-    kind = d["kind"]
+    """Rebuild a gate from its ``to_dict()`` form (read back from JSON, YAML or an .h5ad file).
+
+    Lists may be numpy arrays (h5ad gives them back so) and an open range bound None or NaN.
+    """
+    kind = str(d["kind"])
+    dims = tuple(str(v) for v in d["dims"])
+
+    def points(rows) -> tuple:
+        return tuple(tuple(float(v) for v in row) for row in rows)
+
     if kind == "range":
-        return RangeGate(tuple(d["dims"]), tuple(d["low"]), tuple(d["high"]))
+        return RangeGate(dims, tuple(map(bound, d["low"])), tuple(map(bound, d["high"])))
     if kind == "polygon":
-        return PolygonGate(tuple(d["dims"]), tuple(tuple(p) for p in d["vertices"]))
+        return PolygonGate(dims, points(d["vertices"]))
     if kind == "ellipse":
-        cov = tuple(tuple(r) for r in d["covariance"])
-        return EllipseGate(tuple(d["dims"]), tuple(d["mean"]), cov, float(d["distance_square"]))
+        mean = tuple(float(v) for v in d["mean"])
+        return EllipseGate(dims, mean, points(d["covariance"]), float(d["distance_square"]))
     raise ValueError(f"unknown gate kind {kind!r}")

@@ -27,6 +27,7 @@ from .. import _keys as K
 from ..errors import MarkerError, StrategyError
 from ._gates import EllipseGate, PolygonGate, RangeGate, gate_from_dict
 from ._gatingml_apply import ASINH_M, CYTOKIT_NS, apply_gatingml, load_gatingml, sample_file
+from ._strategy import population_rows
 
 if TYPE_CHECKING:  # FlowKit is imported where used: importing cytokit stays light
     import flowkit as fk
@@ -426,7 +427,7 @@ def _strategy(adata: ad.AnnData) -> tuple[_Document, list[dict]]:
         message = "the sample has no placed gates (run cytokit.gate first)"
         raise StrategyError(message, sample_file(adata))
     builder, gates, kept = _Builder(adata), gating["gates"], gating.get("counts", {})
-    pops = gating.get("populations") or [{"name": g, "parent": None} for g in gates]
+    pops = population_rows(gating) or [{"name": str(g), "parent": None} for g in gates]
     placed: dict[str, tuple] = {}  # population -> (gate id, gate path of ancestor ids)
     exported = []
     for pop in _population_order(pops):

@@ -23,6 +23,7 @@ import pandas as pd
 
 from .. import _keys as K
 from ..errors import CytokitError, GatingError, MarkerError, StrategyError
+from ._strategy import population_columns
 
 if TYPE_CHECKING:  # FlowKit is imported where used: importing cytokit stays light
     import flowkit as fk
@@ -275,8 +276,14 @@ def _boolean_text(gate, names: Mapping[str, str]) -> str:
     return f" {gate.type} ".join(terms)
 
 
+def _number(value) -> float:
+    """A bound as stored in ``uns`` (.h5ad-writable): NaN where open."""
+    return math.nan if value is None else float(value)
+
+
 def _geometry(strategy, row: dict) -> dict:
-    """The gate's shape in the file's own dimensions and units (kept in ``params``, not drawn)."""
+    """The gate's shape in the file's own dimensions and units (kept in ``params``, not drawn); open
+    bounds NaN and absent compensation/transform references "" (``uns`` stays writable to .h5ad)."""
     from flowkit import gates as fkg
 
     gate = row["gate"]
@@ -287,18 +294,19 @@ def _geometry(strategy, row: dict) -> dict:
         return {
             "kind": "range",
             "dims": [dims[r] for r in gate.divider_refs],
-            "low": [r[0] for r in ranges],
-            "high": [r[1] for r in ranges],
+            "low": [_number(r[0]) for r in ranges],
+            "high": [_number(r[1]) for r in ranges],
             "quadrant_of": row["path"][-1],
         }
     dims = [getattr(d, "ratio_ref", None) or d.id for d in gate.dimensions]
     shape: dict = {
         "dims": dims,
-        "compensation": [d.compensation_ref for d in gate.dimensions],
-        "transforms": [d.transformation_ref for d in gate.dimensions],
+        "compensation": [d.compensation_ref or "" for d in gate.dimensions],
+        "transforms": [d.transformation_ref or "" for d in gate.dimensions],
     }
     if isinstance(gate, fkg.RectangleGate):
-        low, high = [d.min for d in gate.dimensions], [d.max for d in gate.dimensions]
+        low = [_number(d.min) for d in gate.dimensions]
+        high = [_number(d.max) for d in gate.dimensions]
         return {"kind": "range", **shape, "low": low, "high": high}
     if isinstance(gate, fkg.PolygonGate):
         return {
@@ -430,7 +438,7 @@ def apply_gatingml(
     adata.obsm[K.POPULATIONS] = columns
     adata.uns[K.GATING] = {
         "strategy": gating_file,
-        "populations": populations,
+        "populations": population_columns(populations),
         "gates": gates,
         "counts": {name: int(columns[name].sum()) for name in columns},
         "warnings": [],

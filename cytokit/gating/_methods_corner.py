@@ -281,17 +281,20 @@ def _merge(dens: np.ndarray, basins: np.ndarray, z: float, noise_var: float) -> 
     return np.vectorize(lookup.get, otypes=[np.int64])(basins)
 
 
-def _corner_basins(Z, members, peaks, beyond, min_weight) -> tuple[list[int], list[dict]]:
-    """Basins whose peak lies beyond the ``beyond`` quantiles of the other events on both dims."""
-    corner, checks = [], []
+def _corner_basins(Z, members, peaks, beyond, min_weight) -> tuple[list[int], dict[str, list]]:
+    """Basins whose peak lies beyond the ``beyond`` quantiles of the other events on both dims, and
+    the check of each basin as columns (one list per field: ``uns`` must stay writable to .h5ad)."""
+    corner: list[int] = []
+    checks: dict[str, list] = {"peak_z": [], "limits_z": [], "events": [], "corner": []}
     for b, peak in peaks.items():
         own = members == b
         if own.sum() < MIN_EVENTS or own.mean() > 0.5:  # noise, or the bulk (not a corner)
             continue
         limits = [float(np.quantile(Z[~own, j], beyond[j])) for j in range(2)]
         ok = bool(peak[0] > limits[0] and peak[1] > limits[1])
-        checks.append({"peak_z": peak.round(3).tolist(), "limits_z": [round(v, 3) for v in limits],
-                       "events": int(own.sum()), "corner": ok})  # fmt: skip
+        for key, value in zip(checks, (peak.round(3).tolist(), [round(v, 3) for v in limits],
+                                       int(own.sum()), ok), strict=True):  # fmt: skip
+            checks[key].append(value)
         if ok:
             corner.append(b)
     if corner and np.isin(members, corner).mean() < min_weight:

@@ -27,6 +27,7 @@ Only loading and validation live here; placement is in ``_engine.py``.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -36,7 +37,16 @@ import yaml
 from .._resources import resolve_definition
 from ..errors import CytokitError, StrategyError
 
-__all__ = ["METHODS", "GateSpec", "PopulationSpec", "Strategy", "load_strategy", "parse_expr"]
+__all__ = [
+    "METHODS",
+    "GateSpec",
+    "PopulationSpec",
+    "Strategy",
+    "load_strategy",
+    "parse_expr",
+    "population_columns",
+    "population_rows",
+]
 
 ROOT = "root"
 METHODS = frozenset(
@@ -54,6 +64,60 @@ METHODS = frozenset(
         "corner",
     }
 )
+# ``uns["gating"]["populations"]``: one list per field, in strategy (tree) order, "" where a field is
+# empty (the root's parent, a gate population's expr). h5py can store neither None nor a list of dicts,
+# and a dict keyed by name would come back from .h5ad in alphabetical order, not tree order.
+POPULATION_FIELDS = ("name", "parent", "label", "expr", "outside")
+
+
+def population_columns(rows: Sequence[Mapping]) -> dict[str, list]:
+    """``uns["gating"]["populations"]`` from rows ``{"name", "parent", "label", "expr"?, "outside"?}``:
+    ``{"name": [...], "parent": [...], "label": [...], "expr": [...], "outside": [...]}`` (see DEVELOPERS.md)."""
+    rows = population_rows({"populations": list(rows)})
+    out: dict[str, list] = {f: [] for f in POPULATION_FIELDS}
+    for row in rows:
+        out["name"].append(row["name"])
+        out["parent"].append(row["parent"] or "")
+        out["label"].append(row["label"])
+        out["expr"].append(row.get("expr", ""))
+        out["outside"].append(row.get("outside", ""))
+    return out
+
+
+def population_rows(gating: Mapping | None) -> list[dict]:
+    """The populations of ``uns["gating"]`` in strategy order, one dict each: ``name``, ``parent``
+    (None at the root), ``label`` (bool) and, when not empty, ``expr``, ``outside``, ``gate``.
+
+    The one reader of ``uns["gating"]["populations"]``: the stored columns, as :func:`gate` writes them
+    or as they come back from an .h5ad file (numpy arrays), and the older list of dicts.
+    """
+    listed = (gating or {}).get("populations")
+    if listed is None or len(listed) == 0:
+        return []
+    if isinstance(listed, Mapping):  # columns
+        names = list(listed["name"])
+        cols = {k: list(v) for k, v in listed.items() if len(v) == len(names)}
+        listed = [{k: v[i] for k, v in cols.items()} for i in range(len(names))]
+    rows = []
+    for p in listed:
+        parent = _text(p.get("parent"))
+        row = {
+            "name": str(p["name"]),
+            "parent": None if parent in ("", ROOT) else parent,
+            "label": bool(p.get("label", True)),
+        }
+        row.update({k: _text(p[k]) for k in ("expr", "outside", "gate") if _text(p.get(k))})
+        rows.append(row)
+    return rows
+
+
+def _text(value) -> str:
+    """A stored text field: "" for None or NaN (an empty field), else ``str``."""
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    return str(value)
+
+
 ONE_D = frozenset({"valley", "tail", "otsu", "reference", "split"})
 _GATE_KEYS = {
     "id", "parent", "dims", "method", "params", "gate", "outside", "required",

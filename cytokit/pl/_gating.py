@@ -23,6 +23,8 @@ from anndata import AnnData
 
 from .. import _keys as K
 from ..gating import gate_from_dict
+from ..gating._gates import bound as open_bound
+from ..gating._strategy import population_rows
 from ._raster import Canvas, Frame, nice_ticks, viridis
 
 if TYPE_CHECKING:  # matplotlib is imported where a Figure is built: batch workers never need it
@@ -65,8 +67,9 @@ def _column(adata: AnnData, dim: str, rows: np.ndarray | None = None) -> np.ndar
 def _gate_entries(adata: AnnData) -> list[dict]:
     """One entry per gate: id, gate dict, status, message, population and parent (when known)."""
     gating = adata.uns.get(K.GATING, {})
-    parents = {str(p["name"]): p.get("parent") for p in gating.get("populations", [])}
-    by_gate = {str(p.get("gate", p["name"])): str(p["name"]) for p in gating.get("populations", [])}
+    rows = population_rows(gating)
+    parents = {p["name"]: p["parent"] for p in rows}
+    by_gate = {p.get("gate", p["name"]): p["name"] for p in rows}
     entries = []
     for gate_id, info in gating.get("gates", {}).items():
         population = by_gate.get(str(gate_id), str(gate_id) if str(gate_id) in parents else None)
@@ -127,8 +130,9 @@ def gate_outline(gate: dict, xlim, ylim, n: int = 120) -> list[np.ndarray]:
         wide = [
             (lim[0] - (lim[1] - lim[0]), lim[1] + (lim[1] - lim[0])) for lim in (xlim, ylim)
         ]  # an open side is drawn far outside the frame, so it does not show
-        lo = [wide[i][0] if gate["low"][i] is None else gate["low"][i] for i in range(2)]
-        hi = [wide[i][1] if gate["high"][i] is None else gate["high"][i] for i in range(2)]
+        low, high = [open_bound(v) for v in gate["low"]], [open_bound(v) for v in gate["high"]]
+        lo = [wide[i][0] if low[i] is None else low[i] for i in range(2)]
+        hi = [wide[i][1] if high[i] is None else high[i] for i in range(2)]
         box = [(lo[0], lo[1]), (hi[0], lo[1]), (hi[0], hi[1]), (lo[0], hi[1])]
         return [np.asarray(box, dtype=float)]
     return []
@@ -249,7 +253,7 @@ def _draw_plot(panel: dict) -> np.ndarray:
         filled = np.arange(_PLOT_H)[:, None] >= top[None, :]
         rgb = np.full((_PLOT_H, _PLOT_W, 3), 255.0)
         x_data = panel["xlim"][0] + xs * (panel["xlim"][1] - panel["xlim"][0])
-        lo, hi = gate["low"][0], gate["high"][0]
+        lo, hi = open_bound(gate["low"][0]), open_bound(gate["high"][0])
         shaded = np.ones(_PLOT_W, dtype=bool)
         shaded &= True if lo is None else x_data >= lo
         shaded &= True if hi is None else x_data < hi
@@ -382,7 +386,7 @@ def _tree(populations) -> tuple[list[str], dict[str, str | None], dict[str, floa
             values = pd.to_numeric(frame["pct_parent"], errors="coerce")
             pct = values.groupby(frame["population"].astype(str)).median().dropna().to_dict()
         return names, parents, pct
-    items = list(populations)
+    items = population_rows({"populations": populations})
     names = [str(p["name"]) for p in items]
     return names, {str(p["name"]): _parent(p.get("parent")) for p in items}, {}
 
@@ -424,7 +428,8 @@ def strategy_diagram(populations) -> Figure:
     Parameters
     ----------
     populations
-        ``uns["gating"]["populations"]`` (list of ``{"name", "parent"}``) or a population table
+        ``uns["gating"]["populations"]`` (columns ``{"name": [...], "parent": [...]}``, or a list of
+        ``{"name", "parent"}``) or a population table
         (``population``, ``parent`` and optionally ``pct_parent`` columns, one or many samples), in which
         case each box also shows the median % of parent across samples.
 
