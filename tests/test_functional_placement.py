@@ -134,3 +134,61 @@ def test_dim_positives_without_a_valley_are_counted_over_a_negative_reference():
     assert res.details["tail_pct"] < 20.0 and res.details["disagree"] is True
     without = split_threshold(treg, naive)
     assert without.details["rule"] == "reference tail"
+
+
+def test_mostly_positive_subset_without_a_valley_is_cut_between_the_two_peaks():
+    # Helios+ Tregs (70 %) sit just above the CD4 negatives with their negatives as a shoulder, no valley:
+    # a tail k SDs above the negatives cut through the positives (the old rule called ~40 %)
+    rng = np.random.default_rng(11)
+    cd4 = np.r_[_logicle_negatives(rng, 12000), rng.normal(0.34, 0.025, 500)]
+    neg, pos = _logicle_negatives(rng, 300), rng.normal(0.34, 0.025, 700)
+    treg = np.r_[neg, pos]
+    res = split_threshold(treg, cd4)
+    assert res.details["rule"] == "subset peak boundary"
+    assert 100 * np.mean(treg >= res.value) == pytest.approx(70.0, abs=5.0)
+    assert 100 * np.mean(treg >= tail_threshold(cd4, k=3.0).value) < 55.0
+
+
+def test_cd127lo_tregs_are_counted_below_the_boundary_not_below_the_cd4_tail():
+    # side low: Tregs are CD127lo, one peak below the CD4 (CD127+) peak at less than 3 of its SDs; 5 %
+    # of the Tregs are CD127+ (Seddiki 2006) and must stay out
+    rng = np.random.default_rng(12)
+    cd4 = rng.normal(0.46, 0.05, 12000)
+    lo, hi = rng.normal(0.33, 0.045, 950), rng.normal(0.46, 0.05, 50)
+    treg = np.r_[lo, hi]
+    res = split_threshold(treg, cd4, side="low")
+    assert res.details["rule"] == "subset peak boundary"
+    called = np.mean(treg < res.value)
+    assert called == pytest.approx(0.95, abs=0.1)  # the two peaks overlap: ~8 % of either side
+    assert np.mean(hi < res.value) < 0.3
+    assert np.mean(treg < tail_threshold(cd4, k=3.0, side="low").value) < 0.6  # the old rule
+
+
+def test_negative_subset_slightly_brighter_than_the_reference_stays_on_the_tail():
+    # Tregs' Ki67 negatives a little brighter than CD4's (within the negatives' spread): not "mostly
+    # positive", so the tail rule stays and few events are called
+    rng = np.random.default_rng(13)
+    cd4 = rng.normal(0.25, 0.03, 12000)
+    treg = np.r_[rng.normal(0.27, 0.03, 950), rng.normal(0.45, 0.03, 50)]
+    res = split_threshold(treg, cd4)
+    assert res.details["rule"] != "subset peak boundary"
+    assert 100 * np.mean(treg >= res.value) == pytest.approx(5.0, abs=2.0)
+
+
+def test_cd45ra_is_split_at_the_subsets_own_valley_else_the_reference_valley():
+    # CD4 holds both naive (CD45RA+) and memory cells; naive Tregs sit lower than naive Tconv, so the
+    # CD4 valley cut into them. The Tregs' own valley counts them; without one, the CD4 valley is used
+    rng = np.random.default_rng(14)
+    cd4 = np.r_[rng.normal(0.30, 0.05, 6000), rng.normal(0.80, 0.04, 6000)]
+    mem, naive = rng.normal(0.30, 0.05, 650), rng.normal(0.58, 0.05, 350)
+    treg = np.r_[mem, naive]
+    res = split_threshold(treg, cd4, side="low", reference_rule="valley")
+    assert res.details["rule"] == "subset valley"
+    assert 100 * np.mean(treg < res.value) == pytest.approx(65.0, abs=2.0)
+    assert 100 * np.mean(treg < res.details["reference_threshold"]) > 69.0  # the old CD4 valley
+    only_memory = rng.normal(0.30, 0.05, 1000)
+    res = split_threshold(only_memory, cd4, side="low", reference_rule="valley")
+    assert res.details["rule"] == "reference valley"
+    assert np.mean(only_memory < res.value) > 0.97
+    with pytest.raises(ValueError, match="reference_rule"):
+        split_threshold(treg, cd4, reference_rule="mean")

@@ -49,7 +49,7 @@ _METHOD_KW = {
     "tail": {"side", "k", "adjust", "peak"},
     "otsu": {"nbins"},
     "reference": {"side"},
-    "split": {"side", "k", "min_prominence", "min_depth"},
+    "split": {"side", "k", "min_prominence", "min_depth", "reference_rule"},
 }
 _PLACEMENT_KEYS = {
     "warn",
