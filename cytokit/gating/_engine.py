@@ -44,6 +44,12 @@ __all__ = ["consensus_prior", "gate", "placement_jumps", "resolve_dims"]
 
 logger = logging.getLogger("cytokit")
 
+#: events the FOXP3/CD25/CD127 mixture of the discriminant count is fitted on (a component of a 2-5 %
+#: population then holds 80-200 events) ...
+DISCRIMINANT_FIT = 4000
+#: ... and refitted on when neither FOXP3 nor that fit's discriminant axis has a valley
+DISCRIMINANT_REFIT = 16000
+
 _METHOD_KW = {
     "valley": {"side", "min_prominence", "adjust", "pair", "search", "window", "fallback", "k"},
     "tail": {"side", "k", "adjust", "peak"},
@@ -579,19 +585,31 @@ class _Run:
         # a fallback threshold (tail, midpoint) still seeds the discriminant axis: the count needs a
         # valley on that axis, so a guessed start only chooses where the search begins
         start = float(res.value)
-        n_pos, info = M2.discriminant_count(X, signs, start=start, seed=self.strat.seed)
+
+        def count(fit_events: int):
+            n, info = M2.discriminant_count(
+                X, signs, start=start, seed=self.strat.seed, fit_events=fit_events
+            )
+            return (None if n is not None and n < 2 * M.MIN_EVENTS else n), info  # not outliers
+
+        n_pos, info = count(DISCRIMINANT_FIT)
         status, message = "ok", f"count from the discriminant of {dim}, {', '.join(helpers)}"
-        if (
-            n_pos is not None and n_pos < 2 * M.MIN_EVENTS
-        ):  # a handful of outliers, not a population
-            n_pos = None
         if n_pos is None and res.status == "ok":
             return M.Placement(res.value, res.status, res.message, {**res.details, **info})
-        if n_pos is None:  # neither a valley on dim nor on the discriminant: its tail (a guess)
-            if (info.get("tail_count") or 0) < 2 * M.MIN_EVENTS:
+        if n_pos is None and len(X) > DISCRIMINANT_FIT:
+            # neither a valley on dim nor on the discriminant. A rare population overlapping the
+            # bulk needs events to show as a mixture component of its own (Tregs with dim FOXP3:
+            # 4,000 events merged them with FOXP3lo activated Tconv), so the mixture is refitted on
+            # more of them, only here where the cheap fit found nothing
+            n_pos, info = count(min(len(X), DISCRIMINANT_REFIT))
+            info["refit_events"] = min(len(X), DISCRIMINANT_REFIT)
+        if n_pos is None:  # the mixture's count of components distinct on dim, else the tail
+            source = "mixture" if info.get("mixture_count") else "tail"
+            guess = info.get(f"{source}_count") or 0
+            if guess < 2 * M.MIN_EVENTS:
                 return M.Placement(res.value, res.status, res.message, {**res.details, **info})
-            n_pos, status = int(info["tail_count"]), "fallback"
-            message = f"{res.message}; no discriminant valley either: count from its tail"
+            n_pos, status = int(guess), "fallback"
+            message = f"{res.message}; no discriminant valley either: count from its {source}"
         rules = [
             (col[idx], *rest) for col, *rest in self.count_rules(b.get("count_with"), spec.id, dim)
         ]

@@ -412,8 +412,11 @@ def discriminant_count(
     for a density valley between them and the split is redrawn there. Returns the count above the
     valley (None when the axis has no valley: the populations do not separate) and diagnostics
     (``tail_count``: the events beyond ``k_tail`` robust SDs of the bulk's peak on the mixture's
-    axis, openCyto's tail rule, a cruder estimate for when no valley exists). When the mixture's
-    split finds no valley, the split at ``start`` on the first column is tried.
+    axis, openCyto's tail rule, a cruder estimate for when no valley exists; ``mixture_count``: the
+    mixture's own count of the components distinct from the bulk on the first marker). The first split
+    tried is that of the components beyond the widest gap on the first marker alone (see
+    :func:`_primary_components`), then that of the summed score; when neither finds a valley, the
+    split at ``start`` on the first column is tried.
     """
     from ._methods import density_valley
 
@@ -428,11 +431,22 @@ def discriminant_count(
     gm = _gmm_bic(sub, n_components, seed=seed)
     bulk = int(np.argmax(gm.weights_))
     sd = np.sqrt(np.diag(gm.covariances_[bulk]))
-    score = (((gm.means_ - gm.means_[bulk]) / sd) * signs).sum(axis=1)
+    z = ((gm.means_ - gm.means_[bulk]) / sd) * signs
+    score = z.sum(axis=1)
     order = np.argsort(score)
     upper = order[int(np.argmax(np.diff(score[order]))) + 1 :]
-    inits = [gm.predict_proba(X)[:, upper].sum(axis=1) > 0.5]
+    post = gm.predict_proba(X)
+    inits = [post[:, upper].sum(axis=1) > 0.5]
     details["tail_count"] = _tail_count(X, inits[0], k_tail)
+    # the population is defined by the first marker (FOXP3); the helpers only sharpen it. A summed
+    # score lets a helper with a narrow bulk (CD25 on naive cells) pick CD25+ memory Tconv as the
+    # population, so the components beyond the widest gap on the first marker alone (and on the
+    # population's side of the bulk on every helper) seed the axis first
+    own = _primary_components(z)
+    if own is not None:
+        inits.insert(0, post[:, own].sum(axis=1) > 0.5)
+        if z[own, 0].min() >= PRIMARY_DISTINCT:
+            details["mixture_count"] = round(float(post[:, own].sum()))
     if start is not None:
         inits.append((X[:, 0] - start) * signs[0] >= 0)
     details.update(n_components=len(gm.weights_), component_scores=np.sort(score).round(2).tolist())
@@ -455,6 +469,22 @@ def discriminant_count(
             return int(pos.sum()), details
     details["reason"] = "no valley on the discriminant axis"
     return None, details
+
+
+#: a mixture component distinct from the bulk on the defining marker: its mean beyond this many of the
+#: bulk's SDs (outside the bulk's central 95 %, the two-sided 5 % point of a normal distribution)
+PRIMARY_DISTINCT = 1.96
+
+
+def _primary_components(z: np.ndarray) -> np.ndarray | None:
+    """Components beyond the widest gap of the sign-corrected first-marker z (``z``: components x
+    markers, in the bulk's SDs) that also lie on the population's side of the bulk on every helper."""
+    order = np.argsort(z[:, 0])
+    if len(order) < 2:
+        return None
+    upper = order[int(np.argmax(np.diff(z[order, 0]))) + 1 :]
+    upper = upper[(z[upper, 1:] > 0).all(axis=1)]
+    return upper if len(upper) else None
 
 
 def _tail_count(X: np.ndarray, pos: np.ndarray, k: float) -> int | None:
