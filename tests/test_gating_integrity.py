@@ -211,20 +211,27 @@ def test_dim_foxp3_without_a_valley_is_counted_with_cd25_and_cd127(seed):
     assert abs(treg_pct(ad) - truth_pct(ad)) < 1.0, (treg_pct(ad), truth_pct(ad))
 
 
+def _gated_overlap_sample(tmp_path, *, seed: int, patient: int, day: int):
+    """A 20,000-event overlap-realism sample (strong drift), read, compensated, transformed, gated."""
+    import cytokit as ck
+    from cytokit.datasets import simulate_sample
+
+    sim = simulate_sample(
+        20000, seed=seed, patient=patient, day=day, drift="strong", realism="overlap"
+    )
+    ad = ck.read_fcs(sim.write(tmp_path / "s.fcs"))
+    ck.pp.compensate(ad)
+    ck.pp.transform(ad)
+    gate(ad)
+    return ad, sim.truth["treg_pct_cd4"]
+
+
 def test_no_valley_on_foxp3_nor_from_the_mixture_still_counts_tregs(tmp_path):
     # regression (overlap trial, seed 3101 strong, patient 0 baseline): FOXP3 had no valley (midpoint
     # fallback) and the mixture's split of FOXP3/CD25/CD127 found no valley on its axis, so the count
     # came from the tail of that axis: 29.4 % Treg called for 4.6 % true. Seeded at the fallback
     # FOXP3 threshold, the discriminant axis has a valley
-    import cytokit as ck
-    from cytokit.datasets import simulate_sample
-
-    sim = simulate_sample(20000, seed=3101, patient=0, day=0, drift="strong", realism="overlap")
-    ad = ck.read_fcs(sim.write(tmp_path / "s.fcs"))
-    ck.pp.compensate(ad)
-    ck.pp.transform(ad)
-    gate(ad)
-    truth = sim.truth["treg_pct_cd4"]
+    ad, truth = _gated_overlap_sample(tmp_path, seed=3101, patient=0, day=0)
     assert abs(treg_pct(ad) - truth) < 1.5, (treg_pct(ad), truth)
 
 
@@ -261,15 +268,6 @@ def test_tregs_without_any_valley_are_counted_from_the_components_distinct_on_fo
     # discriminant axis seeded by a score summed over FOXP3, CD25 and CD127, which a narrow CD25 peak
     # of naive cells let CD25+ memory Tconv win; its tail called 18.4 % Treg for 6.5 % true. The
     # mixture refitted on more events and its components distinct on FOXP3 give the count
-    import cytokit as ck
-    from cytokit.datasets import simulate_sample
-
-    sim = simulate_sample(20000, seed=6202, patient=2, day=15, drift="strong", realism="overlap")
-    ad = ck.read_fcs(sim.write(tmp_path / "s.fcs"))
-    ck.pp.compensate(ad)
-    ck.pp.transform(ad)
-    gate(ad)
-    rec = ad.uns[K.GATING]["gates"]["FOXP3+"]
-    assert rec["status"] == "fallback"  # still a guess, and said so
-    truth = sim.truth["treg_pct_cd4"]
+    ad, truth = _gated_overlap_sample(tmp_path, seed=6202, patient=2, day=15)
+    assert ad.uns[K.GATING]["gates"]["FOXP3+"]["status"] == "fallback"  # still a guess, and said so
     assert abs(treg_pct(ad) - truth) < 3.0, (treg_pct(ad), truth)
