@@ -219,6 +219,10 @@ def test_label_clusters_names_positive_markers_from_the_data():
     assert table.loc["treg", "count"] == 300
     assert table["pct"].sum() == pytest.approx(100)
     assert table.loc["nk", "CD56"] == pytest.approx(0.6, abs=0.01)
+    # a notebook prints it; a frame too wide for the console is truncated, and pandas then compares
+    # attrs (a Series there raised "truth value of a Series is ambiguous")
+    with pd.option_context("display.max_columns", 3):
+        assert "CD4+ CD25hi FOXP3+" in repr(table)
 
 
 def test_cluster_abundance_rows_cover_every_sample_and_cluster():

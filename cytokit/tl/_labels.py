@@ -148,7 +148,8 @@ def label_clusters(
     Returns
     -------
     DataFrame indexed by cluster: ``count``, ``pct`` (of all events), the median of each marker and
-    ``label``. The positivity thresholds are in ``.attrs["thresholds"]`` (a Series by marker).
+    ``label``. The positivity thresholds are in ``.attrs["thresholds"]`` (a dict by marker: pandas
+    compares ``attrs`` when it truncates a wide frame for printing, which a Series there breaks).
     """
     clusters = _clusters(adata, key)
     if markers is None:
@@ -172,7 +173,7 @@ def label_clusters(
     table.insert(0, "count", counts)
     table["label"] = [_readable(states.loc[c], majority) for c in medians.index]
     table.index.name = key
-    table.attrs["thresholds"] = thresholds
+    table.attrs["thresholds"] = {m: float(v) for m, v in thresholds.items()}
     return table
 
 
