@@ -7,6 +7,8 @@ Exit status: 0 all samples succeeded; 2 usage error (bad option, missing folder,
 
 from __future__ import annotations
 
+import atexit
+import gc
 import logging
 import sys
 from pathlib import Path
@@ -20,6 +22,10 @@ logger = logging.getLogger("cytokit")
 
 EXIT_USAGE = 2
 EXIT_SAMPLES_FAILED = 3
+
+#: Set by :func:`main`: this process is the ``cytokit`` command's own (not a caller of ``cli`` in a test
+#: or a notebook), so its garbage collector may be tuned for one run and exit.
+_own_process = False
 
 _KEY_KEYWORDS = (
     "$FIL",
@@ -196,6 +202,9 @@ def run_command(
     if not input.exists():
         raise _Fail(f"{input}: no such file or folder", EXIT_USAGE)
     progress, close = _progress(ctx.obj["quiet"])
+    if _own_process:  # what is imported so far lives as long as the process (_frozen_after_first)
+        gc.freeze()
+        progress = _frozen_after_first(progress)
     try:
         result = run(
             input,
@@ -385,8 +394,33 @@ def _progress(quiet: bool):
     return update, bar.stop
 
 
+def _frozen_after_first(progress):
+    """``progress``, and once the first sample is done, the objects alive then moved out of the garbage
+    collector's sight (``gc.freeze``, after a collection so no garbage is kept): the modules imported
+    so far (pandas, anndata, scipy, scikit-learn) stay for the whole process, and every full collection
+    of the run walked them again (~0.2 s CPU of a 4 x 1M-event run). Only in the command's own process:
+    a caller's objects are never frozen."""
+    frozen = False
+
+    def done_one(n_done: int, total: int, result) -> None:
+        nonlocal frozen
+        if not frozen:
+            frozen = True
+            gc.collect()
+            gc.freeze()
+        if progress is not None:
+            progress(n_done, total, result)
+
+    return done_one
+
+
 def main() -> None:
     """Console entry point."""
+    global _own_process
+    _own_process = True
+    # Registered first, so it runs last of the exit handlers: the interpreter's final collection then
+    # skips what is still alive (~0.05 s CPU after a 4 x 1M-event run, for nothing).
+    atexit.register(gc.freeze)
     cli(prog_name="cytokit")
 
 

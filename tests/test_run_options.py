@@ -161,6 +161,26 @@ def test_a_bad_strategy_file_stops_the_run_once_before_any_sample(small_trial, t
     assert not (out / "qc.csv").exists()
 
 
+def test_the_command_tunes_the_garbage_collector_only_in_its_own_process(small_trial, tmp_path):
+    """``cytokit run`` freezes the objects alive after its first sample (so full collections stop
+    walking every imported module) only when the process is the command's own: ``cli`` called
+    in-process (a test, a notebook) must never freeze the caller's objects, which would then never be
+    collected."""
+    import gc
+
+    from click.testing import CliRunner
+
+    from cytokit.cli import cli
+
+    trial = _copy_trial(small_trial, tmp_path / "trial", n=2)
+    frozen = gc.get_freeze_count()
+    args = ["-q", "run", str(trial), "--out", str(tmp_path / "out"), "--jobs", "1", "--no-cluster"]
+    result = CliRunner().invoke(cli, [*args, "--no-figures"])
+    assert result.exit_code == 0, result.output
+    assert gc.get_freeze_count() == frozen
+    assert len(pd.read_csv(tmp_path / "out" / "summary.csv")) == 2
+
+
 def test_usage_errors_exit_2_with_one_line_naming_the_file(small_trial, tmp_path):
     bad_panel = tmp_path / "bad_panel.yaml"
     bad_panel.write_text("markers:\n  - name: CD25\n    role: sideways\n")
