@@ -192,3 +192,21 @@ def test_cd45ra_is_split_at_the_subsets_own_valley_else_the_reference_valley():
     assert np.mean(only_memory < res.value) > 0.97
     with pytest.raises(ValueError, match="reference_rule"):
         split_threshold(treg, cd4, reference_rule="mean")
+
+
+def test_a_valley_between_dim_and_bright_positives_is_not_the_negatives_edge():
+    # HLA-DR dim-to-bright on Tregs (drawn trial 6301, strong drift, patient 6 day 15): a shallow dip
+    # between dim and bright positives lay beyond the negatives' tail and was taken as the cut (22.9 %
+    # called for 38.4 % true). With many events between the negatives' tail and that dip, the dip
+    # splits positives; the excess over the negative reference (naive CD4) counts them
+    rng = np.random.default_rng(21)
+    naive = _logicle_negatives(rng, 8000, mode=0.15)
+    cd4 = np.r_[_logicle_negatives(rng, 16000, mode=0.15), rng.normal(0.4, 0.05, 900)]
+    neg = _logicle_negatives(rng, 1240, mode=0.15)
+    dim, bright = rng.normal(0.29, 0.035, 330), rng.normal(0.43, 0.035, 430)
+    treg = np.r_[neg, dim, bright]
+    truth = 100 * (len(dim) + len(bright)) / len(treg)
+    res = split_threshold(treg, cd4, negative=naive)
+    called = 100 * np.mean(treg >= res.value)
+    assert res.details.get("valley_inside_positives") is not None
+    assert called == pytest.approx(truth, abs=4.0), (called, truth, res.details["rule"])

@@ -8,7 +8,9 @@ through them. :func:`split_threshold` therefore looks at the subset itself first
 1. **subset valley**: where the subset (e.g. Treg) is bimodal on the marker, the density minimum
    between its two peaks (openCyto's ``mindensity`` on the subset), kept only when it is a real valley:
    at least ``min_depth`` below the lower of its two peaks, beyond the reference's negative peak, and
-   with events on both sides.
+   with events on both sides. A valley that gates more than :data:`DISAGREE_PP` points fewer than the
+   reference tail lies beyond the negatives with positives on both sides (dim and bright HLA-DR+
+   Tregs) and is not used.
 2. **negative reference excess** where there is no valley and the strategy names a population that
    lacks the marker (``reference:``; naive CD4 T cells for HLA-DR, which resting naive T cells do not
    express): dim positives that form a shoulder inside the negatives' spread are counted as the subset's
@@ -211,6 +213,12 @@ def split_threshold(
         "reference_sd": tail.details["sd"],
         "n_subset": len(x),
     }
+    if valley is not None and pct(valley[0]) < details["tail_pct"] - DISAGREE_PP:
+        # the valley lies beyond the negatives' tail with many events between: it splits dim from
+        # bright positives (HLA-DR dim-to-bright on Tregs: 22.9 % called for 38.4 % true), not the
+        # negatives from the positives
+        details["valley_inside_positives"] = float(valley[0])
+        valley = None
     if valley is None:
         if negative is not None and len(negative) >= MIN_COMPONENT:
             from ._methods import reference_threshold
