@@ -399,3 +399,21 @@ def test_placement_jumps_flags_a_gate_far_from_the_patients_other_samples():
     assert placement_jumps(_gating_with(0.70, moves="IL-2 expands them"), others) == []
     assert placement_jumps(_gating_with(0.70, status="fallback"), others) == []
     assert placement_jumps(_gating_with(0.45), []) == []
+
+
+def test_gating_columns_are_the_matrix_columns_whatever_the_block_size():
+    """The engine reads its markers as one contiguous block gathered a few thousand events at a time:
+    every event of every needed column, in order, also when the last block is partial, for float64
+    and sparse matrices."""
+    from scipy import sparse
+
+    from cytokit.gating._engine import _columns
+
+    X = np.random.default_rng(3).normal(size=(1003, 7))
+    needed = [0, 2, 5, 6]
+    expected = X[:, needed].T.astype(np.float32)
+    for step in (1, 100, 1003, 4096):
+        block = _columns(X, needed, step=step)
+        assert block.flags["C_CONTIGUOUS"] and block.dtype == np.float32
+        assert np.array_equal(block, expected)
+    assert np.array_equal(_columns(sparse.csr_matrix(X), needed), expected)
