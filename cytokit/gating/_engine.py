@@ -58,6 +58,7 @@ _METHOD_KW = {
     "split": {"side", "k", "min_prominence", "min_depth", "reference_rule"},
 }
 _PLACEMENT_KEYS = {
+    "refine",
     "warn",
     "routine",
     "moves",
@@ -214,6 +215,7 @@ class _Run:
         self._root = np.ones(self.n, dtype=bool)
         self.masks: dict[str, np.ndarray] = {}
         self.thresholds: dict[tuple[str, str], float] = {}
+        self.splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # discriminant splits (refine)
         self.records: dict[str, dict] = {}
         self.warnings: list[str] = []
         self.absent: set[str] = set()  # optional nodes skipped for markers the panel lacks
@@ -483,6 +485,22 @@ class _Run:
         for dim in set(spec.dims) - set(dims):
             messages.append(f"optional {dim} not found, not used")
         g = RangeGate(tuple(self.var(d) for d in dims), tuple(lows), tuple(highs))
+        refine = spec.params.get("refine")
+        if refine in self.splits and len(dims) == 2 and "fallback" not in statuses:
+            # the population counted on several markers at once (the discriminant of gate
+            # ``refine``), drawn on this gate's two dims as a diagonal polygon in place of the box;
+            # a threshold set from outside (a reviewer's, a control well's) still cuts it
+            idx, pos = self.splits[refine]
+            Y = np.column_stack([self.column(d)[idx] for d in dims])
+            poly, info = M2.discriminant_polygon(Y, pos, dims=g.dims)
+            vertices = list(poly.vertices)
+            for j, st in enumerate(statuses):
+                if st in ("manual", "control", "patient"):
+                    lo, hi = lows[j], highs[j]
+                    w = np.eye(2)[j] * (1.0 if lo is not None else -1.0)
+                    vertices = M2.clip_half_plane(vertices, w, lo if lo is not None else -hi)
+            g = PolygonGate(g.dims, tuple(vertices))
+            details["refined"] = {"from": refine, **info}
         return g, status, "; ".join(messages), details
 
     def threshold(self, spec: GateSpec, dim: str, b: dict) -> tuple[float, str, str, dict]:
@@ -584,10 +602,13 @@ class _Run:
         start = float(res.value)
 
         def count(fit_events: int):
-            n, info = M2.discriminant_count(
+            pos, info = M2.discriminant_split(
                 X, signs, start=start, seed=self.strat.seed, fit_events=fit_events
             )
-            return (None if n is not None and n < 2 * M.MIN_EVENTS else n), info  # not outliers
+            if pos is None or pos.sum() < 2 * M.MIN_EVENTS:  # none, or a handful of outliers
+                return None, info
+            self.splits[spec.id] = (idx, pos)  # a gate may draw this split (``refine``)
+            return int(pos.sum()), info
 
         n_pos, info = count(DISCRIMINANT_FIT)
         status, message = "ok", f"count from the discriminant of {dim}, {', '.join(helpers)}"

@@ -389,7 +389,14 @@ def _mad2(X: np.ndarray) -> np.ndarray:
     return np.maximum(mad, 1e-6) ** 2
 
 
-def discriminant_count(
+def discriminant_count(X: np.ndarray, signs, **kw) -> tuple[int | None, dict]:
+    """How many events belong to a population that differs from the bulk on several markers at once:
+    the size of :func:`discriminant_split` (None when its axis has no valley)."""
+    pos, details = discriminant_split(X, signs, **kw)
+    return (None if pos is None else int(pos.sum())), details
+
+
+def discriminant_split(
     X: np.ndarray,
     signs,
     *,
@@ -399,7 +406,7 @@ def discriminant_count(
     iters: int = 3,
     k_tail: float = 3.5,
     seed: int = 0,
-) -> tuple[int | None, dict]:
+) -> tuple[np.ndarray | None, dict]:
     """How many events belong to a population that differs from the bulk on several markers at once.
 
     Tregs are FOXP3+ CD25+ CD127lo: in real blood FOXP3 alone often has no valley (dim FOXP3 on
@@ -421,7 +428,8 @@ def discriminant_count(
     from ._methods import density_valley
 
     X = np.asarray(X, dtype=float)
-    X = X[np.isfinite(X).all(axis=1)]
+    finite = np.isfinite(X).all(axis=1)
+    X = X[finite]
     signs = np.asarray(signs, dtype=float)
     details: dict = {}
     if len(X) < 10 * MIN_EVENTS:
@@ -466,9 +474,51 @@ def discriminant_count(
             pos = z >= v
         else:
             details.update(weights=[float(v) for v in w], axis_valley=float(v))
-            return int(pos.sum()), details
+            out = np.zeros(len(finite), dtype=bool)
+            out[finite] = pos
+            return out, details
     details["reason"] = "no valley on the discriminant axis"
     return None, details
+
+
+def discriminant_polygon(Y: np.ndarray, pos: np.ndarray, *, dims) -> tuple[PolygonGate, dict]:
+    """The split ``pos`` of several markers drawn on two of them (``Y``): the half-plane beyond the
+    robust diagonal discriminant between ``pos`` and the rest (as :func:`discriminant_split`), cut
+    where it holds as many events as ``pos``, as a polygon clipped to the data's range widened by
+    that range on every side. Tregs are FOXP3+ CD25+ along a diagonal (dim FOXP3 goes with high
+    CD25, FOXP3lo activated Tconv sit at lower FOXP3 for their CD25): a rectangle of two thresholds
+    cuts that diagonal at a corner, missing naive Tregs and keeping activated Tconv."""
+    Y = np.asarray(Y, dtype=float)
+    ok = np.isfinite(Y).all(axis=1)
+    Y, pos = Y[ok], np.asarray(pos, dtype=bool)[ok]
+    c1, c0 = np.median(Y[pos], axis=0), np.median(Y[~pos], axis=0)
+    w = (c1 - c0) / (0.5 * (_mad2(Y[pos]) + _mad2(Y[~pos])))
+    z = Y @ w
+    n = int(pos.sum())
+    t = float(np.sort(z)[::-1][max(n, 1) - 1])
+    lo, hi = Y.min(axis=0), Y.max(axis=0)
+    span = np.maximum(hi - lo, 1e-6)
+    lo, hi = lo - span, hi + span
+    box = [(lo[0], lo[1]), (hi[0], lo[1]), (hi[0], hi[1]), (lo[0], hi[1])]
+    vertices = clip_half_plane(box, w, t)
+    kept = (z >= t) & pos
+    details = {"weights": w.round(6).tolist(), "axis_threshold": t, "n_split": n,
+               "agreement": float(2 * kept.sum() / max((z >= t).sum() + n, 1))}  # fmt: skip
+    poly = PolygonGate(tuple(dims), tuple((float(a), float(b)) for a, b in vertices))
+    return poly, details
+
+
+def clip_half_plane(polygon, w: np.ndarray, t: float) -> list[tuple[float, float]]:
+    """The convex ``polygon`` cut to ``w . p >= t`` (one Sutherland-Hodgman pass)."""
+    out = []
+    for a, b in zip(polygon, polygon[1:] + polygon[:1], strict=True):
+        fa, fb = float(np.dot(w, a)) - t, float(np.dot(w, b)) - t
+        if fa >= 0:
+            out.append(a)
+        if (fa >= 0) != (fb >= 0):
+            r = fa / (fa - fb)
+            out.append((a[0] + r * (b[0] - a[0]), a[1] + r * (b[1] - a[1])))
+    return out
 
 
 #: a mixture component distinct from the bulk on the defining marker: its mean beyond this many of the
