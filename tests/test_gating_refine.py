@@ -9,8 +9,8 @@ import pytest
 
 import cytokit as ck
 from cytokit import _keys as K
-from cytokit.datasets import simulate_sample
 from cytokit.datasets import _biology as bio
+from cytokit.datasets import simulate_sample
 from cytokit.gating import gate, gate_from_dict
 
 SHIPPED = Path(__file__).resolve().parents[1] / "gating"
