@@ -23,7 +23,17 @@ HELPER_GATES = ("CD4_CD45RAneg", "CD4mem", "CD4naive", "cTfh", "cTfh_PD1hi", "CD
 NEG = (0.2, 0.035)  # the negative staining of synthetic_sample's markers (transformed units)
 
 
-def helper_sample(n=30000, *, seed=0, markers=HELPER, tfh=0.16, th17_frac=0.2, cytokines=()):
+def helper_sample(
+    n=30000,
+    *,
+    seed=0,
+    markers=HELPER,
+    tfh=0.16,
+    th17_frac=0.2,
+    cytokines=(),
+    cxcr3=(0.33, 0.06),
+    memory_shift=0.0,
+):
     """synthetic_sample plus helper-subset markers, with the truth of each readout in uns["truth"]."""
     ad = synthetic_sample(n=n, seed=seed, time_anomaly=False)
     rng = np.random.default_rng(seed + 100)
@@ -51,7 +61,9 @@ def helper_sample(n=30000, *, seed=0, markers=HELPER, tfh=0.16, th17_frac=0.2, c
     pos(is_tfh, 0.31, 0.05, "CXCR5")  # a shoulder: 3 negative SDs up, wider than the negatives
     pos(is_tfh & ~pd1hi, 0.37, 0.05, "PD-1")  # cTfh are PD-1+; PD-1hi overlap them without a valley
     pos(pd1hi, 0.5, 0.045, "PD-1")
-    pos(th1 | th1_17, 0.33, 0.06, "CXCR3")  # continua overlapping the negatives
+    if "CXCR3" in values:  # memory cells' receptor-negative part may sit brighter than naive cells'
+        values["CXCR3"][memory] += memory_shift
+    pos(th1 | th1_17, *cxcr3, "CXCR3")  # continua overlapping the negatives (by default)
     pos(th17 | th1_17, 0.35, 0.06, "CCR6")
     pos(th17 | th2, 0.4, 0.05, "CCR4")
     ifng = cd4 & (rng.random(n) < 0.04)
@@ -342,3 +354,17 @@ def test_report_shows_helper_subsets_only_when_measured(tmp_path):
     assert "Th17/Treg ratio" in with_h  # its paired boxes among the subset readouts
     without = page(_helper_summary(with_helpers=False), tmp_path / "b")
     assert "Helper T-cell subsets" not in without
+
+
+def test_a_valley_in_memory_cells_wins_over_the_excess_over_naive_cells():
+    # unseen SLE trial 7302, P06_W2: memory CXCR3- cells sat brighter than naive CD4 (median 0.19 vs
+    # 0.16) and Th1 were a separate peak at 0.48; the excess over the naive shape counted the shifted
+    # negatives too (Th1 63 % of memory called for 32 %). The memory cells' own valley separates them
+    ad = helper_sample(n=24000, seed=4, cxcr3=(0.45, 0.04), memory_shift=0.035)
+    gate(ad)
+    r, truth = sample_readouts(ad), ad.uns["truth"]
+    assert abs(r["th1_pct_mem"] - truth["th1_pct_mem"]) < 2.0, (
+        r["th1_pct_mem"],
+        truth["th1_pct_mem"],
+    )
+    assert abs(r["th1_17_pct_mem"] - truth["th1_17_pct_mem"]) < 2.0

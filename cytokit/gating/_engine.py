@@ -1005,8 +1005,10 @@ def placement_jumps(gating: dict, others: list[dict], *, max_z: float = 3.0) -> 
 
 # placements whose position follows biology by construction: a tail is k SDs from its peak; a
 # reference threshold is the quantile that gates a subset's estimated share, so it moves with that share
-# (ld-IL2 lowers cTfh and Th17); time QC follows each file's acquisition
-_UNCHECKED = ("tail", "time_qc", "reference")
+# (ld-IL2 lowers cTfh and Th17); a split threshold is the subset's own valley or such an excess, the
+# rule chosen by how many positives the sample has (Ki67+ Tregs at D8, Th1/17 at week 10: a CCR6 jump of
+# 3.2 SDs warned a sample whose readouts were right); time QC follows each file's acquisition
+_UNCHECKED = ("tail", "time_qc", "reference", "split")
 
 
 def _relative_thresholds(gating: dict, *, statuses) -> dict[tuple[str, str], tuple[float, float]]:
