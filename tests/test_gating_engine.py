@@ -346,7 +346,7 @@ def test_gatingml_file_is_applied_as_fixed_gates(monkeypatch, tmp_path):
 
 def test_fast_polygon_mask_equals_polygon_gate_apply():
     from cytokit.gating import PolygonGate
-    from cytokit.gating._engine import _polygon_mask
+    from cytokit.gating._events import _polygon_mask
 
     r = np.random.default_rng(0)
     for _ in range(10):
@@ -407,7 +407,7 @@ def test_gating_columns_are_the_matrix_columns_whatever_the_block_size():
     and sparse matrices."""
     from scipy import sparse
 
-    from cytokit.gating._engine import _columns
+    from cytokit.gating._events import _columns
 
     X = np.random.default_rng(3).normal(size=(1003, 7))
     needed = [0, 2, 5, 6]

@@ -24,10 +24,15 @@ from .._threads import single_threaded
 from ..errors import CytokitError, GatingError, MarkerError, StrategyError
 from . import _methods as M
 from . import _methods_2d as M2
+from ._events import _columns, _eval, _polygon_mask
 from ._functional import split_threshold
-from ._gates import PolygonGate, RangeGate, bound, gate_from_dict
+from ._gates import PolygonGate, RangeGate, gate_from_dict
+from ._labels import population_labels
 from ._methods_corner import corner_population
 from ._overrides import normalise_gates, normalise_thresholds
+from ._priors import _landmark, prior_gates, prior_thresholds
+from ._records import _jsonable, _override_message, _record
+from ._scales import _check_scales
 from ._strategy import (
     ROOT,
     GateSpec,
@@ -36,27 +41,22 @@ from ._strategy import (
     load_strategy,
     population_columns,
 )
+from ._thresholds import (
+    _METHOD_KW,
+    DISCRIMINANT_FIT,
+    DISCRIMINANT_REFIT,
+    _count_matched,
+    _one_d,
+    _valley_above_window,
+)
 
 if TYPE_CHECKING:
     from anndata import AnnData
 
-__all__ = ["consensus_prior", "gate", "placement_jumps", "resolve_dims"]
+__all__ = ["gate", "resolve_dims"]
 
 logger = logging.getLogger("cytokit")
 
-#: events the FOXP3/CD25/CD127 mixture of the discriminant count is fitted on (a component of a 2-5 %
-#: population then holds 80-200 events) ...
-DISCRIMINANT_FIT = 4000
-#: ... and refitted on when neither FOXP3 nor that fit's discriminant axis has a valley
-DISCRIMINANT_REFIT = 16000
-
-_METHOD_KW = {
-    "valley": {"side", "min_prominence", "adjust", "pair", "search", "window", "fallback", "k"},
-    "tail": {"side", "k", "adjust", "peak"},
-    "otsu": {"nbins"},
-    "reference": {"side"},
-    "split": {"side", "k", "min_prominence", "min_depth", "reference_rule"},
-}
 _PLACEMENT_KEYS = {
     "refine",
     "warn",
@@ -162,7 +162,7 @@ def gate(
 
 def _write_results(adata: AnnData, run: _Run, key_added: str, error: str | None = None) -> None:
     """obs labels, obsm populations and uns summary of the populations placed (all, or so far)."""
-    adata.obs[key_added] = run.labels()
+    adata.obs[key_added] = population_labels(run.strat.nodes, run.masks, run.n)
     present = [n.id for n in run.strat.nodes if n.id in run.masks]
     adata.obsm[K.POPULATIONS] = pd.DataFrame(
         {name: run.masks[name] for name in present}, index=adata.obs_names
@@ -659,34 +659,6 @@ class _Run:
         self.records[spec.id] = _record(None, "boolean", {"expr": spec.expr}, "ok", "")
 
     # ---------------------------------------------------------------- results
-    def labels(self) -> pd.Categorical:
-        """Deepest labelled population of every event; parent events failing a gate get its ``outside``."""
-        nodes = [n for n in self.strat.nodes if n.label and n.id in self.masks]
-        depth = {ROOT: 0}
-        for n in self.strat.nodes:  # dependency order: parents first
-            depth[n.id] = depth.get(n.parent, 0) + 1
-        names = ["ungated"]
-        codes = np.zeros(self.n, dtype=np.int16)
-
-        def code(name: str) -> int:
-            if name not in names:
-                names.append(name)
-            return names.index(name)
-
-        for name in [ROOT, *sorted((n.id for n in nodes), key=lambda i: depth[i])]:
-            parent_mask = self.mask(name)
-            if name != ROOT:
-                _put(codes, parent_mask, code(name))
-            for child in nodes:
-                outside = getattr(child, "outside", None)
-                if child.parent == name and outside:
-                    _put(codes, parent_mask & ~self.masks[child.id], code(outside))
-        used = np.bincount(codes, minlength=len(names)) > 0
-        remap = np.cumsum(used) - 1
-        return pd.Categorical.from_codes(
-            remap[codes], [c for c, u in zip(names, used, strict=True) if u]
-        )
-
     def summary(self, present: list[str]) -> dict:
         counts = {name: int(self.masks[name].sum()) for name in present}
         pops = []
@@ -734,51 +706,6 @@ def _pregated_nodes(strat: Strategy, start_at: str | None) -> tuple[set[str], se
     return above, outside
 
 
-def _columns(X, needed: list[int], step: int = 1 << 16) -> np.ndarray:
-    """``X[:, needed].T`` as one C-contiguous float32 block, gathered and transposed ``step`` events
-    at a time: one allocation the size of the result, no event-sized temporary (a 1M-event sample
-    allocated and page-faulted 60 MB more)."""
-    if hasattr(X, "toarray"):  # sparse: densify the needed columns once
-        return np.ascontiguousarray(X[:, needed].toarray().T, dtype=np.float32)
-    X = np.asarray(X)
-    block = np.empty((len(needed), X.shape[0]), dtype=np.float32)
-    for start in range(0, X.shape[0], step):
-        block[:, start : start + step] = X[start : start + step, needed].T
-    return block
-
-
-def _put(codes: np.ndarray, mask: np.ndarray, value: int) -> None:
-    """``codes[mask] = value`` as arithmetic, ``codes += mask * (value - codes)``: the same integers,
-    ~25x faster than a boolean-mask assignment over a million events (0.15 vs 4 ms)."""
-    delta = np.asarray(value, dtype=codes.dtype) - codes
-    delta *= mask
-    codes += delta
-
-
-def _polygon_mask(vertices, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Even-odd point-in-polygon, exactly :meth:`PolygonGate.apply`'s rule, on y-sorted events.
-
-    Each edge only visits the events whose y lies in its span (a slice of the sorted order), so a
-    64-vertex polygon costs a sort plus about two passes instead of 64 passes over all events.
-    """
-    x, y = np.asarray(x), np.asarray(y)
-    order = np.argsort(y)  # float32 sorts as its exact float64 widening does, and faster
-    ys, xs = y[order].astype(float), x[order].astype(float)
-    inside = np.zeros(len(x), dtype=bool)
-    v = np.asarray(vertices, dtype=float)
-    for (x1, y1), (x2, y2) in zip(v, np.roll(v, -1, axis=0), strict=True):
-        if y1 == y2:
-            continue
-        lo, hi = np.searchsorted(ys, [min(y1, y2), max(y1, y2)], side="left")
-        if hi <= lo:
-            continue
-        x_at = x1 + (ys[lo:hi] - y1) * (x2 - x1) / (y2 - y1)
-        inside[lo:hi] ^= xs[lo:hi] < x_at
-    out = np.empty(len(x), dtype=bool)
-    out[order] = inside
-    return out
-
-
 def _helper_markers(spec: GateSpec) -> set[str]:
     """Markers a gate's placement reads besides its dims (``guide``, ``helper``, ``helpers``)."""
     bounds = [spec.params, *spec.params.get("bounds", {}).values()]
@@ -787,312 +714,3 @@ def _helper_markers(spec: GateSpec) -> set[str]:
     }
     out |= {str(m) for b in bounds if isinstance(b, dict) for m in (b.get("helpers") or {})}
     return out
-
-
-# Transformed fluorescence ends below ~12 (logicle 0..1; arcsinh of an 18-bit maximum, 262143, with
-# the mass-cytometry cofactor 5 is 11.6); untransformed fluorescence spans 10^3..10^5.
-_TRANSFORMED_MAX = 100.0
-_SCATTER_OR_TIME = ("scatter", "time")
-
-
-def _check_scales(adata: AnnData, cols: dict[str, int | None], path) -> dict[str, str]:
-    """What ``X`` holds on each fluorescence dim the strategy places, from ``uns["transform"]``.
-
-    Placement is scale-free (densities with data-driven bandwidths, tails and windows in robust SDs,
-    mixtures), so logicle and arcsinh data are gated alike. Fluorescence that is not transformed
-    (``kind: linear``, or no record and values far beyond any transformed scale) crowds every
-    negative population into the first bins: refused with a :class:`GatingError` naming the file.
-    """
-    records = adata.uns.get(K.TRANSFORM) or {}
-    roles = adata.var[K.ROLE].astype(str) if K.ROLE in adata.var else None
-    scales: dict[str, str] = {}
-    for j in sorted({c for c in cols.values() if c is not None}):
-        var = str(adata.var_names[j])
-        if (roles is not None and roles.iloc[j] in _SCATTER_OR_TIME) or _is_scatter_or_time(var):
-            continue
-        kind = str((records.get(var) or {}).get("kind", ""))
-        if kind == "linear":
-            raise GatingError(
-                f"{var} is on a linear scale (uns['transform']); gating needs logicle or arcsinh "
-                "fluorescence: run pp.transform first",
-                path,
-            )
-        if not kind:
-            x = adata.X[:, j]
-            x = np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=float).ravel()
-            if np.nanpercentile(np.abs(x), 99) > _TRANSFORMED_MAX:
-                raise GatingError(
-                    f"{var} looks untransformed (values up to {np.nanmax(x):.0f}, no "
-                    "uns['transform'] record): run pp.transform first",
-                    path,
-                )
-            kind = "unknown"
-        scales[var] = kind
-    return scales
-
-
-def _is_scatter_or_time(name: str) -> bool:
-    return name.upper().startswith(("FSC", "SSC")) or name.lower() == "time"
-
-
-def _count_matched(x: np.ndarray, sign: int, n_pos: int, rules: list) -> float:
-    """The threshold on ``x`` (positives toward ``sign``) whose gate holds ``n_pos`` events; with
-    ``rules`` (other bounds placed within the positives), the count after those bounds too."""
-    order = np.sort(x)[::-sign]  # most positive first
-    top = float(order[min(max(n_pos, 1), len(order)) - 1])
-    if not rules:
-        return top
-    # the other bounds only remove events: the first threshold (gating n_pos .. 2.5 n_pos events on
-    # x) at which the gate counts n_pos within the count's own Poisson noise (sqrt n_pos); when none
-    # does, the one whose count comes closest
-    ks = np.unique(np.linspace(n_pos, min(len(order), int(2.5 * n_pos) + 1), 60).astype(int))
-    best, best_err = top, np.inf
-    for k in ks:
-        t = float(order[max(k, 1) - 1])
-        inside = (x - t) * sign >= 0
-        keep = inside.copy()
-        for col, method, kw, side in rules:
-            if inside.sum() < M.MIN_EVENTS:
-                break
-            thr = float(_one_d(method, col[inside], kw).value)
-            keep &= (col - thr) * M._side_sign(side) >= 0
-        if abs(int(keep.sum()) - n_pos) <= np.sqrt(n_pos):
-            return t
-        if abs(int(keep.sum()) - n_pos) < best_err:
-            best, best_err = t, abs(int(keep.sum()) - n_pos)
-    return best
-
-
-def _landmark(x: np.ndarray) -> dict:
-    """Where the fitted events sit on a dim: median and robust spread (normal-consistent MAD). A
-    threshold expressed against them does not move when the instrument shifts or stretches a channel,
-    so samples of a patient recorded on different days can be compared like with like."""
-    x = x[np.isfinite(x)]
-    med = float(np.median(x))
-    return {"median": med, "spread": float(M._robust_sd(x))}
-
-
-def _valley_above_window(x: np.ndarray, kw: dict, res: M.Placement) -> M.Placement:
-    """A guided valley search found nothing in its window: look for the valley between the main
-    peak and a peak above the window's lower end (the positive peak beyond a component the mixture
-    put in the gap); keep the guided fallback ``res`` when there is none."""
-    low = float(kw["search"][0])
-    try:
-        alt = M.density_valley(
-            x, **{**kw, "search": (low, float(np.max(x))), "pair": "above_main", "fallback": "none"}
-        )
-    except GatingError:
-        return res
-    return M.Placement(alt.value, "ok", "valley above the guide window", alt.details)
-
-
-_OVERRIDE_TEXT = {
-    "manual": "set by a reviewer",
-    "control": "set from a control well",
-    "patient": "placed on the patient's pooled samples",
-}
-
-
-def _override_message(entry: dict) -> str:
-    what = _OVERRIDE_TEXT[entry["status"]]
-    return f"{what}: {entry['note']}" if entry["note"] else what
-
-
-def _one_d(method: str, x: np.ndarray, kw: dict) -> M.Placement:
-    if method == "valley":
-        return M.density_valley(x, **kw)
-    if method == "tail":
-        return M.tail_threshold(x, **kw)
-    if method == "otsu":
-        return M.otsu_threshold(x, **kw)
-    raise GatingError(f"unknown threshold method {method!r}")
-
-
-def _eval(tree: tuple, lookup) -> np.ndarray:
-    op = tree[0]
-    if op == "name":
-        return lookup(tree[1])
-    if op == "not":
-        return ~_eval(tree[1], lookup)
-    left, right = _eval(tree[1], lookup), _eval(tree[2], lookup)
-    return left & right if op == "and" else left | right
-
-
-def _jsonable(obj):
-    """Plain Python numbers/lists/dicts so uns can be written to h5ad: no numpy scalars, no None (left
-    out of a dict, NaN in a list)."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items() if v is not None}
-    if isinstance(obj, list | tuple):
-        return [float("nan") if v is None else _jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
-
-
-def _lists(d: dict) -> dict:
-    """Gate dict with tuples as lists (JSON/YAML friendly); open bounds are NaN (``to_dict``)."""
-    return {k: [_lists(v) if isinstance(v, dict) else v for v in x] if isinstance(x, tuple | list) else x
-            for k, x in d.items()}  # fmt: skip
-
-
-def _record(g, method: str, params: dict, status: str, message: str, details=None) -> dict:
-    return {
-        "gate": _lists(g.to_dict()) if g is not None else {},
-        "method": method,
-        "params": _jsonable(params),
-        "status": status,
-        "message": message,
-        "details": _jsonable(details or {}),
-    }
-
-
-# ------------------------------------------------------------------------------------- priors
-def consensus_prior(gatings: list[dict]) -> dict:
-    """Median placement over several samples' ``uns["gating"]`` (e.g. one patient's timepoints).
-
-    Range-gate thresholds and ellipse parameters are medians over the samples whose gate was placed
-    (``ok`` or ``fallback``); polygons with the same number of vertices are averaged vertex-wise by
-    median. The result can be passed as ``prior=`` to :func:`gate`.
-    """
-    by_gate: dict[str, list[dict]] = {}
-    for g in gatings:
-        for gid, rec in (g or {}).get("gates", {}).items():
-            if rec.get("status") in ("ok", "fallback") and rec.get("gate"):
-                by_gate.setdefault(gid, []).append(rec["gate"])
-    out = {}
-    for gid, gates in by_gate.items():
-        merged = _median_gate(gates)
-        if merged is not None:
-            out[gid] = {"gate": merged, "status": "ok", "n_samples": len(gates)}
-    return {"strategy": "consensus", "gates": out}
-
-
-def placement_jumps(gating: dict, others: list[dict], *, max_z: float = 3.0) -> list[str]:
-    """Thresholds of ``gating`` placed far from where the same patient's ``others`` place them, compared
-    like with like: a placement to review (a gate on the wrong valley, a lost population).
-
-    Each threshold is expressed against the events it was placed on, in robust SDs from their median
-    (``details[dim]["landmark"]``), so a channel that drifts or stretches between files (instrument
-    drift) does not move it, while a valley chosen between the wrong peaks moves it by several SDs.
-    A jump is a difference of more than ``max_z`` from the median of the others (the 3-sigma limit of
-    a Shewhart control chart). Left out: thresholds the strategy says move with treatment
-    (``moves: <why>``, e.g. CD56bright NK expanding under IL-2), tails (a tail is k SDs from its peak
-    by construction: its position follows biology such as CD25 rising on Tregs under IL-2, and its
-    own doubt is its status), reference thresholds (a quantile gating a subset's estimated share, which
-    treatment changes), thresholds reused from another gate, time QC, and placements that are
-    not ``ok`` (they are reported as fallbacks already).
-    """
-    if not others:
-        return []
-    reference: dict[tuple[str, str], list[float]] = {}
-    for other in others:
-        for key, (z, _) in _relative_thresholds(other, statuses=("ok", "fallback")).items():
-            reference.setdefault(key, []).append(z)
-    messages = []
-    for (gid, dim), (z, value) in _relative_thresholds(gating, statuses=("ok",)).items():
-        ref = reference.get((gid, dim))
-        if not ref:
-            continue
-        dz = z - float(np.median(ref))
-        if abs(dz) > max_z:
-            messages.append(
-                f"{gid}: {dim} threshold {value:.3f} is {abs(dz):.1f} robust SDs of its population "
-                f"from where the patient's other samples place it"
-            )
-    return messages
-
-
-# placements whose position follows biology by construction: a tail is k SDs from its peak; a
-# reference threshold is the quantile that gates a subset's estimated share, so it moves with that share
-# (ld-IL2 lowers cTfh and Th17); a split threshold is the subset's own valley or such an excess, the
-# rule chosen by how many positives the sample has (Ki67+ Tregs at D8, Th1/17 at week 10: a CCR6 jump of
-# 3.2 SDs warned a sample whose readouts were right); time QC follows each file's acquisition
-_UNCHECKED = ("tail", "time_qc", "reference", "split")
-
-
-def _relative_thresholds(gating: dict, *, statuses) -> dict[tuple[str, str], tuple[float, float]]:
-    """``{(gate, dim): (z, threshold)}``: range thresholds placed by the sample's own valley / Otsu
-    (see :func:`placement_jumps`), z in robust SDs from the median of the events they were placed on."""
-    out: dict[tuple[str, str], tuple[float, float]] = {}
-    for gid, rec in (gating or {}).get("gates", {}).items():
-        g = rec.get("gate") or {}
-        params = rec.get("params") or {}
-        if g.get("kind") != "range" or rec.get("status") not in statuses or params.get("moves"):
-            continue
-        bounds = params.get("bounds", {})
-        for dim, lo, hi in zip(map(str, g["dims"]), g["low"], g["high"], strict=True):
-            lo, hi = bound(lo), bound(hi)
-            value = lo if lo is not None else hi
-            b = bounds.get(dim, params) if bounds else params
-            method = b.get("method", rec.get("method")) if bounds else rec.get("method")
-            det = (rec.get("details") or {}).get(dim, {})
-            mark = det.get("landmark") if isinstance(det, dict) else None
-            if value is None or not mark or method in _UNCHECKED or b.get("moves"):
-                continue
-            if b.get("from") or mark.get("spread", 0) <= 0:
-                continue
-            out[(str(gid), dim)] = ((value - mark["median"]) / mark["spread"], value)
-    return out
-
-
-def _median_gate(gates: list[dict]) -> dict | None:
-    kind = gates[0]["kind"]
-    same = [g for g in gates if g["kind"] == kind and list(g["dims"]) == list(gates[0]["dims"])]
-    if kind == "range":
-        low = [_median_bound([g["low"][j] for g in same]) for j in range(len(same[0]["low"]))]
-        high = [_median_bound([g["high"][j] for g in same]) for j in range(len(same[0]["high"]))]
-        return {"kind": "range", "dims": list(same[0]["dims"]), "low": low, "high": high}
-    if kind == "ellipse":
-        return {
-            "kind": "ellipse",
-            "dims": list(same[0]["dims"]),
-            "mean": np.median([g["mean"] for g in same], axis=0).tolist(),
-            "covariance": np.median([g["covariance"] for g in same], axis=0).tolist(),
-            "distance_square": float(np.median([g["distance_square"] for g in same])),
-        }
-    if kind == "polygon":
-        n = len(same[0]["vertices"])
-        same = [g for g in same if len(g["vertices"]) == n]
-        verts = np.median([g["vertices"] for g in same], axis=0).tolist()
-        return {"kind": "polygon", "dims": list(same[0]["dims"]), "vertices": verts}
-    return None
-
-
-def _median_bound(values: list) -> float:
-    """Median of the bounds placed by more than half of the samples; NaN (open) otherwise."""
-    vals = [v for v in map(bound, values) if v is not None]
-    return float(np.median(vals)) if len(vals) * 2 > len(values) else float("nan")
-
-
-def prior_thresholds(prior: dict | None) -> dict[tuple[str, str], float]:
-    """``{(gate_id, dim): threshold}`` of the range gates of a prior placement."""
-    out: dict[tuple[str, str], float] = {}
-    for gid, rec in _prior_records(prior).items():
-        g = rec.get("gate") or {}
-        if g.get("kind") != "range":
-            continue
-        for dim, lo, hi in zip(g["dims"], g["low"], g["high"], strict=True):
-            lo, hi = bound(lo), bound(hi)
-            value = lo if lo is not None else hi
-            if value is not None:
-                out[(str(gid), str(dim))] = value
-    return out
-
-
-def prior_gates(prior: dict | None) -> dict:
-    """Gate objects of a prior placement, used when a sample's own placement fails."""
-    out = {}
-    for gid, rec in _prior_records(prior).items():
-        if rec.get("gate"):
-            try:
-                out[gid] = gate_from_dict(rec["gate"])
-            except (KeyError, TypeError, ValueError):
-                continue
-    return out
-
-
-def _prior_records(prior: dict | None) -> dict:
-    if not prior:
-        return {}
-    return prior.get("gates", prior)
