@@ -407,7 +407,7 @@ def discriminant_split(
     k_tail: float = 3.5,
     seed: int = 0,
 ) -> tuple[np.ndarray | None, dict]:
-    """How many events belong to a population that differs from the bulk on several markers at once.
+    """Which events belong to a population that differs from the bulk on several markers at once.
 
     Tregs are FOXP3+ CD25+ CD127lo: in real blood FOXP3 alone often has no valley (dim FOXP3 on
     Tregs, FOXP3lo activated conventional cells), yet the three markers together separate them. The
@@ -416,8 +416,9 @@ def discriminant_split(
     the first split: the components that lie beyond the widest gap of their summed, sign-corrected
     distance from the heaviest component (in its SDs). Then, a few times, the axis between the two
     groups' medians scaled by their pooled robust spread (a robust diagonal discriminant) is searched
-    for a density valley between them and the split is redrawn there. Returns the count above the
-    valley (None when the axis has no valley: the populations do not separate) and diagnostics
+    for a density valley between them and the split is redrawn there. Returns the events above that
+    valley as a mask over the rows of ``X`` (None when the axis has no valley: the populations do not
+    separate) and diagnostics
     (``tail_count``: the events beyond ``k_tail`` robust SDs of the bulk's peak on the mixture's
     axis, openCyto's tail rule, a cruder estimate for when no valley exists; ``mixture_count``: the
     mixture's own count of the components distinct from the bulk on the first marker). The first split
