@@ -271,3 +271,30 @@ def test_tregs_without_any_valley_are_counted_from_the_components_distinct_on_fo
     ad, truth = _gated_overlap_sample(tmp_path, seed=6202, patient=2, day=15)
     assert ad.uns[K.GATING]["gates"]["FOXP3+"]["status"] == "fallback"  # still a guess, and said so
     assert abs(treg_pct(ad) - truth) < 3.0, (treg_pct(ad), truth)
+
+
+def test_discriminant_split_does_not_depend_on_each_markers_units():
+    # the mixture's k-means start is not scale-free: with CD25 on a 10x wider scale (another transform
+    # or cofactor) the old fit started from CD25 alone, found no valley and fell back to a tail count
+    # of twice the population. Fitted on robustly standardised markers, the split is the same
+    from cytokit.gating._methods_2d import discriminant_split
+
+    r = np.random.default_rng(5)
+
+    def cloud(n, mean, sd):
+        return r.normal(mean, sd, (n, 3))
+
+    X = np.concatenate([
+        cloud(2900, (0.27, 0.21, 0.48), (0.035, 0.05, 0.035)),
+        cloud(2300, (0.27, 0.33, 0.42), (0.035, 0.06, 0.04)),
+        cloud(1900, (0.27, 0.20, 0.39), (0.035, 0.04, 0.04)),
+        cloud(300, (0.30, 0.39, 0.35), (0.04, 0.07, 0.05)),  # activated Tconv, FOXP3lo
+        cloud(500, (0.37, 0.43, 0.31), (0.04, 0.05, 0.05)),  # Tregs
+    ])  # fmt: skip
+    counts = []
+    for scale in ([1, 1, 1], [1, 10, 1], [1, 0.1, 1], [10, 1, 1], [1, 1, 10]):
+        pos, info = discriminant_split(X * np.asarray(scale), [1, 1, -1])
+        assert pos is not None, (scale, info)
+        counts.append(int(pos.sum()))
+    assert len(set(counts)) == 1, counts
+    assert abs(counts[0] - 500) < 0.15 * 500

@@ -436,7 +436,10 @@ def discriminant_split(
     if len(X) < 10 * MIN_EVENTS:
         return None, {"reason": f"too few events ({len(X)})"}
     rng = np.random.default_rng(seed)
-    sub = X if len(X) <= fit_events else X[rng.choice(len(X), fit_events, replace=False)]
+    # the mixture is fitted on robustly standardised markers: its k-means start is not scale-free,
+    # and a marker with a wide range (CD25) would otherwise decide the starting clusters alone
+    S = (X - np.median(X, axis=0)) / np.sqrt(_mad2(X))
+    sub = S if len(S) <= fit_events else S[rng.choice(len(S), fit_events, replace=False)]
     gm = _gmm_bic(sub, n_components, seed=seed)
     bulk = int(np.argmax(gm.weights_))
     sd = np.sqrt(np.diag(gm.covariances_[bulk]))
@@ -444,7 +447,7 @@ def discriminant_split(
     score = z.sum(axis=1)
     order = np.argsort(score)
     upper = order[int(np.argmax(np.diff(score[order]))) + 1 :]
-    post = gm.predict_proba(X)
+    post = gm.predict_proba(S)
     inits = [post[:, upper].sum(axis=1) > 0.5]
     details["tail_count"] = _tail_count(X, inits[0], k_tail)
     # the population is defined by the first marker (FOXP3); the helpers only sharpen it. A summed
