@@ -1,4 +1,8 @@
-"""Thresholds of functional markers (Ki67, HLA-DR, Helios) inside the population being split.
+"""Thresholds of a marker inside the population being split (the ``split`` method).
+
+Used for the functional markers of Treg and Teff (Ki67, HLA-DR, Helios, CD127lo, CD45RA) and for the
+chemokine receptors of the helper subsets (CXCR5, CXCR3, CCR6, CCR4 on memory CD4, with naive CD4 as
+the negative reference).
 
 Ki67+ and HLA-DR+ % of Treg and of Teff are the trials' activation readouts. A tail placed on the negative
 peak of the parent (CD4) is blind to where the subset's positives are: on simulated and real data the
@@ -42,6 +46,9 @@ corrected count, so gate and count agree (as the ``reference`` method does).
 
 Both candidates are always computed; the record names the rule used and how far apart the two rules'
 counts lie, so a reviewer sees where the choice mattered.
+
+With ``reference_rule="valley"`` (CD45RA: the reference holds naive and memory cells, and either may be
+its taller peak) the rules are the subset's own valley, else the reference's valley.
 """
 
 from __future__ import annotations
