@@ -505,7 +505,14 @@ def _write_tables(
     # a partial sample (a required gate failed) keeps the populations placed above the failure
     ok = [r for r in results if r.status != "failed" or r.partial]
     pops = [r.populations.assign(**_meta(r, meta_cols)) for r in ok if r.populations is not None]
-    populations = pd.concat(pops, ignore_index=True) if pops else pd.DataFrame(columns=meta_cols)
+    if pops:  # columns a partial sample never filled are left out of the concat (pandas warns on
+        # all-NA columns) and come back, in the samples' column order, as empty cells
+        order = list(dict.fromkeys(c for p in pops for c in p.columns))
+        populations = pd.concat(
+            [p.dropna(axis=1, how="all") for p in pops], ignore_index=True
+        ).reindex(columns=order)
+    else:
+        populations = pd.DataFrame(columns=meta_cols)
     populations = populations[meta_cols + [c for c in populations.columns if c not in meta_cols]]
     summary = pd.DataFrame([{**r.metadata, **r.readouts} for r in ok])
     if summary.empty:
