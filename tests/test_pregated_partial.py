@@ -90,7 +90,9 @@ def test_a_real_t_cell_panel_without_treg_markers_keeps_cd4(tmp_path):
     proc = cytokit("run", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--no-cluster")
     assert proc.returncode == 3, proc.stderr
     assert "Traceback" not in proc.stderr
-    assert "Warning" not in proc.stderr  # a user sees every library warning (pandas concat did warn)
+    assert (
+        "Warning" not in proc.stderr
+    )  # a user sees every library warning (pandas concat did warn)
     qc = pd.read_csv(tmp_path / "out" / "qc.csv").set_index("sample").loc["Donor1"]
     assert qc["status"] == "failed" and "FOXP3" in qc["message"]
     pops = pd.read_csv(tmp_path / "out" / "populations.csv")
