@@ -371,3 +371,22 @@ def test_a_partly_gated_failure_does_not_warn_the_others_for_the_panels_absent_m
     flagged = _flag_absent_markers(specs, results)
     assert flagged[0].status == "ok" and flagged[1].status == "warning"
     assert "Ki67" in flagged[1].message and "Helios" not in flagged[1].message
+
+
+def test_cached_samples_are_recomputed_when_the_package_code_changes(tmp_path, monkeypatch):
+    # an editable install updated with `git pull` keeps its version number: the cache key must follow
+    # the code itself, or results of the old code are reused silently
+    from cytokit.pipeline import SampleSpec, _cache
+    from cytokit.pipeline._task import SampleResult, Settings
+
+    fcs = tmp_path / "P1_D0.fcs"
+    fcs.write_bytes(b"not read here")
+    spec, settings = SampleSpec(fcs, "P1_D0", "P1", "D0", 0.0), Settings()
+    cache = _cache.SampleCache(tmp_path / ".cache")
+    key = cache.key(spec, settings, None)
+    cache.put(spec, key, SampleResult(spec.sample, str(fcs)))
+    assert cache.get(spec, cache.key(spec, settings, None)) is not None  # same code: reused
+    assert len(_cache._code_digest()) == 64
+    monkeypatch.setattr(_cache, "_code_digest", lambda: "0" * 64)  # the sources changed
+    assert cache.key(spec, settings, None) != key
+    assert cache.get(spec, cache.key(spec, settings, None)) is None

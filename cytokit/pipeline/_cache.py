@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -16,6 +17,21 @@ __all__ = ["SampleCache"]
 logger = logging.getLogger("cytokit")
 
 
+@functools.cache
+def _code_digest() -> str:
+    """Digest of the package's own source files, once per process.
+
+    The version number alone does not change when an editable install (the README's) is updated with
+    ``git pull``: results cached by the old code would be reused silently. Hashing ~100 small files
+    takes a few milliseconds."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(str(path.relative_to(root)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
 def _file_digest(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -25,7 +41,8 @@ def _file_digest(path: Path) -> str:
 
 
 class SampleCache:
-    """Pickled `SampleResult`s in ``<out>/.cache``, keyed by file content, settings, prior and version."""
+    """Pickled `SampleResult`s in ``<out>/.cache``, keyed by file content, settings, prior, version and
+    the package's source code."""
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
@@ -46,6 +63,7 @@ class SampleCache:
             "metadata": spec.metadata(),
             "prior": prior,
             "version": __version__,
+            "code": _code_digest(),
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
