@@ -29,7 +29,7 @@ from ._functional import split_threshold
 from ._gates import PolygonGate, RangeGate, gate_from_dict
 from ._labels import population_labels
 from ._methods_corner import corner_population
-from ._overrides import normalise_gates, normalise_thresholds
+from ._overrides import OVERRIDE_STATUSES, normalise_gates, normalise_thresholds
 from ._priors import _landmark, prior_gates, prior_thresholds
 from ._records import _jsonable, _override_message, _record
 from ._scales import _check_scales
@@ -495,7 +495,7 @@ class _Run:
             poly, info = M2.discriminant_polygon(Y, pos, dims=g.dims)
             vertices = list(poly.vertices)
             for j, st in enumerate(statuses):
-                if st in ("manual", "control", "patient"):
+                if st in OVERRIDE_STATUSES:
                     lo, hi = lows[j], highs[j]
                     w = np.eye(2)[j] * (1.0 if lo is not None else -1.0)
                     vertices = M2.clip_half_plane(vertices, w, lo if lo is not None else -hi)

@@ -112,6 +112,11 @@ def upper_tail(x: np.ndarray, *, k: float = 3.0, side: str = "high") -> Placemen
     return Placement(mode + sign * k * sd, "ok", "", {"mode": mode, "sd": sd, "k": k})
 
 
+def _share(x: np.ndarray, t: float, sign: int) -> float:
+    """% of ``x`` on the positive side of ``t``."""
+    return float(100.0 * np.mean(x >= t if sign > 0 else x < t))
+
+
 def _subset_peak_boundary(x: np.ndarray, neg_mode: float, neg_sd: float, sign: int):
     """(threshold, details) between the reference's negative peak and the subset's own main peak when
     that peak lies outside the negatives (:data:`OUTSIDE_NEGATIVES`: the subset is mostly positive), else
@@ -119,9 +124,8 @@ def _subset_peak_boundary(x: np.ndarray, neg_mode: float, neg_sd: float, sign: i
     the subset's on its far side, which the negatives' shoulder does not widen)."""
     if len(x) < MIN_EVENTS:
         return None
-    mode, sd = _half_width_sd(
-        x, sign
-    )  # the far side: the negatives' shoulder would widen the near one
+    # the SD of the far side: the negatives' shoulder would widen the near one
+    mode, sd = _half_width_sd(x, sign)
     gap = (mode - neg_mode) * sign
     if gap <= OUTSIDE_NEGATIVES * neg_sd:
         return None
@@ -195,9 +199,11 @@ def split_threshold(
 
     Returns
     -------
-    A :class:`Placement` with ``details["rule"]`` (``"subset valley"`` or ``"reference tail"``), both
-    candidates' thresholds and positive % of ``x``, and ``details["disagree"]`` when they differ by more
-    than :data:`DISAGREE_PP` points.
+    A :class:`Placement` with ``details["rule"]`` (``"subset valley"``, ``"negative reference
+    excess"``, ``"subset peak boundary"``, ``"reference tail"``; with ``reference_rule="valley"``
+    ``"subset valley"`` or ``"reference valley"``), the candidates' thresholds and positive % of
+    ``x``, and ``details["disagree"]`` when the rule used and the reference rule differ by more than
+    :data:`DISAGREE_PP` points.
     """
     x, reference = _finite(x), _finite(reference)
     sign = _side_sign(side)
@@ -211,7 +217,7 @@ def split_threshold(
     )
 
     def pct(t: float) -> float:
-        return float(100.0 * np.mean(x >= t if sign > 0 else x < t))
+        return _share(x, t, sign)
 
     details = {
         "tail_threshold": float(tail.value),
@@ -263,18 +269,15 @@ def _split_on_valleys(
     ref = density_valley(reference, side=side, fallback="otsu")
     valley = _subset_valley(x, -np.inf * sign, sign, min_prominence=min_prominence,
                             min_depth=min_depth)  # fmt: skip
-
-    def pct(t: float) -> float:
-        return float(100.0 * np.mean(x >= t if sign > 0 else x < t))
-
     details = {"reference_threshold": float(ref.value), "reference_status": ref.status,
-               "tail_pct": pct(ref.value), "n_subset": len(x)}  # fmt: skip
+               "tail_pct": _share(x, ref.value, sign), "n_subset": len(x)}  # fmt: skip
     if valley is None:
         details["rule"] = "reference valley"
         return Placement(float(ref.value), ref.status, ref.message, details)
     value, depth = valley
     details.update(rule="subset valley", valley_threshold=value, valley_depth=depth)
-    return Placement(value, "ok", _disagreement(details, pct(value), "subset valley"), details)
+    message = _disagreement(details, _share(x, value, sign), "subset valley")
+    return Placement(value, "ok", message, details)
 
 
 def _disagreement(details: dict, used_pct: float, rule: str) -> str:

@@ -258,16 +258,15 @@ def reference_threshold(
         if done:
             break
     neg_sd = float(np.sqrt(np.mean((rs[rs < m] - m) ** 2))) if np.any(rs < m) else width
+    rejected = {}
     if w > 0 and mu - m < neg_sd:
         # the "positive" Gaussian sits inside the negatives (within one of their SDs of the median):
         # it models where the negatives' shape differs from the reference's, not positives (HLA-DR on
         # 452 Tregs: 49 % called for 12 % true); Overton's subtraction alone is the estimate
-        details_fit = {"em_fraction": w, "em_mean": mu * sign}
+        rejected = {"em_fraction": w, "em_mean": mu * sign}
         w = start
-    else:
-        details_fit = {}
     details = {
-        **details_fit,
+        **rejected,
         "reference_median": m * sign,
         "n_reference": len(ref),
         "overton_fraction": start,

@@ -359,12 +359,10 @@ def helper_threshold(
     keep = Placement(float(start), "ok", "", {"helper_used": False})
     if min(pos.sum(), (~pos).sum()) < MIN_EVENTS:
         return keep
-    c1, c0 = np.median(X[pos], axis=0), np.median(X[~pos], axis=0)
-    sd = np.sqrt(0.5 * (_mad2(X[pos]) + _mad2(X[~pos])))
-    w = (c1 - c0) / sd**2  # diagonal robust LDA direction
+    w, c0, c1, var = _diagonal_axis(X, pos)  # diagonal robust LDA direction
     z = X @ w
     z0, z1 = float(c0 @ w), float(c1 @ w)
-    sep_1d = abs(c1[0] - c0[0]) / sd[0]
+    sep_1d = abs(c1[0] - c0[0]) / np.sqrt(var[0])
     sep_2d = (z1 - z0) / np.sqrt(0.5 * (_mad2(z[pos]) + _mad2(z[~pos])))
     details = {"helper_used": False, "separation": [float(sep_1d), float(sep_2d)]}
     if not sep_2d >= min_gain * sep_1d:
@@ -387,6 +385,14 @@ def _mad2(X: np.ndarray) -> np.ndarray:
     """Squared normal-consistent MAD per column, never zero."""
     mad = 1.4826 * np.median(np.abs(X - np.median(X, axis=0)), axis=0)
     return np.maximum(mad, 1e-6) ** 2
+
+
+def _diagonal_axis(X: np.ndarray, pos: np.ndarray):
+    """``(w, c0, c1, var)``: the robust diagonal discriminant between the events ``pos`` and the rest
+    (the difference of their medians ``c1 - c0`` over their pooled squared MAD ``var``, per column)."""
+    c1, c0 = np.median(X[pos], axis=0), np.median(X[~pos], axis=0)
+    var = 0.5 * (_mad2(X[pos]) + _mad2(X[~pos]))
+    return (c1 - c0) / var, c0, c1, var
 
 
 def discriminant_count(X: np.ndarray, signs, **kw) -> tuple[int | None, dict]:
@@ -466,8 +472,7 @@ def discriminant_split(
         for _ in range(iters):
             if min(pos.sum(), (~pos).sum()) < MIN_EVENTS:
                 break
-            c1, c0 = np.median(X[pos], axis=0), np.median(X[~pos], axis=0)
-            w = (c1 - c0) / (0.5 * (_mad2(X[pos]) + _mad2(X[~pos])))
+            w, c0, c1, _ = _diagonal_axis(X, pos)
             z = X @ w
             try:
                 v = density_valley(
@@ -495,8 +500,7 @@ def discriminant_polygon(Y: np.ndarray, pos: np.ndarray, *, dims) -> tuple[Polyg
     Y = np.asarray(Y, dtype=float)
     ok = np.isfinite(Y).all(axis=1)
     Y, pos = Y[ok], np.asarray(pos, dtype=bool)[ok]
-    c1, c0 = np.median(Y[pos], axis=0), np.median(Y[~pos], axis=0)
-    w = (c1 - c0) / (0.5 * (_mad2(Y[pos]) + _mad2(Y[~pos])))
+    w = _diagonal_axis(Y, pos)[0]
     z = Y @ w
     n = int(pos.sum())
     t = float(np.sort(z)[::-1][max(n, 1) - 1])
@@ -547,8 +551,7 @@ def _tail_count(X: np.ndarray, pos: np.ndarray, k: float) -> int | None:
 
     if min(pos.sum(), (~pos).sum()) < MIN_EVENTS:
         return None
-    c1, c0 = np.median(X[pos], axis=0), np.median(X[~pos], axis=0)
-    z = X @ ((c1 - c0) / (0.5 * (_mad2(X[pos]) + _mad2(X[~pos]))))
+    z = X @ _diagonal_axis(X, pos)[0]
     return int((z >= tail_threshold(z, k=k).value).sum())
 
 
