@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import xml.etree.ElementTree as ET
 
 import numpy as np
 import pandas as pd
@@ -94,14 +95,57 @@ def test_sections_tables_and_escaping(written):
     assert "cytokit run x/" in text and "numpy" in text
 
 
+_SVG = "{http://www.w3.org/2000/svg}"
+
+
+def _svg_figures(text: str) -> dict[str, ET.Element]:
+    found = re.findall(r'<img alt="([^"]+)" src="data:image/svg\+xml;base64,([^"]+)"', text)
+    return {alt: ET.fromstring(base64.b64decode(data)) for alt, data in found}
+
+
 def test_every_image_decodes(written):
     text = written.read_text(encoding="utf-8")
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', text)
-    assert len(images) >= 6
+    assert len(images) == 2  # the gating paths given; the report's own figures are SVG
     for data in images:
         pixels = mpimg.imread(io.BytesIO(base64.b64decode(data)), format="png")
         assert pixels.shape[0] > 50 and pixels.shape[1] > 50
         assert pixels[..., :3].std() > 0.01  # not a blank image
+    figures = _svg_figures(text)
+    assert len(figures) >= 6 and "gating strategy tree" in figures
+    for root in figures.values():  # well-formed SVG with something drawn on it
+        assert root.tag == f"{_SVG}svg" and float(root.get("width")) > 50
+        assert len(list(root.iter(f"{_SVG}polyline"))) + len(list(root.iter(f"{_SVG}rect"))) > 3
+
+
+def test_trial_figures_show_every_patient_and_the_paired_test(written):
+    figures = _svg_figures(written.read_text(encoding="utf-8"))
+    legend = {t.text for t in figures["treg_pct_cd4 per patient"].iter(f"{_SVG}text")}
+    assert {"P0", "P1", "P2", "P3", "median"} <= legend
+    paired = {t.text for t in figures["treg_pct_cd4 paired"].iter(f"{_SVG}text")}
+    assert "n=4" in paired  # four D0/D8 pairs tested
+
+
+def test_svg_points_are_placed_by_value():
+    """Higher values are drawn higher (SVG y grows downwards) and later timepoints further right."""
+    from cytokit.report import _figures
+
+    summary = pd.DataFrame(
+        {
+            "patient": ["A", "B", "C", "A", "B", "C"],
+            "timepoint": ["D0", "D0", "D0", "D8", "D8", "D8"],
+            "day": [0, 0, 0, 8, 8, 8],
+            "treg_pct_cd4": [5.0, 7.5, 6.0, 12.0, 9.0, 30.0],
+        }
+    )
+    root = ET.fromstring(_figures.paired_boxes(summary, pd.DataFrame(), "treg_pct_cd4"))
+    dots = [(float(c.get("cx")), float(c.get("cy"))) for c in root.iter(f"{_SVG}circle")]
+    assert len(dots) == 6
+    by_x = sorted(dots)
+    assert by_x[2][0] < by_x[3][0]  # D0 points left of D8 points
+    values = summary["treg_pct_cd4"].to_numpy()
+    heights = [y for _, y in dots]  # drawn in the summary's row order
+    assert np.argsort(values).tolist() == np.argsort(heights)[::-1].tolist()
 
 
 def test_renders_in_headless_chromium(written, tmp_path):

@@ -1,18 +1,23 @@
 """Trial figures from the summary table: per-patient trajectories, paired boxes with p-values, activation.
 
 All take the ``summary.csv`` frame (one row per sample with ``patient``, ``timepoint``, optional ``day``
-and readout columns) and return a matplotlib Figure; nothing is saved or shown here.
+and readout columns) and return a matplotlib Figure; nothing is saved or shown here. The data each
+figure shows is prepared by helpers without matplotlib (``_x``, ``_fold_quantiles``, ``_activation_data``,
+``_helper_data``), which the report's SVG figures (``cytokit.report._figures``) share.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 
 from ..readouts import READOUT_LABELS, add_baseline_change, timepoint_order
+
+if TYPE_CHECKING:  # matplotlib loads only when a figure is drawn (the report draws SVG without it)
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 __all__ = [
     "activation",
@@ -49,6 +54,13 @@ _HELPER = [
 # and the axis label on the left, the tick labels and axis label below, the title on top
 _MARGINS = {"left": 0.12, "bottom": 0.12, "top": 0.92}
 
+#: matplotlib's tab20 colours, one per patient (cycled)
+TAB20 = (
+    "#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78", "#2ca02c", "#98df8a", "#d62728", "#ff9896", "#9467bd",
+    "#c5b0d5", "#8c564b", "#c49c94", "#e377c2", "#f7b6d2", "#7f7f7f", "#c7c7c7", "#bcbd22", "#dbdb8d",
+    "#17becf", "#9edae5",
+)  # fmt: skip
+
 
 def _label(readout: str) -> str:
     return READOUT_LABELS.get(readout, readout.replace("_", " "))
@@ -73,11 +85,7 @@ def _empty(ax: Axes, text: str) -> None:
 
 
 def _set_ticks(ax: Axes, ticks: dict[str, float], rotate: bool = False) -> None:
-    # several labels on the same day (or very close) would overlap: keep the first of each position
-    seen: dict[float, str] = {}
-    for t, v in sorted(ticks.items(), key=lambda kv: kv[1]):
-        if np.isfinite(v):
-            seen.setdefault(float(v), t)
+    seen = _tick_positions(ticks)
     ax.set_xticks(list(seen), list(seen.values()), fontsize=8, rotation=45 if rotate else 0)
 
 
@@ -95,6 +103,8 @@ def trial_trajectories(summary: pd.DataFrame, readout: str) -> Figure:
     -------
     The Figure; x is ``day`` when every sample has one, else the timepoints in order.
     """
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(6.4, 4.0))
     # fixed margins (room for the legend on the right): the report draws ~17 of these single-axes
     # figures and constrained layout's text measuring was half of each one's drawing time
@@ -107,14 +117,7 @@ def trial_trajectories(summary: pd.DataFrame, readout: str) -> Figure:
     ):
         _empty(ax, f"{readout}: not measured")
         return fig
-    x, xlabel, ticks = _x(summary)
-    frame = pd.DataFrame(
-        {
-            "x": x.values,
-            "y": pd.to_numeric(summary[readout], errors="coerce").values,
-            "patient": summary["patient"].astype(str).values,
-        }
-    ).dropna()
+    frame, xlabel, ticks = _trajectory_data(summary, readout)
     colors = _patient_colors(frame["patient"])
     for patient, rows in frame.groupby("patient", sort=False):
         rows = rows.sort_values("x")
@@ -134,12 +137,32 @@ def trial_trajectories(summary: pd.DataFrame, readout: str) -> Figure:
     return fig
 
 
-def _patient_colors(patients: pd.Series) -> dict[str, tuple]:
-    from matplotlib import colormaps
+def _trajectory_data(summary: pd.DataFrame, readout: str) -> tuple[pd.DataFrame, str, dict]:
+    """Rows ``x``, ``y``, ``patient`` of a measured readout (NaN dropped), the x label and ticks."""
+    x, xlabel, ticks = _x(summary)
+    frame = pd.DataFrame(
+        {
+            "x": x.values,
+            "y": pd.to_numeric(summary[readout], errors="coerce").values,
+            "patient": summary["patient"].astype(str).values,
+        }
+    ).dropna()
+    return frame, xlabel, ticks
 
+
+def _patient_colors(patients: pd.Series) -> dict[str, str]:
     names = list(dict.fromkeys(patients))
-    cmap = colormaps["tab20"]
-    return {p: cmap(i % 20) for i, p in enumerate(names)}
+    return {p: TAB20[i % len(TAB20)] for i, p in enumerate(names)}
+
+
+def _tick_positions(ticks: dict[str, float]) -> dict[float, str]:
+    """Position -> label of the x ticks; several labels on the same day (or very close) would overlap,
+    so the first of each position is kept."""
+    seen: dict[float, str] = {}
+    for t, v in sorted(ticks.items(), key=lambda kv: kv[1]):
+        if np.isfinite(v):
+            seen.setdefault(float(v), t)
+    return seen
 
 
 def _format_p(p: float, prefix: str) -> str:
@@ -165,6 +188,8 @@ def paired_boxes(summary: pd.DataFrame, stats: pd.DataFrame, readout: str) -> Fi
     The Figure; above each timepoint after baseline: ``p`` (Wilcoxon signed-rank vs baseline), ``q``
     (Benjamini-Hochberg adjusted) and the number of pairs.
     """
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(6.4, 4.2))
     fig.subplots_adjust(**_MARGINS, right=0.98)  # fixed margins, as trial_trajectories
     ax = fig.add_subplot()
@@ -173,16 +198,7 @@ def paired_boxes(summary: pd.DataFrame, stats: pd.DataFrame, readout: str) -> Fi
     if values.notna().sum() == 0:
         _empty(ax, f"{readout}: not measured")
         return fig
-    order = timepoint_order(summary)
-    pos = {t: i for i, t in enumerate(order)}
-    frame = pd.DataFrame(
-        {
-            "tp": summary["timepoint"].astype(str).values,
-            "y": values.values,
-            "patient": summary["patient"].astype(str).values,
-        }
-    ).dropna()
-    frame["x"] = frame["tp"].map(pos).astype(float)
+    frame, order, pos = _paired_data(summary, values)
     for _, rows in frame.groupby("patient", sort=False):
         rows = rows.sort_values("x")
         ax.plot(rows["x"], rows["y"], "-", color="#9aa5b1", lw=0.8, alpha=0.8, zorder=1)
@@ -207,19 +223,49 @@ def paired_boxes(summary: pd.DataFrame, stats: pd.DataFrame, readout: str) -> Fi
     return fig
 
 
-def _annotate_p(ax: Axes, stats: pd.DataFrame, readout: str, pos: dict, y: pd.Series) -> None:
-    if stats is None or stats.empty or "readout" not in stats:
-        return
-    rows = stats.loc[stats["readout"] == readout]
+def _paired_data(summary: pd.DataFrame, values: pd.Series) -> tuple[pd.DataFrame, list[str], dict]:
+    """Rows ``tp``, ``y``, ``patient``, ``x`` (the timepoint's rank) of a readout's values, the
+    timepoints in order and their positions."""
+    order = timepoint_order(summary)
+    pos = {t: i for i, t in enumerate(order)}
+    frame = pd.DataFrame(
+        {
+            "tp": summary["timepoint"].astype(str).values,
+            "y": values.values,
+            "patient": summary["patient"].astype(str).values,
+        }
+    ).dropna()
+    frame["x"] = frame["tp"].map(pos).astype(float)
+    return frame, order, pos
+
+
+def _p_labels(
+    stats: pd.DataFrame, readout: str, pos: dict, y: pd.Series
+) -> tuple[list, float, float]:
+    """``(x, [p, q, n] lines)`` above each tested timepoint, the y of their foot and the y limit that
+    leaves room for them; empty without tests."""
     lo, hi = float(y.min()), float(y.max())
+    if stats is None or stats.empty or "readout" not in stats:
+        return [], hi, np.nan
+    rows = stats.loc[stats["readout"] == readout]
     top = hi + 0.06 * (hi - lo if hi > lo else abs(hi) or 1.0)
+    labels = []
     for _, row in rows.iterrows():
         x = pos.get(str(row["timepoint"]))
         if x is None:
             continue
-        text = f"{_format_p(float(row['p_value']), 'p')}\n{_format_p(float(row['p_adj']), 'q')}\nn={int(row['n_pairs'])}"
-        ax.text(x, top, text, ha="center", va="bottom", fontsize=7)
-    ax.set_ylim(top=top + 0.32 * (top - lo if top > lo else 1.0))
+        lines = [_format_p(float(row["p_value"]), "p"), _format_p(float(row["p_adj"]), "q")]
+        labels.append((x, [*lines, f"n={int(row['n_pairs'])}"]))
+    return labels, top, top + 0.32 * (top - lo if top > lo else 1.0)
+
+
+def _annotate_p(ax: Axes, stats: pd.DataFrame, readout: str, pos: dict, y: pd.Series) -> None:
+    labels, top, ylim = _p_labels(stats, readout, pos, y)
+    if not np.isfinite(ylim):
+        return
+    for x, lines in labels:
+        ax.text(x, top, "\n".join(lines), ha="center", va="bottom", fontsize=7)
+    ax.set_ylim(top=ylim)
 
 
 def activation(summary: pd.DataFrame) -> Figure:
@@ -238,10 +284,10 @@ def activation(summary: pd.DataFrame) -> Figure:
     -------
     The Figure (one panel per readout pair; "not measured" where the panel lacks the markers).
     """
-    wanted = [r for _, a, b in _ACTIVATION for r in (a, b) if r in summary]
-    folded = summary
-    if any(f"{r}_fold_vs_baseline" not in summary for r in wanted):
-        folded = add_baseline_change(summary, readouts=wanted)
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    folded = _with_folds(summary, [r for _, a, b in _ACTIVATION for r in (a, b)])
     x, xlabel, ticks = _x(folded)
     fig = Figure(figsize=(12.8, 3.4))
     # fixed margins: constrained layout of the four panels and the outside legend cost more than the rest
@@ -258,6 +304,14 @@ def activation(summary: pd.DataFrame) -> Figure:
     ]
     fig.legend(handles, ["Treg", "Teff"], loc="upper right", ncols=2, fontsize=8, frameon=False)
     return fig
+
+
+def _with_folds(summary: pd.DataFrame, readouts: list[str]) -> pd.DataFrame:
+    """``summary`` with the fold-vs-baseline columns of ``readouts`` (computed when absent)."""
+    wanted = [r for r in readouts if r in summary]
+    if any(f"{r}_fold_vs_baseline" not in summary for r in wanted):
+        return add_baseline_change(summary, readouts=wanted)
+    return summary
 
 
 def _fold_panel(ax, folded, xaxis, title: str, lines, *, empty: str) -> bool:
@@ -293,17 +347,9 @@ def helper_subsets(summary: pd.DataFrame) -> Figure:
     -------
     The Figure ("not measured" when no helper-subset readout has a value).
     """
-    measured = [
-        (title, [line for line in lines if _has_values(summary, line[0])])
-        for title, lines in _HELPER
-    ]
-    panels = [
-        (title, lines) for title, lines in measured if lines and lines[0][0] != "treg_pct_cd4"
-    ]
-    wanted = [r for _, lines in panels for r, _, _ in lines]
-    folded = summary
-    if any(f"{r}_fold_vs_baseline" not in summary for r in wanted):
-        folded = add_baseline_change(summary, readouts=wanted)
+    from matplotlib.figure import Figure
+
+    panels, folded = _helper_data(summary)
     fig = Figure(figsize=(3.3 * max(len(panels), 1), 3.4), layout="constrained")
     if not panels:
         _empty(fig.add_subplot(), "helper subsets: not measured")
@@ -317,20 +363,41 @@ def helper_subsets(summary: pd.DataFrame) -> Figure:
     return fig
 
 
+def _helper_data(summary: pd.DataFrame) -> tuple[list, pd.DataFrame]:
+    """The helper-subset panels with measured lines ``(title, [(readout, colour, name)])`` and the summary
+    with their fold columns."""
+    measured = [
+        (title, [line for line in lines if _has_values(summary, line[0])])
+        for title, lines in _HELPER
+    ]
+    panels = [
+        (title, lines) for title, lines in measured if lines and lines[0][0] != "treg_pct_cd4"
+    ]
+    return panels, _with_folds(summary, [r for _, lines in panels for r, _, _ in lines])
+
+
 def _has_values(summary: pd.DataFrame, readout: str) -> bool:
     return readout in summary and pd.to_numeric(summary[readout], errors="coerce").notna().any()
 
 
-def _fold_line(ax: Axes, summary: pd.DataFrame, x: pd.Series, readout: str, color, name) -> bool:
+def _fold_quantiles(summary: pd.DataFrame, x: pd.Series, readout: str) -> pd.DataFrame | None:
+    """Per x, the 25th, 50th and 75th percentile over patients of ``readout``'s fold vs baseline
+    (columns 0.25, 0.5, 0.75); None when it has no positive fold."""
     column = f"{readout}_fold_vs_baseline"
     if column not in summary:
-        return False
+        return None
     fold = pd.to_numeric(summary[column], errors="coerce")
     frame = pd.DataFrame({"x": x.values, "f": fold.values}).dropna()
     frame = frame.loc[frame["f"] > 0]
     if frame.empty:
+        return None
+    return frame.groupby("x")["f"].quantile([0.25, 0.5, 0.75]).unstack()
+
+
+def _fold_line(ax: Axes, summary: pd.DataFrame, x: pd.Series, readout: str, color, name) -> bool:
+    q = _fold_quantiles(summary, x, readout)
+    if q is None:
         return False
-    q = frame.groupby("x")["f"].quantile([0.25, 0.5, 0.75]).unstack()
     ax.fill_between(q.index, q[0.25], q[0.75], color=color, alpha=0.18, lw=0)
     ax.plot(q.index, q[0.5], "-o", ms=3, color=color, label=name)
     return True
@@ -338,6 +405,8 @@ def _fold_line(ax: Axes, summary: pd.DataFrame, x: pd.Series, readout: str, colo
 
 def gate_cluster_agreement(table: pd.DataFrame) -> Figure:
     """Gated population % versus the % in its matching clusters, one point per sample (``tl.gate_cluster_agreement``)."""
+    from matplotlib.figure import Figure
+
     population = table.attrs.get("population", "population")
     fig = Figure(figsize=(4.6, 4.2), layout="constrained")
     ax = fig.add_subplot()

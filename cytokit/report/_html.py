@@ -1,7 +1,7 @@
 """HTML building blocks of the report: page shell and style, tables, embedded figures.
 
-Everything is inline (CSS in a ``<style>`` element, figures as base64 PNG ``data:`` URIs) so the page is
-one file that opens anywhere without a network.
+Everything is inline (CSS in a ``<style>`` element, figures as base64 PNG or SVG ``data:`` URIs) so the
+page is one file that opens anywhere without a network.
 """
 
 from __future__ import annotations
@@ -11,10 +11,13 @@ import html
 import io
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
+
+if TYPE_CHECKING:  # matplotlib loads only for a Figure given (the report's own figures are SVG)
+    from matplotlib.figure import Figure
 
 __all__ = ["details", "esc", "figure_png", "img", "page", "section", "table"]
 
@@ -74,8 +77,12 @@ def figure_png(fig: Figure, dpi: int = 90) -> bytes:
 
 
 def img(source, alt: str, caption: str = "", dpi: int = 90) -> str:
-    """A ``<figure>`` with the image embedded as base64 PNG; source is a Figure, PNG bytes or a path."""
-    if isinstance(source, Figure):
+    """A ``<figure>`` with the image embedded as a base64 ``data:`` URI; source is SVG text (``"<svg..."``),
+    a matplotlib Figure (drawn to PNG), PNG bytes or the path of a PNG file."""
+    mime = "image/png"
+    if isinstance(source, str) and source.startswith("<svg"):
+        mime, data = "image/svg+xml", source.encode("utf-8")
+    elif hasattr(source, "savefig"):  # a matplotlib Figure (not imported here unless one is given)
         data = figure_png(source, dpi=dpi)
     elif isinstance(source, bytes | bytearray):
         data = bytes(source)
@@ -83,7 +90,7 @@ def img(source, alt: str, caption: str = "", dpi: int = 90) -> str:
         data = Path(source).read_bytes()
     encoded = base64.b64encode(data).decode("ascii")
     cap = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
-    return f'<figure><img alt="{esc(alt)}" src="data:image/png;base64,{encoded}">{cap}</figure>'
+    return f'<figure><img alt="{esc(alt)}" src="data:{mime};base64,{encoded}">{cap}</figure>'
 
 
 def _cell(value) -> tuple[str, bool]:

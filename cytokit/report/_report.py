@@ -11,13 +11,16 @@ import datetime as _dt
 import logging
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
-from matplotlib.figure import Figure
 
-from .. import pl
 from ..readouts import HELPER_READOUTS, READOUT_LABELS, timepoint_order
+from . import _figures as svg
 from ._html import details, esc, img, page, section, table
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["write_report"]
 
@@ -135,13 +138,13 @@ def _qc(qc: pd.DataFrame) -> str:
 def _strategy(populations: pd.DataFrame) -> str:
     if populations is None or populations.empty or "population" not in populations:
         return section("strategy", "Gating strategy", '<p class="note">No gated sample.</p>')
-    fig = pl.strategy_diagram(populations)
+    tree = svg.strategy_tree(populations)
     pivot = populations.pivot_table(
         index="population", columns="sample", values="pct_parent", sort=False
     )
     pivot = pivot.reset_index()
     body = img(
-        fig,
+        tree,
         "gating strategy tree",
         "Populations of the strategy, each with its median % of parent.",
     )
@@ -156,19 +159,19 @@ def _trial(summary: pd.DataFrame, stats: pd.DataFrame) -> str:
             continue
         body += f"<h3>{esc(READOUT_LABELS[readout])}</h3><div class='grid2'>"
         body += img(
-            pl.trial_trajectories(summary, readout),
+            svg.trial_trajectories(summary, readout),
             f"{readout} per patient",
             "Each patient over time; black: median.",
         )
         body += img(
-            pl.paired_boxes(summary, stats, readout),
+            svg.paired_boxes(summary, stats, readout),
             f"{readout} paired",
             "p: Wilcoxon signed-rank vs baseline; q: BH-adjusted.",
         )
         body += "</div>"
     body += "<h3>Treg versus Teff: expansion and activation</h3>"
     body += img(
-        pl.activation(summary),
+        svg.activation(summary),
         "Treg vs Teff activation",
         "Median fold change versus each patient's baseline (band: interquartile range); flat blue lines "
         "with rising red ones = Treg expansion and activation without effector activation.",
@@ -176,7 +179,7 @@ def _trial(summary: pd.DataFrame, stats: pd.DataFrame) -> str:
     if any(_measured(summary, r) for r in HELPER_READOUTS):
         body += "<h3>Helper T-cell subsets: cTfh, Th1/Th2/Th17 and the Th17/Treg balance</h3>"
         body += img(
-            pl.helper_subsets(summary),
+            svg.helper_subsets(summary),
             "helper subsets",
             "Median fold change versus each patient's baseline (band: interquartile range). cTfh = "
             "CD45RA- non-Treg CD4 CXCR5+; Th1/Th2/Th17 by CXCR3/CCR6 (CCR4 where measured) among CXCR5- "
@@ -186,7 +189,7 @@ def _trial(summary: pd.DataFrame, stats: pd.DataFrame) -> str:
     if more:
         grid = (
             "<div class='grid2'>"
-            + "".join(img(pl.paired_boxes(summary, stats, r), f"{r} paired") for r in more)
+            + "".join(img(svg.paired_boxes(summary, stats, r), f"{r} paired") for r in more)
             + "</div>"
         )
         body += details(f"Activation and subset readouts ({len(more)})", grid, open_=True)
