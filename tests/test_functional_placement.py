@@ -111,6 +111,21 @@ def test_patient_pooled_thresholds_apply_to_every_timepoint():
     assert values == {pooled[("Treg_Ki67pos", "Ki67")]["value"]}
 
 
+def test_one_sample_pooled_is_placed_as_gate_places_that_sample():
+    # the pool of a single sample is that sample: every split gate must use the strategy's own rule
+    # and parameters (HLA-DR's naive-CD4 reference, min_depth, CD45RA's reference_rule) as gate() does
+    adata = synthetic_sample(5000, seed=11)
+    gate(adata)
+    pooled = patient_thresholds([adata], per_sample=10**6)
+    gates = adata.uns[K.GATING]["gates"]
+    assert {"Treg_HLADRpos", "Teff_HLADRpos", "Treg_CD45RAneg"} <= {g for g, _ in pooled}
+    for (gid, dim), placed in pooled.items():
+        rec = gates[gid]
+        own = [v for v in (rec["gate"]["low"][0], rec["gate"]["high"][0]) if v == v]
+        assert placed["note"].startswith(rec["details"][dim]["rule"]), (gid, placed["note"])
+        assert placed["value"] == pytest.approx(own[0], abs=1e-9), gid
+
+
 def test_valley_inside_a_small_positive_population_is_corrected_for_its_lower_tail():
     # 5 % Ki67+ Teff overlapping the negatives: the density minimum lies inside the positives and the
     # plain valley count misses their lower tail by about a point

@@ -69,6 +69,7 @@ from ._methods import (
     _valley_between,
     smooth_density,
 )
+from ._thresholds import _METHOD_KW
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -342,8 +343,8 @@ def patient_thresholds(
     out: dict[tuple[str, str], dict] = {}
     for spec in (n for n in strat.nodes if isinstance(n, GateSpec) and n.method == "split"):
         dim, p = spec.dims[0], spec.params
-        within = p.get("within", spec.parent)
-        subset, reference = [], []
+        within, negative = p.get("within", spec.parent), p.get("reference")
+        pools: dict[str, list[np.ndarray]] = {spec.parent: [], within: [], negative: []}
         for i, adata in enumerate(adatas):
             pops = adata.obsm.get(K.POPULATIONS)
             var = find_var(adata, dim, required=False)
@@ -351,15 +352,22 @@ def patient_thresholds(
                 continue
             values = np.asarray(adata[:, var].X, dtype=float).ravel()
             rng = np.random.default_rng([strat.seed, i])
-            for name, bucket in ((spec.parent, subset), (within, reference)):
+            for name in pools:
+                if name is None or name not in pops:
+                    continue
                 idx = np.flatnonzero(np.asarray(pops[name], dtype=bool))
                 if len(idx) > per_sample:
                     idx = rng.choice(idx, per_sample, replace=False)
-                bucket.append(values[idx])
+                pools[name].append(values[idx])
+        subset = pools[spec.parent]
         if not subset or sum(map(len, subset)) < MIN_EVENTS:
             continue
-        res = split_threshold(np.concatenate(subset), np.concatenate(reference),
-                              side=p.get("side", "high"), k=float(p.get("k", 3.0)))  # fmt: skip
+        # the strategy's own split parameters, as gate() uses them on each sample
+        kw = {key: p[key] for key in _METHOD_KW["split"] if key in p}
+        neg = np.concatenate(pools[negative]) if pools.get(negative) else None
+        res = split_threshold(
+            np.concatenate(subset), np.concatenate(pools[within]), negative=neg, **kw
+        )
         note = f"{res.details['rule']} on {len(subset)} pooled samples of the patient"
         out[(spec.id, dim)] = {"value": float(res.value), "status": "patient", "note": note}
     return out
