@@ -70,8 +70,10 @@ _BUILTIN: dict[str, tuple[str, tuple[str, ...]]] = {
     "CD20": ("lineage", ("MS4A1",)),
     "CD11c": ("lineage", ()),
     "CD123": ("lineage", ("IL3RA",)),
-    "TCRgd": ("lineage", ("TCR gamma delta", "gdTCR", "TCR gd", "gd TCR")),
-    "TCRab": ("lineage", ("TCR alpha beta", "abTCR", "TCR ab")),
+    # "yd" is how gamma-delta is typed without Greek letters; mouse panels stain the beta chain for
+    # alpha-beta T cells ("TCRb", "TCR beta")
+    "TCRgd": ("lineage", ("TCR gamma delta", "gdTCR", "TCR gd", "gd TCR", "TCRyd", "TCR yd", "ydTCR")),
+    "TCRab": ("lineage", ("TCR alpha beta", "abTCR", "TCR ab", "TCRb", "TCR beta", "TCRbeta")),
     "CCR7": ("functional", ("CD197",)),
     "CD62L": ("functional", ("L-selectin", "SELL")),
     "CD27": ("functional", ()),
@@ -106,6 +108,16 @@ _BUILTIN: dict[str, tuple[str, tuple[str, ...]]] = {
     "Granzyme B": ("functional", ("GzmB", "GranzymeB", "GRZB")),
     "Perforin": ("functional", ("PRF1",)),
     "pSTAT5": ("functional", ("STAT5", "p-STAT5")),
+    # mouse lineage markers (NK1.1 is written "NK1.1", "NK1-1", "NK1/1" or "NK1 1" by acquisition
+    # software that drops the dot: all squash to "nk11")
+    "NK1.1": ("lineage", ("NK11", "CD161c", "Klrb1c")),
+    "CD49b": ("lineage", ("DX5", "ITGA2")),
+    "B220": ("lineage", ("CD45R",)),
+    "CD11b": ("lineage", ("ITGAM", "Mac-1", "Mac1")),
+    "F4/80": ("lineage", ("F480", "EMR1", "ADGRE1")),
+    "Ly6G": ("lineage", ("Ly-6G",)),
+    "Ly6C": ("lineage", ("Ly-6C",)),
+    "MHCII": ("lineage", ("MHC II", "MHC class II", "I-A/I-E", "IA-IE", "IAIE")),
 }
 
 _EMPTY = {"", "-", "--", "?", "x", "empty", "blank", "none", "na", "n/a", "nan", "null", "unused", "<na>"}

@@ -135,7 +135,7 @@ def test_scatter_mixture_picks_lymphocytes_by_position():
     mono = r.multivariate_normal([0.5, 0.3], [[0.004, 0], [0, 0.003]], 1500)
     gran = r.multivariate_normal([0.6, 0.65], [[0.004, 0], [0, 0.008]], 1000)
     X = np.r_[mono, lym, gran]  # order must not matter
-    p = scatter_mixture(X, seed=1)
+    p = scatter_mixture(X, seed=1, shape="ellipse")
     assert isinstance(p.value, EllipseGate)
     m = p.value.apply(X)
     assert m[1500:7500].mean() > 0.95 and m[:1500].mean() < 0.05 and m[7500:].mean() < 0.01

@@ -143,7 +143,33 @@ CONFUSIONS = {
     "CXCR4": None,  # not CXCR3/CXCR5
     "IL-21": None,  # not IL-2
     "CD194 PE": "CCR4",  # not CD19
+    "CD161": "CD161",  # human NKR-P1A, not the mouse NK1.1 (CD161c)
+    "CD45RA": "CD45RA",  # not B220 (CD45R)
+    "TCRab": "TCRab",  # not TCRgd
 }
+
+# mouse panels and acquisition software that drop dots and Greek letters (FlowSOM's example file
+# writes NK1.1 as "NK1/1", and "TCRyd" for gamma-delta)
+MOUSE = {
+    "NK1/1": "NK1.1",
+    "NK1 1": "NK1.1",
+    "NK1.1 PE": "NK1.1",
+    "NK-1.1": "NK1.1",
+    "TCRyd": "TCRgd",
+    "TCR yd APC": "TCRgd",
+    "TCRb APC-Cy7": "TCRab",
+    "TCR beta": "TCRab",
+    "CD45R/B220": "B220",
+    "Ly-6G": "Ly6G",
+    "I-A/I-E": "MHCII",
+    "F4/80 BV421": "F4/80",
+}
+
+
+@pytest.mark.parametrize(("text", "expected"), list(MOUSE.items()))
+def test_mouse_markers_and_typed_greek_letters_are_recognised(text, expected):
+    assert canonical_marker(text) == expected
+
 
 NOT_MARKERS = [
     "",

@@ -33,8 +33,11 @@ def _check_scales(adata: AnnData, cols: dict[str, int | None], path) -> dict[str
         var = str(adata.var_names[j])
         if (roles is not None and roles.iloc[j] in _SCATTER_OR_TIME) or _is_scatter_or_time(var):
             continue
-        kind = str((records.get(var) or {}).get("kind", ""))
-        if kind == "linear":
+        record = records.get(var) or {}
+        kind = str(record.get("kind", ""))
+        if kind == "linear" and not record.get(
+            "pretransformed"
+        ):  # the file's own transformed values
             raise GatingError(
                 f"{var} is on a linear scale (uns['transform']); gating needs logicle or arcsinh "
                 "fluorescence: run pp.transform first",

@@ -6,7 +6,13 @@
 
 from ._compensate import compensate, read_matrix
 from ._logicle import logicle, logicle_inverse
-from ._transform import estimate_w, inverse_transform, transform, transform_values
+from ._transform import (
+    estimate_w,
+    inverse_transform,
+    pretransformed,
+    transform,
+    transform_values,
+)
 
 __all__ = [
     "compensate",
@@ -14,6 +20,7 @@ __all__ = [
     "inverse_transform",
     "logicle",
     "logicle_inverse",
+    "pretransformed",
     "read_matrix",
     "transform",
     "transform_values",

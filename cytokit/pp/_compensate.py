@@ -64,6 +64,15 @@ def compensate(
             "%s: already compensated; left as it is", Path(str(path)).name if path else "sample"
         )
         return adata if copy else None
+    from ._transform import pretransformed  # (_transform imports this module)
+
+    if pretransformed(adata):
+        logger.warning(
+            "%s: fluorescence already transformed in the file; a spillover matrix applies to linear "
+            "values: not compensated",
+            Path(str(path)).name if path else "sample",
+        )
+        return adata if copy else None
     if matrix is None:
         spill = adata.uns.get(K.SPILLOVER)
         if spill is None:

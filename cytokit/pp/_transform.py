@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,7 @@ from ._logicle import (
     logicle_inverse,
 )
 
-__all__ = ["estimate_w", "inverse_transform", "transform", "transform_values"]
+__all__ = ["estimate_w", "inverse_transform", "pretransformed", "transform", "transform_values"]
 
 W_RANGE = (0.25, 1.5)  # W estimated from the data is clamped here (decades)
 COFACTOR_FLOW = 150.0  # arcsinh cofactor for fluorescence flow cytometry (CATALYST flow default)
@@ -38,6 +39,11 @@ COFACTOR_MASS = 5.0  # ... and for mass cytometry (Bendall 2011)
 _MIN_NEGATIVES = 50  # fewer negative events than this: W falls back to W_DEFAULT
 _ESTIMATE_EVENTS = 50_000  # W is estimated on at most this many evenly spaced events
 _CHUNK = 65_536  # rows per block when transforming X in place (keeps the block in cache)
+# Raw fluorescence of a stained sample reaches 10^3-10^5 on an 18-bit (262,144) scale; logicle, arcsinh
+# or log decades written back into a file (flowCore ``write.FCS`` after ``transform``, FlowJo's
+# "transformed" exports) stay below ~10. A file whose every fluorescence channel keeps 99.9 % of its
+# events within this fraction of the declared range holds values already transformed.
+PRETRANSFORMED_SHARE = 1e-3
 _MASS_RE = re.compile(r"^(?:\d{2,3}[A-Z][a-z]?|[A-Z][a-z]?\d{2,3}(?:Di|Dd)?)(?:$|[_ -])")
 
 
@@ -150,6 +156,51 @@ def transform(
     return adata if copy else None
 
 
+def pretransformed(adata: AnnData) -> dict[str, float]:
+    """``{var: top of scale}`` for fluorescence the file already holds on a transformed scale.
+
+    Such values must be neither compensated (a spillover matrix mixes linear signals) nor transformed
+    again (logicle of logicle squeezes every population into a sliver near zero). Evidence, per file:
+    flowCore's ``FLOWCORE_$PnRMAX`` (the transformed range it wrote) far below ``$PnR``, or every
+    fluorescence channel confined to :data:`PRETRANSFORMED_SHARE` of its declared range. The top of
+    scale is ``FLOWCORE_$PnRMAX`` where given, else the next whole number above the largest value, so
+    the values are scaled linearly to about 0..1 as a logicle transform would give.
+    """
+    kw = {str(k).upper(): str(v) for k, v in adata.uns.get(K.FCS, {}).items()}
+    number = {}
+    for key, value in kw.items():
+        m = re.fullmatch(r"\$P(\d+)N", key)
+        if m:
+            number.setdefault(value.strip(), int(m[1]))
+    ranges = effective_ranges(adata)
+    fluor = [
+        j
+        for j in range(adata.n_vars)
+        if not linear_kind(adata.var.iloc[j], str(adata.var_names[j])) and np.isfinite(ranges[j])
+    ]
+    if not fluor or adata.n_obs == 0:
+        return {}
+    channels = list(adata.var[K.CHANNEL].astype(str) if K.CHANNEL in adata.var else adata.var_names)
+    written = {}
+    for j in fluor:
+        n = number.get(str(channels[j]).strip())
+        top = _number(kw.get(f"FLOWCORE_$P{n}RMAX")) if n is not None else None
+        if top and 0 < top <= PRETRANSFORMED_SHARE * ranges[j]:
+            written[j] = float(top)
+    X = np.asarray(adata.X)
+    sample = np.abs(np.asarray(X[:: max(1, len(X) // _ESTIMATE_EVENTS)][:, fluor], dtype=float))
+    high = np.nanpercentile(sample, 99.9, axis=0)
+    if np.all(high <= PRETRANSFORMED_SHARE * ranges[fluor]):
+        top = float(math.ceil(np.nanmax(sample)))
+        written = {j: written.get(j, top) for j in fluor}
+    return {str(adata.var_names[j]): top for j, top in written.items()}
+
+
+def _file_name(adata: AnnData) -> str:
+    path = adata.uns.get(K.SAMPLE_INFO, {}).get("file")
+    return Path(str(path)).name if path else "sample"
+
+
 def _float_X(adata: AnnData) -> np.ndarray:
     X = adata.X
     if not isinstance(X, np.ndarray):
@@ -162,6 +213,18 @@ def _plan(adata, X, targets, method, cofactor, w, m) -> dict[int, dict[str, Any]
     sample = X[:: max(1, len(X) // _ESTIMATE_EVENTS)]  # evenly spaced rows for estimating W
     kinds = {j: linear_kind(adata.var.iloc[j], str(adata.var_names[j])) for j in targets}
     tops = _tops(adata, X, sample, kinds)
+    already = pretransformed(adata)
+    for j in targets:  # values the file holds transformed: scaled linearly, never transformed twice
+        name = str(adata.var_names[j])
+        if name in already:
+            kinds[j], tops[j] = "pretransformed", already[name]
+    if already:
+        logger.warning(
+            "%s: fluorescence already transformed in the file (%d channels): scaled linearly, "
+            "not transformed again",
+            _file_name(adata),
+            len(already),
+        )
     fluor = [j for j in targets if not kinds[j]]
     widths = dict.fromkeys(fluor, w)
     if method == "logicle" and w is None and fluor:
@@ -169,7 +232,9 @@ def _plan(adata, X, targets, method, cofactor, w, m) -> dict[int, dict[str, Any]
         widths = dict(zip(fluor, found.tolist(), strict=True))
     plan: dict[int, dict[str, Any]] = {}
     for j in targets:
-        if kinds[j]:
+        if kinds[j] == "pretransformed":
+            plan[j] = {"kind": "linear", "T": tops[j], "A": 0.0, "pretransformed": True}
+        elif kinds[j]:
             plan[j] = {"kind": "linear", "T": tops[j], "A": 0.0}
         elif method == "logicle":
             width = min(float(widths[j]), m / 2)
