@@ -102,9 +102,19 @@ FLOWSOM = Path(__file__).resolve().parents[1] / "benchmarks" / "_data" / "flowso
 def test_mouse_strategy_agrees_with_the_experts_gates(name):
     """FlowSOM's example mouse file with an expert's per-event labels, raw and as flowCore wrote it
     transformed: the shipped mouse strategy reaches F1 >= 0.85 on every population (issue #11)."""
-    if not (FLOWSOM / name).is_file():
-        pytest.skip(f"{FLOWSOM} is fetched by `python benchmarks/real_expert_gates.py` (network)")
+    import importlib.util
+
     import pandas as pd
+
+    spec = importlib.util.spec_from_file_location(
+        "real_expert_gates", FLOWSOM.parents[1] / "real_expert_gates.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    try:  # the flowsom source distribution on PyPI ships the file and the labels (fetched once)
+        bench.fetch(FLOWSOM)
+    except Exception as err:  # no network: nothing to score against
+        pytest.skip(f"could not fetch FlowSOM's example data into {FLOWSOM}: {err}")
 
     labels = pd.read_csv(FLOWSOM / "gating_result.csv", header=None)[0].to_numpy(str)
     adata = ck.read_fcs(FLOWSOM / name)
