@@ -161,7 +161,10 @@ def population_table(adata: AnnData) -> pd.DataFrame:
     """
     pops, parents = _populations(adata)
     bad = _unusable(adata, parents, pops)
-    counts = pops.sum(axis=0).astype(float)
+    # per column count_nonzero: a DataFrame sum over a million booleans per population was 10x slower
+    counts = pd.Series(
+        [np.count_nonzero(pops[c].to_numpy()) for c in pops.columns], index=pops.columns, dtype=float
+    )
     n_total = float(adata.n_obs)
     rows = []
     for name, parent in parents.items():

@@ -412,15 +412,18 @@ class _Run:
     def apply(self, g, parent: np.ndarray) -> np.ndarray:
         """``g`` applied to the parent's events (only those rows when the parent is small)."""
         cols = [self.by_var(v) for v in g.dims]
+        # most events in the parent: gate the columns as they are (no copy); count_nonzero is 10x
+        # cheaper than a mean over a million booleans
+        whole = parent is self._root or 2 * np.count_nonzero(parent) > parent.size
         if isinstance(g, PolygonGate):  # same rule as PolygonGate.apply, faster on many events
-            if parent is self._root or parent.mean() > 0.5:  # the columns as they are: no copy
+            if whole:
                 return _polygon_mask(g.vertices, cols[0], cols[1]) & parent
 
             def fn(X):
                 return _polygon_mask(g.vertices, X[:, 0], X[:, 1])
         else:
             fn = g.apply
-        if parent is self._root or parent.mean() > 0.5:
+        if whole:
             return fn(np.column_stack(cols)) & parent
         idx = np.flatnonzero(parent)
         out = np.zeros(self.n, dtype=bool)
@@ -660,7 +663,7 @@ class _Run:
 
     # ---------------------------------------------------------------- results
     def summary(self, present: list[str]) -> dict:
-        counts = {name: int(self.masks[name].sum()) for name in present}
+        counts = {name: np.count_nonzero(self.masks[name]) for name in present}
         pops = []
         for n in self.strat.nodes:
             entry = {"name": n.id, "parent": n.parent, "label": bool(n.label)}
