@@ -163,7 +163,9 @@ def population_table(adata: AnnData) -> pd.DataFrame:
     bad = _unusable(adata, parents, pops)
     # per column count_nonzero: a DataFrame sum over a million booleans per population was 10x slower
     counts = pd.Series(
-        [np.count_nonzero(pops[c].to_numpy()) for c in pops.columns], index=pops.columns, dtype=float
+        [np.count_nonzero(pops[c].to_numpy()) for c in pops.columns],
+        index=pops.columns,
+        dtype=float,
     )
     n_total = float(adata.n_obs)
     rows = []
