@@ -390,3 +390,27 @@ def test_cached_samples_are_recomputed_when_the_package_code_changes(tmp_path, m
     monkeypatch.setattr(_cache, "_code_digest", lambda: "0" * 64)  # the sources changed
     assert cache.key(spec, settings, None) != key
     assert cache.get(spec, cache.key(spec, settings, None)) is None
+
+
+def test_an_unstained_detector_is_not_clustered(small_trial, tmp_path):
+    """A detector acquired without a stain (no $PnS, no marker) is noise, not phenotype: the pooled
+    clustering leaves it out, as it leaves out the viability dye."""
+    import cytokit as ck
+    from cytokit import _keys as K
+
+    folder = tmp_path / "trial"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for path in sorted(small_trial.glob("P0[12]_*.fcs")):
+        adata = ck.read_fcs(path)
+        events = np.c_[np.asarray(adata.X), rng.normal(40, 30, adata.n_obs)]  # an empty detector
+        channels = [*adata.var[K.CHANNEL].astype(str), "BV785-A"]
+        stains = [*adata.var[K.STAIN].astype(str), ""]
+        ranges = [*adata.var[K.RANGE].astype(float), 262144.0]
+        write_fcs(folder / path.name, events, channels, stains, ranges=ranges,
+                  spillover=adata.uns.get(K.SPILLOVER))  # fmt: skip
+    out = tmp_path / "out"
+    ck.run(folder, out, jobs=1, figures=False, n_clusters=4)
+    markers = json.loads((out / "cluster_model.json").read_text())["markers"]
+    assert "CD4" in markers and "FOXP3" in markers
+    assert "BV785-A" not in markers and "Viability" not in markers

@@ -92,9 +92,11 @@ def cluster_pooled(
     if adata is None:
         logger.warning("no events to cluster")
         return None
-    markers = [
-        v for v, r in zip(adata.var_names, adata.var[K.ROLE], strict=True) if r != "viability"
-    ]
+    from ..tl._utils import default_markers
+
+    # lineage and functional markers: a detector without a stain (an empty channel) or a viability dye
+    # is acquisition, not phenotype, and would split clusters on noise
+    markers = default_markers(adata)
     logger.info("clustering %d pooled events on %d markers", adata.n_obs, len(markers))
     tl.flowsom(adata, markers=markers, seed=seed, n_clusters=n_clusters)
     model = adata.uns[K.CLUSTER]
