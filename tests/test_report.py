@@ -231,3 +231,16 @@ def test_cluster_section_lists_the_clusters_that_change(tmp_path):
     assert "1 of 3 cluster x timepoint tests with q &lt; 0.05" in section
     assert "type 1" in section  # in the full table
     assert section.index(report.CLUSTER_HEATMAP) < section.index(report.ABUNDANCE_CHANGE)
+
+
+def test_a_strategy_without_tregs_gets_no_empty_treg_figure(tmp_path):
+    """A mouse lineage run (no Treg or Teff readouts) shows its tables, not four empty Treg panels."""
+    summary = pd.DataFrame(
+        {"sample": ["M1_D0", "M1_D8"], "patient": "M1", "timepoint": ["D0", "D8"], "day": [0, 8]}
+    )
+    qc = pd.DataFrame({"file": ["a.fcs", "b.fcs"], "sample": summary["sample"], "status": "ok",
+                       "events": 100, "message": ""})  # fmt: skip
+    text = report.write_report(tmp_path, summary=summary, stats=None, qc=qc, populations=None,
+                               gate_figures={}, methods={"cytokit": "0.1.0"}).read_text()  # fmt: skip
+    assert "Treg versus Teff" not in text
+    assert "Run overview" in text

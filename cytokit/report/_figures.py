@@ -97,6 +97,10 @@ def _box_stats(values: np.ndarray) -> tuple[float, float, float, float, float]:
     return float(min(lo, q1)), float(q1), float(med), float(q3), float(max(hi, q3))
 
 
+#: the readouts of the Treg-versus-Teff figure (a strategy without Treg and Teff has none of them)
+ACTIVATION_READOUTS = tuple(r for _, treg, teff in _ACTIVATION for r in (treg, teff))
+
+
 def activation(summary: pd.DataFrame) -> str:
     """SVG of :func:`cytokit.pl.activation`: median fold vs baseline (band IQR) of Treg and Teff
     expansion, Ki67+, HLA-DR+ and CD25, one panel each."""

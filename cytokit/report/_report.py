@@ -169,13 +169,14 @@ def _trial(summary: pd.DataFrame, stats: pd.DataFrame) -> str:
             "p: Wilcoxon signed-rank vs baseline; q: BH-adjusted.",
         )
         body += "</div>"
-    body += "<h3>Treg versus Teff: expansion and activation</h3>"
-    body += img(
-        svg.activation(summary),
-        "Treg vs Teff activation",
-        "Median fold change versus each patient's baseline (band: interquartile range); flat blue lines "
-        "with rising red ones = Treg expansion and activation without effector activation.",
-    )
+    if any(_measured(summary, r) for r in svg.ACTIVATION_READOUTS):  # not for other strategies
+        body += "<h3>Treg versus Teff: expansion and activation</h3>"
+        body += img(
+            svg.activation(summary),
+            "Treg vs Teff activation",
+            "Median fold change versus each patient's baseline (band: interquartile range); flat blue "
+            "lines with rising red ones = Treg expansion and activation without effector activation.",
+        )
     if any(_measured(summary, r) for r in HELPER_READOUTS):
         body += "<h3>Helper T-cell subsets: cTfh, Th1/Th2/Th17 and the Th17/Treg balance</h3>"
         body += img(
