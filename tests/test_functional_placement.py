@@ -268,3 +268,46 @@ def test_an_excess_fit_that_models_the_negatives_falls_back_to_overtons_subtract
     truth = pd.read_csv(tmp_path / "truth" / "truth.csv").set_index("sample")
     true = truth.loc["P05_D29", "treg_hladr_pct"]
     assert abs(called - true) < 8.0, (called, true)  # was 37 points off
+
+
+def test_a_dip_inside_a_sparse_broad_positive_population_is_not_the_negatives_edge():
+    # HLA-DR+ Teff (classic trial 6501, strong drift, P01_D0): 5 % positives spread thinly from the
+    # negatives' tail to bright; a noise dip inside that plateau lay beyond the CD4 tail and was taken as
+    # the cut (1.6 % called for 5.7 % true). Fewer than DISAGREE_PP points apart, so only the relative
+    # check (the valley gates less than half of what the tail beyond the negatives gates) catches it
+    rng = np.random.default_rng(31)
+    naive = _logicle_negatives(rng, 3000, mode=0.1)
+    cd4 = np.r_[_logicle_negatives(rng, 12000, mode=0.1), rng.uniform(0.22, 0.36, 400),
+                rng.normal(0.46, 0.025, 250)]  # fmt: skip
+    dim, bright = rng.uniform(0.22, 0.36, 220), rng.normal(0.46, 0.025, 130)
+    teff = np.r_[_logicle_negatives(rng, 7000, mode=0.1), dim, bright]
+    truth = 100 * (len(dim) + len(bright)) / len(teff)
+    res = split_threshold(teff, cd4, negative=naive, min_depth=0.5)
+    called = 100 * np.mean(teff >= res.value)
+    assert called == pytest.approx(truth, abs=1.0), (called, truth)  # the dip's cut called 1.8 %
+    assert res.details.get("valley_inside_positives") is not None
+    assert res.details["rule"] == "negative reference excess"
+    # a minor positive component keeps its fitted share: a boundary would miss its lower tail
+    assert res.details["excess_cut"] == "fitted share"
+
+
+def test_broad_hladr_positive_tregs_are_cut_at_the_mixture_boundary(tmp_path):
+    # classic trial 6501, strong drift, P03_D29: 13 % HLA-DR+ Tregs spread over 0.45-0.6 above a clear
+    # gap, too sparse for a valley half as deep as their peak; the excess over naive CD4 fitted them with
+    # a Gaussian twice their width whose lower tail reached into the negatives' peak, and gating its share
+    # called 23 %. The mixture boundary (the positive density reaching the negatives') lies in the gap
+    import cytokit as ck
+    from cytokit.datasets import simulate_sample
+
+    sim = simulate_sample(30000, seed=6501, patient=3, day=29, drift="strong", realism="classic")
+    ad = ck.read_fcs(sim.write(tmp_path / "s.fcs"))
+    ck.pp.compensate(ad)
+    ck.pp.transform(ad)
+    gate(ad)
+    pops = ad.obsm[K.POPULATIONS]
+    called = 100 * pops["Treg_HLADRpos"].sum() / pops["Treg"].sum()
+    truth = sim.truth["treg_hladr_pct"]
+    assert abs(called - truth) < 3.0, (called, truth)  # was 10 points off
+    details = ad.uns[K.GATING]["gates"]["Treg_HLADRpos"]["details"]["HLA-DR"]
+    assert details["rule"] == "negative reference excess"
+    assert details["excess_cut"] == "mixture boundary"

@@ -14,13 +14,16 @@ through them. :func:`split_threshold` therefore looks at the subset itself first
    at least ``min_depth`` below the lower of its two peaks, beyond the reference's negative peak, and
    with events on both sides. A valley that gates more than :data:`DISAGREE_PP` points fewer than the
    reference tail lies beyond the negatives with positives on both sides (dim and bright HLA-DR+
-   Tregs) and is not used.
+   Tregs) and is not used; so is a valley beyond the reference tail that gates less than half as much
+   (a dip inside a sparse, broad positive population, :func:`_valley_inside_positives`).
 2. **negative reference excess** where there is no valley and the strategy names a population that
    lacks the marker (``reference:``; naive CD4 T cells for HLA-DR, which resting naive T cells do not
    express): dim positives that form a shoulder inside the negatives' spread are counted as the subset's
    excess over that population's shape (:func:`reference_threshold`, the ``reference`` method); a tail
    misses every positive inside the negative spread (HLA-DR dim-to-bright on Tregs: 22 % called, 35 %
-   true).
+   true). Where the subset has a shallow dip of its own and the positives hold at least
+   :data:`MINOR_SHARE` of it, the cut is the mixture boundary, else the fitted share
+   (``details["excess_cut"]``, see :func:`_negative_excess`).
 3. **subset peak boundary** where there is no valley but the subset's own main peak lies clearly beyond
    the reference's negative peak (outside the central 90 % of the negatives): the subset is then mostly
    positive (Helios+ Tregs, CD127lo Tregs) and its negatives a shoulder. The cut is the point as many
@@ -83,11 +86,15 @@ __all__ = ["DISAGREE_PP", "patient_thresholds", "split_threshold", "upper_tail"]
 #: larger gap means the choice of rule decides whether the readout is usable; a review flag, not a gate
 DISAGREE_PP = 5.0
 #: the overlap correction applies to a positive component below this share of the subset (chosen on
-#: development seeds 41-43 / 51-52, measured on unseen ones in benchmarks/gating_accuracy.py) ...
+#: development seeds 41-43 / 51-52, measured on unseen ones in benchmarks/gating_accuracy.py), and the
+#: negative-reference excess cuts a component below it at its fitted share, not at the boundary ...
 MINOR_SHARE = 10.0
 #: ... holding at least this many events: a peak and a half-spread of fewer events are noise (Treg
 #: Ki67+ at baseline, ~40 events, got worse with it)
 MIN_COMPONENT = 200
+#: a dip at least this deep (fraction of the lower peak; split_threshold's default ``min_depth``) shows the
+#: positives form a mode of their own: the negative-reference excess is then cut at the mixture boundary
+DIP_DEPTH = 0.1
 #: the subset's main peak is its positives when it lies beyond this many SDs of the reference's negative
 #: peak: outside the central 90 % of the negatives (the one-sided 5 % point of a normal distribution)
 OUTSIDE_NEGATIVES = 1.645
@@ -227,7 +234,7 @@ def split_threshold(
         "reference_sd": tail.details["sd"],
         "n_subset": len(x),
     }
-    if valley is not None and pct(valley[0]) < details["tail_pct"] - DISAGREE_PP:
+    if valley is not None and _valley_inside_positives(valley[0], pct(valley[0]), tail, details):
         # the valley lies beyond the negatives' tail with many events between: it splits dim from
         # bright positives (HLA-DR dim-to-bright on Tregs: 22.9 % called for 38.4 % true), not the
         # negatives from the positives
@@ -235,13 +242,13 @@ def split_threshold(
         valley = None
     if valley is None:
         if negative is not None and len(negative) >= MIN_COMPONENT:
-            from ._methods import reference_threshold
-
-            excess = reference_threshold(x, _finite(negative), side=side)
-            details.update(rule="negative reference excess", excess_pct=pct(excess.value))
+            dip = _subset_valley(x, tail.details["mode"], sign, min_prominence=min_prominence,
+                                 min_depth=DIP_DEPTH) is not None  # fmt: skip
+            value, cut = _negative_excess(x, _finite(negative), side, dip=dip)
+            details.update(rule="negative reference excess", excess_pct=pct(value), **cut)
             details["negative_reference_n"] = len(negative)
             message = _disagreement(details, details["excess_pct"], "negative reference excess")
-            return Placement(float(excess.value), "ok", message, details)
+            return Placement(value, "ok", message, details)
         peak = _subset_peak_boundary(x, tail.details["mode"], tail.details["sd"], sign)
         if peak is not None:
             value, info = peak
@@ -258,6 +265,46 @@ def split_threshold(
         value, details["overlap_correction"] = corrected
     message = _disagreement(details, pct(value), "subset valley")
     return Placement(value, "ok", message, details)
+
+
+def _valley_inside_positives(t: float, t_pct: float, tail: Placement, details: dict) -> bool:
+    """Whether a subset valley at ``t`` (gating ``t_pct`` %) splits positives rather than cutting the
+    negatives' edge: it gates :data:`DISAGREE_PP` points fewer than the reference tail, or it lies beyond
+    that tail and gates less than half as much. Beyond the tail (``k`` SDs of the negative peak) lie
+    about 0.1 % of the negatives, so what the tail gates is positives; a valley that drops more of them
+    than it keeps lies inside a sparse, broad positive population (a noise dip of its plateau: HLA-DR+
+    Teff, 5 % of 7,000, 1.6 % called), which an absolute gap of points never flags."""
+    if t_pct < details["tail_pct"] - DISAGREE_PP:
+        return True
+    beyond = (t - tail.value) * np.sign(tail.value - tail.details["mode"]) > 0
+    return bool(beyond and t_pct < 0.5 * details["tail_pct"])
+
+
+def _negative_excess(
+    x: np.ndarray, negative: np.ndarray, side: str, *, dip: bool
+) -> tuple[float, dict]:
+    """(threshold, details) of the excess of ``x`` over the negative reference's shape.
+
+    By default the fitted share is gated (the quantile of ``x`` holding that many events). When the
+    subset has a dip of its own (``dip``: a valley of :data:`DIP_DEPTH`, too shallow to cut at) and the
+    positive component holds at least :data:`MINOR_SHARE` of it, the positives form a mode of their own
+    and the cut is the mixture boundary (where the fitted positive density reaches the negatives'): the
+    share counts the whole fitted Gaussian, and when the positives are broad (HLA-DR dim-to-bright
+    Tregs, spread over 0.1-0.2 logicle units) its lower tail reaches into the negatives' peak and takes in
+    every place where their shape differs slightly from the reference's (13 % HLA-DR+ Tregs above a
+    shallow gap: 23 % called at the share, 13 % at the boundary). Without a dip the positives are a
+    shoulder inside the negatives' spread and only the share counts them (a boundary misses their lower
+    part: 24 % called for 35 %); a minor component's density never reaches the negatives' where the two
+    overlap, so a boundary would miss its lower tail too (HLA-DR+ Teff, ~5 %)."""
+    from ._methods import reference_threshold
+
+    excess = reference_threshold(x, negative, side=side)
+    share = 100.0 * float(excess.details["positive_fraction"])
+    info = {"excess_share_pct": share, "excess_cut": "fitted share"}
+    if dip and "boundary" in excess.details and share >= MINOR_SHARE:
+        info.update(excess_cut="mixture boundary", excess_share_threshold=float(excess.value))
+        return float(excess.details["boundary"]), info
+    return float(excess.value), info
 
 
 def _split_on_valleys(

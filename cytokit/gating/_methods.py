@@ -210,7 +210,8 @@ def reference_threshold(
     Gaussian fitted by EM. The start is Overton's subtraction anchored at the reference median (Overton, Cytometry 1988):
     negatives put half their events on each side of it, so ``2 * F_x(median)`` are negative. The
     threshold is the quantile of ``x`` that gates exactly the fitted positive share, so gate and count
-    agree.
+    agree. ``details["boundary"]`` (when the fit is kept) is the mixture boundary instead: the first
+    point above the reference median where the fitted positive density reaches the negatives'.
 
     ``reference=None`` takes the main peak of ``x`` itself, mirrored about its mode from the side
     away from the positives: for a bright subset of a positive population (PD-1hi among PD-1+ cTfh),
@@ -258,14 +259,22 @@ def reference_threshold(
         if done:
             break
     neg_sd = float(np.sqrt(np.mean((rs[rs < m] - m) ** 2))) if np.any(rs < m) else width
-    rejected = {}
+    rejected, boundary = {}, {}
     if w > 0 and mu - m < neg_sd:
         # the "positive" Gaussian sits inside the negatives (within one of their SDs of the median):
         # it models where the negatives' shape differs from the reference's, not positives (HLA-DR on
         # 452 Tregs: 49 % called for 12 % true); Overton's subtraction alone is the estimate
         rejected = {"em_fraction": w, "em_mean": mu * sign}
         w = start
+    elif w > 0:
+        # the mixture boundary: the first point above the reference median where the fitted positive
+        # density reaches the negative one (posterior 1/2); recorded for callers that cut there
+        f_pos = np.exp(-0.5 * ((grid - mu) / sd) ** 2) / (sd * np.sqrt(2 * np.pi))
+        crossing = np.flatnonzero((grid > m) & (w * f_pos >= (1 - w) * f_neg))
+        if len(crossing):
+            boundary = {"boundary": float(grid[crossing[0]]) * sign}
     details = {
+        **boundary,
         **rejected,
         "reference_median": m * sign,
         "n_reference": len(ref),
