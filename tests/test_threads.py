@@ -36,3 +36,18 @@ def test_openmp_loaded_inside_block_is_limited():
     threads = json.loads(done.stdout.strip().splitlines()[-1])
     assert threads, "scikit-learn's OpenMP runtime was not found"
     assert threads == [1] * len(threads)
+
+
+def test_limits_hold_inside_and_are_restored_after_each_block():
+    """The pools are limited in every block and given back their own sizes after it, also when the
+    view of the loaded pools is reused from an earlier block."""
+    import sklearn.utils._openmp_helpers  # noqa: F401  (the OpenMP runtime gating loads)
+    from threadpoolctl import threadpool_info
+
+    from cytokit._threads import single_threaded
+
+    before = {p["filepath"]: p["num_threads"] for p in threadpool_info()}
+    for _ in range(3):
+        with single_threaded():
+            assert all(p["num_threads"] == 1 for p in threadpool_info())
+        assert {p["filepath"]: p["num_threads"] for p in threadpool_info()} == before
