@@ -401,6 +401,32 @@ def test_placement_jumps_flags_a_gate_far_from_the_patients_other_samples():
     assert placement_jumps(_gating_with(0.45), []) == []
 
 
+def test_placement_jumps_ignore_a_threshold_that_moved_across_an_empty_gap():
+    """A valley threshold may sit anywhere in the empty gap between two well separated peaks (CD8- and
+    CD8+ T cells): moving 5 SDs of the negative peak there changes no event's gate, so it is no jump
+    to review; the same move through populated events still is."""
+    import numpy as np
+
+    from cytokit.gating import placement_jumps
+    from cytokit.gating._priors import _landmark
+
+    rng = np.random.default_rng(0)
+    neg, pos = rng.normal(0.2, 0.05, 9000), rng.normal(0.8, 0.05, 1000)  # a gap from ~0.4 to ~0.6
+    gap = _landmark(np.r_[neg, pos])
+    smear = _landmark(np.r_[neg, pos, rng.uniform(0.35, 0.65, 500)])  # events all across the gap
+
+    def placed(threshold: float, mark: dict) -> dict:
+        g = _gating_with(threshold)
+        g["gates"]["CD3"]["details"]["CD3"]["landmark"] = mark
+        return g
+
+    others = [placed(t, gap) for t in (0.61, 0.62, 0.63)]
+    # 0.40 vs 0.62: over 3 robust SDs of the negatives apart, but < 1 % of events between
+    assert placement_jumps(placed(0.40, gap), others) == []
+    messages = placement_jumps(placed(0.40, smear), [placed(t, smear) for t in (0.61, 0.62, 0.63)])
+    assert len(messages) == 1 and "% of its events between" in messages[0]
+
+
 def test_gating_columns_are_the_matrix_columns_whatever_the_block_size():
     """The engine reads its markers as one contiguous block gathered a few thousand events at a time:
     every event of every needed column, in order, also when the last block is partial, for float64

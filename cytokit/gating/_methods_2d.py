@@ -415,6 +415,7 @@ def discriminant_split(
     iters: int = 3,
     k_tail: float = 3.5,
     seed: int = 0,
+    membership: bool = False,
 ) -> tuple[np.ndarray | None, dict]:
     """Which events belong to a population that differs from the bulk on several markers at once.
 
@@ -434,6 +435,13 @@ def discriminant_split(
     tried is that of the components beyond the widest gap on the first marker alone (see
     :func:`_primary_components`), then that of the summed score; when neither finds a valley, the
     split at ``start`` on the first column is tried.
+
+    With ``membership=True`` the details also hold ``details["membership"]`` (an array over the rows of
+    ``X``, NaN where a marker is not finite; the caller takes it out before recording the details):
+    each event's probability of belonging to the population by the mixture, the summed posterior of
+    the components it takes for the population (those beyond the widest gap of the summed score or of
+    the first marker). Summed over a gate's events it estimates
+    how many of them belong to the bulk (:func:`gate_impurity`).
     """
     from ._methods import density_valley
 
@@ -468,6 +476,10 @@ def discriminant_split(
         inits.insert(0, post[:, own].sum(axis=1) > 0.5)
         if z[own, 0].min() >= PRIMARY_DISTINCT:
             details["mixture_count"] = round(float(post[:, own].sum()))
+    # the mixture's own population: the components beyond the widest gap of the summed score or of the
+    # first marker (either split may leave out a component of the population that the other keeps, e.g.
+    # a wide one of CD25-dim naive Tregs straddling the axis valley)
+    population = upper if own is None else np.union1d(upper, own)
     if start is not None:
         inits.append((X[:, 0] - start) * signs[0] >= 0)
     details.update(n_components=len(gm.weights_), component_scores=np.sort(score).round(2).tolist())
@@ -488,9 +500,33 @@ def discriminant_split(
             details.update(weights=[float(v) for v in w], axis_valley=float(v))
             out = np.zeros(len(finite), dtype=bool)
             out[finite] = pos
+            if membership:
+                details["membership"] = _membership(post, population, finite)
             return out, details
     details["reason"] = "no valley on the discriminant axis"
+    if membership:
+        details["membership"] = _membership(post, population, finite)
     return None, details
+
+
+def _membership(post: np.ndarray, population, finite: np.ndarray) -> np.ndarray:
+    """Each row's summed posterior of the ``population`` components (NaN where not ``finite``)."""
+    prob = np.full(len(finite), np.nan)
+    prob[finite] = post[:, population].sum(axis=1)
+    return prob
+
+
+def gate_impurity(membership: np.ndarray, gated: np.ndarray) -> float | None:
+    """% of the ``gated`` events expected to lie outside the population, by their ``membership``
+    probabilities (:func:`discriminant_split`): the mixture's estimate of how impure a gate is. A gate
+    that keeps dim negatives (FOXP3lo activated Tconv in the Treg gate) while missing as many of its
+    own events can hold the right count with the wrong cells, and the readouts of its subsets (Ki67+,
+    Helios+ % of Treg) then mix in those cells. None with fewer than ``MIN_EVENTS`` gated events."""
+    prob = np.asarray(membership, dtype=float)[np.asarray(gated, dtype=bool)]
+    prob = prob[np.isfinite(prob)]
+    if len(prob) < MIN_EVENTS:
+        return None
+    return float(100.0 * np.mean(1.0 - prob))
 
 
 def discriminant_polygon(Y: np.ndarray, pos: np.ndarray, *, dims) -> tuple[PolygonGate, dict]:

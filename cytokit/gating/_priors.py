@@ -20,10 +20,29 @@ __all__ = ["consensus_prior", "placement_jumps", "prior_gates", "prior_threshold
 def _landmark(x: np.ndarray) -> dict:
     """Where the fitted events sit on a dim: median and robust spread (normal-consistent MAD). A
     threshold expressed against them does not move when the instrument shifts or stretches a channel,
-    so samples of a patient recorded on different days can be compared like with like."""
+    so samples of a patient recorded on different days can be compared like with like. Also their
+    quantiles every 0.5 % (``quantiles``): how many events lie between two thresholds, to half a point."""
     x = x[np.isfinite(x)]
     med = float(np.median(x))
-    return {"median": med, "spread": float(M._robust_sd(x))}
+    quantiles = np.quantile(x, np.linspace(0.0, 1.0, 201)).tolist() if len(x) else []
+    return {"median": med, "spread": float(M._robust_sd(x)), "quantiles": quantiles}
+
+
+#: a threshold that moved less than this % of the events it was placed on (1 point: the tolerance of
+#: the finest readout, Treg % of CD4, issue #11) changed no gate that matters, however far it moved in
+#: SDs: a valley threshold may sit anywhere in an empty gap between two well separated peaks (the CD8
+#: bound of CD4 moved 5 SDs of the CD8- peak across an empty gap, the CD4 % the same)
+MIN_JUMP_SHARE_PCT = 1.0
+
+
+def _share_between(mark: dict, a: float, b: float) -> float | None:
+    """% of the events of a landmark (its percentiles) between thresholds ``a`` and ``b``, or None."""
+    q = np.asarray(mark.get("quantiles") or [], dtype=float)
+    if len(q) < 2 or not np.isfinite(q).all():
+        return None
+    cdf = np.linspace(0.0, 100.0, len(q))
+    lo, hi = sorted((a, b))
+    return float(np.interp(hi, q, cdf) - np.interp(lo, q, cdf))
 
 
 def consensus_prior(gatings: list[dict]) -> dict:
@@ -54,7 +73,9 @@ def placement_jumps(gating: dict, others: list[dict], *, max_z: float = 3.0) -> 
     (``details[dim]["landmark"]``), so a channel that drifts or stretches between files (instrument
     drift) does not move it, while a valley chosen between the wrong peaks moves it by several SDs.
     A jump is a difference of more than ``max_z`` from the median of the others (the 3-sigma limit of
-    a Shewhart control chart). Left out: thresholds the strategy says move with treatment
+    a Shewhart control chart), unless fewer than :data:`MIN_JUMP_SHARE_PCT` of the sample's events lie
+    between its threshold and where the others' placement falls on it (the landmark's percentiles): a
+    threshold that crossed an empty gap changed no population. Left out: thresholds the strategy says move with treatment
     (``moves: <why>``, e.g. CD56bright NK expanding under IL-2), tails (a tail is k SDs from its peak
     by construction: its position follows biology such as CD25 rising on Tregs under IL-2, and its
     own doubt is its status), reference thresholds (a quantile gating a subset's estimated share, which
@@ -65,19 +86,25 @@ def placement_jumps(gating: dict, others: list[dict], *, max_z: float = 3.0) -> 
         return []
     reference: dict[tuple[str, str], list[float]] = {}
     for other in others:
-        for key, (z, _) in _relative_thresholds(other, statuses=("ok", "fallback")).items():
+        for key, (z, *_) in _relative_thresholds(other, statuses=("ok", "fallback")).items():
             reference.setdefault(key, []).append(z)
     messages = []
-    for (gid, dim), (z, value) in _relative_thresholds(gating, statuses=("ok",)).items():
+    for (gid, dim), (z, value, mark) in _relative_thresholds(gating, statuses=("ok",)).items():
         ref = reference.get((gid, dim))
         if not ref:
             continue
         dz = z - float(np.median(ref))
-        if abs(dz) > max_z:
-            messages.append(
-                f"{gid}: {dim} threshold {value:.3f} is {abs(dz):.1f} robust SDs of its population "
-                f"from where the patient's other samples place it"
-            )
+        if abs(dz) <= max_z:
+            continue
+        # where the others' placement falls on this sample's events, and how many events lie between
+        moved = _share_between(mark, value, mark["median"] + float(np.median(ref)) * mark["spread"])
+        if moved is not None and moved < MIN_JUMP_SHARE_PCT:
+            continue
+        between = f" ({moved:.1f}% of its events between)" if moved is not None else ""
+        messages.append(
+            f"{gid}: {dim} threshold {value:.3f} is {abs(dz):.1f} robust SDs of its population "
+            f"from where the patient's other samples place it{between}"
+        )
     return messages
 
 
@@ -89,8 +116,8 @@ def placement_jumps(gating: dict, others: list[dict], *, max_z: float = 3.0) -> 
 _UNCHECKED = ("tail", "time_qc", "reference", "split")
 
 
-def _relative_thresholds(gating: dict, *, statuses) -> dict[tuple[str, str], tuple[float, float]]:
-    """``{(gate, dim): (z, threshold)}``: range thresholds placed by the sample's own valley / Otsu
+def _relative_thresholds(gating: dict, *, statuses) -> dict[tuple[str, str], tuple]:
+    """``{(gate, dim): (z, threshold, landmark)}``: range thresholds placed by the sample's own valley / Otsu
     (see :func:`placement_jumps`), z in robust SDs from the median of the events they were placed on."""
     out: dict[tuple[str, str], tuple[float, float]] = {}
     for gid, rec in (gating or {}).get("gates", {}).items():
@@ -110,7 +137,7 @@ def _relative_thresholds(gating: dict, *, statuses) -> dict[tuple[str, str], tup
                 continue
             if b.get("from") or mark.get("spread", 0) <= 0:
                 continue
-            out[(str(gid), dim)] = ((value - mark["median"]) / mark["spread"], value)
+            out[(str(gid), dim)] = ((value - mark["median"]) / mark["spread"], value, mark)
     return out
 
 
