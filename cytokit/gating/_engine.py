@@ -473,7 +473,7 @@ class _Run:
                     f"the {markers} mixture puts {imp['pct']:.1f}% of its events outside the "
                     f"population, so its subsets' % may be off by as much{example}"
                 )
-            self.warnings.append(f"{gid}: {'; '.join(parts)}")
+            self.warnings.append(f"{gid}: {', and '.join(parts)}")
 
     def parent_of(self, node_id: str) -> str | None:
         return next((n.parent for n in self.strat.nodes if n.id == node_id), None)
