@@ -227,19 +227,27 @@ def test_a_valley_between_dim_and_bright_positives_is_not_the_negatives_edge():
     assert called == pytest.approx(truth, abs=4.0), (called, truth, res.details["rule"])
 
 
+def _gated_trial_sample(folder, *, seed: int, patient: int, day: int, realism: str):
+    """(simulated sample, its file read, compensated, transformed and gated): 30k events, strong drift."""
+    import cytokit as ck
+    from cytokit.datasets import simulate_sample
+
+    sim = simulate_sample(
+        30000, seed=seed, patient=patient, day=day, drift="strong", realism=realism
+    )
+    ad = ck.read_fcs(sim.write(folder / "s.fcs"))
+    ck.pp.compensate(ad)
+    ck.pp.transform(ad)
+    gate(ad)
+    return sim, ad
+
+
 def test_a_shallow_dip_inside_dim_hladr_positives_gives_way_to_the_naive_excess(tmp_path):
     # drawn trial 7102, strong drift, patient 7 day 8: HLA-DR+ Tregs dim-to-bright, overlapping the
     # negatives; a dip of depth 0.13 inside the positives was taken as the cut (31.9 % called, ~37 %
     # true). The strategy's HLA-DR gates need a dip at least half as deep as the smaller peak, so the
     # excess over naive CD4 counts the dim positives
-    import cytokit as ck
-    from cytokit.datasets import simulate_sample
-
-    sim = simulate_sample(30000, seed=7102, patient=7, day=8, drift="strong", realism="drawn")
-    ad = ck.read_fcs(sim.write(tmp_path / "s.fcs"))
-    ck.pp.compensate(ad)
-    ck.pp.transform(ad)
-    gate(ad)
+    sim, ad = _gated_trial_sample(tmp_path, seed=7102, patient=7, day=8, realism="drawn")
     rec = ad.uns[K.GATING]["gates"]["Treg_HLADRpos"]
     assert rec["details"]["HLA-DR"]["rule"] == "negative reference excess"
     pops = ad.obsm[K.POPULATIONS]
@@ -296,14 +304,7 @@ def test_broad_hladr_positive_tregs_are_cut_at_the_mixture_boundary(tmp_path):
     # gap, too sparse for a valley half as deep as their peak; the excess over naive CD4 fitted them with
     # a Gaussian twice their width whose lower tail reached into the negatives' peak, and gating its share
     # called 23 %. The mixture boundary (the positive density reaching the negatives') lies in the gap
-    import cytokit as ck
-    from cytokit.datasets import simulate_sample
-
-    sim = simulate_sample(30000, seed=6501, patient=3, day=29, drift="strong", realism="classic")
-    ad = ck.read_fcs(sim.write(tmp_path / "s.fcs"))
-    ck.pp.compensate(ad)
-    ck.pp.transform(ad)
-    gate(ad)
+    sim, ad = _gated_trial_sample(tmp_path, seed=6501, patient=3, day=29, realism="classic")
     pops = ad.obsm[K.POPULATIONS]
     called = 100 * pops["Treg_HLADRpos"].sum() / pops["Treg"].sum()
     truth = sim.truth["treg_hladr_pct"]

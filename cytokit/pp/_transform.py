@@ -166,12 +166,7 @@ def pretransformed(adata: AnnData) -> dict[str, float]:
     scale is ``FLOWCORE_$PnRMAX`` where given, else the next whole number above the largest value, so
     the values are scaled linearly to about 0..1 as a logicle transform would give.
     """
-    kw = {str(k).upper(): str(v) for k, v in adata.uns.get(K.FCS, {}).items()}
-    number = {}
-    for key, value in kw.items():
-        m = re.fullmatch(r"\$P(\d+)N", key)
-        if m:
-            number.setdefault(value.strip(), int(m[1]))
+    kw, number = _keywords(adata)
     ranges = effective_ranges(adata)
     fluor = [
         j
@@ -326,17 +321,23 @@ def linear_kind(var: Any, name: str) -> str:
     return "other" if _OTHER_LINEAR.match(channel) else ""
 
 
+def _keywords(adata: AnnData) -> tuple[dict[str, str], dict[str, int]]:
+    """The FCS keywords (keys upper-cased) and each channel's parameter number n ($PnN -> n)."""
+    kw = {str(k).upper(): str(v) for k, v in adata.uns.get(K.FCS, {}).items()}
+    number: dict[str, int] = {}
+    for key, value in kw.items():
+        m = re.fullmatch(r"\$P(\d+)N", key)
+        if m:
+            number.setdefault(value.strip(), int(m[1]))
+    return kw, number
+
+
 def effective_ranges(adata: AnnData) -> np.ndarray:
     """Top of scale per var in the units of X: $PnR, or 10**decades for $PnE log channels, over $PnG.
 
     The FCS keywords of ``uns["fcs"]`` are matched to vars by channel ($PnN); NaN where unknown.
     """
-    kw = {str(k).upper(): str(v) for k, v in adata.uns.get(K.FCS, {}).items()}
-    number = {}
-    for key, value in kw.items():
-        m = re.fullmatch(r"\$P(\d+)N", key)
-        if m:
-            number.setdefault(value.strip(), int(m[1]))
+    kw, number = _keywords(adata)
     var = adata.var
     ranges = (
         var[K.RANGE].to_numpy(dtype=float)
