@@ -312,3 +312,15 @@ def test_broad_hladr_positive_tregs_are_cut_at_the_mixture_boundary(tmp_path):
     details = ad.uns[K.GATING]["gates"]["Treg_HLADRpos"]["details"]["HLA-DR"]
     assert details["rule"] == "negative reference excess"
     assert details["excess_cut"] == "mixture boundary"
+
+
+def test_an_excess_cut_below_the_subsets_own_negative_peak_is_not_used():
+    # naive CD4 HLA-DR half a negative SD below the memory T cells' (a simulated trial, 60k events):
+    # the excess over the naive shape called most of the Teff negatives positive (56.8 % for 5.4 %), its
+    # cut below the Teff's own negative peak; the CD4 tail counts the 5 % positives
+    rng = np.random.default_rng(8)
+    naive = rng.normal(0.116, 0.04, 4000)
+    teff = np.r_[rng.normal(0.142, 0.04, 9500), rng.normal(0.26, 0.05, 500)]
+    res = split_threshold(teff, np.r_[naive, teff], negative=naive, min_depth=0.5)
+    assert res.details["excess_rejected"]["pct"] > 50  # what the excess would have called
+    assert 100 * np.mean(teff >= res.value) == pytest.approx(5.0, abs=3.0)

@@ -245,10 +245,12 @@ def split_threshold(
             dip = _subset_valley(x, tail.details["mode"], sign, min_prominence=min_prominence,
                                  min_depth=DIP_DEPTH) is not None  # fmt: skip
             value, cut = _negative_excess(x, _finite(negative), side, dip=dip)
-            details.update(rule="negative reference excess", excess_pct=pct(value), **cut)
-            details["negative_reference_n"] = len(negative)
-            message = _disagreement(details, details["excess_pct"], "negative reference excess")
-            return Placement(value, "ok", message, details)
+            if not _cuts_its_negative_peak(x, value, tail, sign):
+                details.update(rule="negative reference excess", excess_pct=pct(value), **cut)
+                details["negative_reference_n"] = len(negative)
+                message = _disagreement(details, details["excess_pct"], "negative reference excess")
+                return Placement(value, "ok", message, details)
+            details["excess_rejected"] = {"threshold": float(value), "pct": pct(value)}
         peak = _subset_peak_boundary(x, tail.details["mode"], tail.details["sd"], sign)
         if peak is not None:
             value, info = peak
@@ -265,6 +267,17 @@ def split_threshold(
         value, details["overlap_correction"] = corrected
     message = _disagreement(details, pct(value), "subset valley")
     return Placement(value, "ok", message, details)
+
+
+def _cuts_its_negative_peak(x: np.ndarray, value: float, tail: Placement, sign: int) -> bool:
+    """Whether an excess cut lies on the wrong side of the subset's own main peak while that peak is the
+    negatives (within the central 90 % of the reference's negative peak): the excess then counted most
+    of the negatives, because the negative reference sits lower than the subset's negatives (naive
+    CD4 HLA-DR half a negative SD below memory T cells': 56.8 % HLA-DR+ Teff called for 5.4 %)."""
+    grid, dens, _ = smooth_density(x)
+    mode = float(grid[np.argmax(dens)])
+    inside = abs(mode - tail.details["mode"]) <= OUTSIDE_NEGATIVES * tail.details["sd"]
+    return bool(inside and (value - mode) * sign < 0)
 
 
 def _valley_inside_positives(t: float, t_pct: float, tail: Placement, details: dict) -> bool:
