@@ -404,10 +404,11 @@ class _Run:
         as many dim-FOXP3 naive Tregs are missed leave Treg % of CD4 within 0.2 points while Helios+ %
         of Treg is 11 points low and CD45RA- % 6 points high (simulated trials, drawn structures), and
         no placement is a fallback."""
-        impurity = M2.gate_impurity(prob, self.masks[spec.id][idx])
+        gated = self.masks[spec.id][idx]
+        impurity = M2.gate_impurity(prob, gated)
         if impurity is None:
             return
-        gated, finite = self.masks[spec.id][idx], np.isfinite(prob)
+        finite = np.isfinite(prob)
         self.records[spec.id]["details"]["impurity"] = {
             "pct": impurity,
             "from": source,
@@ -447,7 +448,7 @@ class _Run:
             gap = imp["mixture_pct"] - imp["gate_pct"]
             if imp["pct"] <= MAX_IMPURITY_PCT and abs(gap) <= MAX_COUNT_GAP_PP:
                 continue
-            parent = self.parent_of(gid)
+            parent = self.strat.node(gid).parent
             parts = []
             if abs(gap) > MAX_COUNT_GAP_PP:
                 parts.append(
@@ -459,7 +460,7 @@ class _Run:
                 shifts = [
                     (cid, r["details"]["members_pct"])
                     for cid, r in self.records.items()
-                    if "members_pct" in r.get("details", {}) and self.parent_of(cid) == gid
+                    if "members_pct" in r.get("details", {}) and self.strat.node(cid).parent == gid
                 ]
                 worst = max(shifts, key=lambda kv: abs(kv[1]["pct"] - kv[1]["gate_pct"]),
                             default=None)  # fmt: skip
@@ -474,9 +475,6 @@ class _Run:
                     f"population, so its subsets' % may be off by as much{example}"
                 )
             self.warnings.append(f"{gid}: {', and '.join(parts)}")
-
-    def parent_of(self, node_id: str) -> str | None:
-        return next((n.parent for n in self.strat.nodes if n.id == node_id), None)
 
     def judge_fallback(self, spec: GateSpec, message: str, details: dict) -> str:
         """A fallback is a QC warning (every gate's population feeds a readout or a parent of one)

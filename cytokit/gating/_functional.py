@@ -125,15 +125,16 @@ def _share(x: np.ndarray, t: float, sign: int) -> float:
     return float(100.0 * np.mean(x >= t if sign > 0 else x < t))
 
 
-def _subset_peak_boundary(x: np.ndarray, neg_mode: float, neg_sd: float, sign: int):
-    """(threshold, details) between the reference's negative peak and the subset's own main peak when
-    that peak lies outside the negatives (:data:`OUTSIDE_NEGATIVES`: the subset is mostly positive), else
-    None. The cut lies as many SDs from either peak (the negatives' SD on the side facing the subset,
-    the subset's on its far side, which the negatives' shoulder does not widen)."""
+def _subset_peak_boundary(x: np.ndarray, own: tuple[float, float], neg_mode: float, neg_sd: float,
+                          sign: int):  # fmt: skip
+    """(threshold, details) between the reference's negative peak and the subset's own main peak
+    (``own``: mode and SD, from :func:`_half_width_sd`) when that peak lies outside the negatives
+    (:data:`OUTSIDE_NEGATIVES`: the subset is mostly positive), else None. The cut lies as many SDs from
+    either peak (the negatives' SD on the side facing the subset, the subset's on its far side, which
+    the negatives' shoulder does not widen)."""
     if len(x) < MIN_EVENTS:
         return None
-    # the SD of the far side: the negatives' shoulder would widen the near one
-    mode, sd = _half_width_sd(x, sign)
+    mode, sd = own
     gap = (mode - neg_mode) * sign
     if gap <= OUTSIDE_NEGATIVES * neg_sd:
         return None
@@ -241,17 +242,18 @@ def split_threshold(
         details["valley_inside_positives"] = float(valley[0])
         valley = None
     if valley is None:
+        own = _half_width_sd(x, sign)  # the subset's main peak (mode, SD on its far side)
         if negative is not None and len(negative) >= MIN_COMPONENT:
             dip = _subset_valley(x, tail.details["mode"], sign, min_prominence=min_prominence,
                                  min_depth=DIP_DEPTH) is not None  # fmt: skip
             value, cut = _negative_excess(x, _finite(negative), side, dip=dip)
-            if not _cuts_its_negative_peak(x, value, tail, sign):
+            if not _cuts_its_negative_peak(own[0], value, tail, sign):
                 details.update(rule="negative reference excess", excess_pct=pct(value), **cut)
                 details["negative_reference_n"] = len(negative)
                 message = _disagreement(details, details["excess_pct"], "negative reference excess")
                 return Placement(value, "ok", message, details)
             details["excess_rejected"] = {"threshold": float(value), "pct": pct(value)}
-        peak = _subset_peak_boundary(x, tail.details["mode"], tail.details["sd"], sign)
+        peak = _subset_peak_boundary(x, own, tail.details["mode"], tail.details["sd"], sign)
         if peak is not None:
             value, info = peak
             details.update(rule="subset peak boundary", **info)
@@ -269,13 +271,12 @@ def split_threshold(
     return Placement(value, "ok", message, details)
 
 
-def _cuts_its_negative_peak(x: np.ndarray, value: float, tail: Placement, sign: int) -> bool:
-    """Whether an excess cut lies on the wrong side of the subset's own main peak while that peak is the
-    negatives (within the central 90 % of the reference's negative peak): the excess then counted most
-    of the negatives, because the negative reference sits lower than the subset's negatives (naive
-    CD4 HLA-DR half a negative SD below memory T cells': 56.8 % HLA-DR+ Teff called for 5.4 %)."""
-    grid, dens, _ = smooth_density(x)
-    mode = float(grid[np.argmax(dens)])
+def _cuts_its_negative_peak(mode: float, value: float, tail: Placement, sign: int) -> bool:
+    """Whether an excess cut lies on the wrong side of the subset's own main peak (``mode``) while that
+    peak is the negatives (within the central 90 % of the reference's negative peak): the excess then
+    counted most of the negatives, because the negative reference sits lower than the subset's
+    negatives (naive CD4 HLA-DR half a negative SD below memory T cells': 56.8 % HLA-DR+ Teff called for
+    5.4 %)."""
     inside = abs(mode - tail.details["mode"]) <= OUTSIDE_NEGATIVES * tail.details["sd"]
     return bool(inside and (value - mode) * sign < 0)
 

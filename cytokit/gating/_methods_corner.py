@@ -284,9 +284,8 @@ def _merge(dens: np.ndarray, basins: np.ndarray, z: float, noise_var: float) -> 
 def _corner_basins(Z, members, peaks, beyond, min_weight) -> tuple[list[int], dict[str, list]]:
     """Basins whose peak lies beyond the ``beyond`` quantiles of the other events on both dims, and
     the check of each basin as columns (one list per field: ``uns`` must stay writable to .h5ad)."""
-    margins: dict[
-        int, float
-    ] = {}  # how far each qualifying peak passes its limits (the lesser dim)
+    # how far each qualifying peak passes its limits (on the lesser dim)
+    margins: dict[int, float] = {}
     checks: dict[str, list] = {"peak_z": [], "limits_z": [], "events": [], "corner": []}
     for b, peak in peaks.items():
         own = members == b

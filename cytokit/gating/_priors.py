@@ -119,7 +119,7 @@ _UNCHECKED = ("tail", "time_qc", "reference", "split")
 def _relative_thresholds(gating: dict, *, statuses) -> dict[tuple[str, str], tuple]:
     """``{(gate, dim): (z, threshold, landmark)}``: range thresholds placed by the sample's own valley / Otsu
     (see :func:`placement_jumps`), z in robust SDs from the median of the events they were placed on."""
-    out: dict[tuple[str, str], tuple[float, float]] = {}
+    out: dict[tuple[str, str], tuple] = {}
     for gid, rec in (gating or {}).get("gates", {}).items():
         g = rec.get("gate") or {}
         params = rec.get("params") or {}

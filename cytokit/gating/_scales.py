@@ -35,9 +35,8 @@ def _check_scales(adata: AnnData, cols: dict[str, int | None], path) -> dict[str
             continue
         record = records.get(var) or {}
         kind = str(record.get("kind", ""))
-        if kind == "linear" and not record.get(
-            "pretransformed"
-        ):  # the file's own transformed values
+        # linear fluorescence is refused, unless the file itself held it transformed (pp.pretransformed)
+        if kind == "linear" and not record.get("pretransformed"):
             raise GatingError(
                 f"{var} is on a linear scale (uns['transform']); gating needs logicle or arcsinh "
                 "fluorescence: run pp.transform first",

@@ -60,9 +60,7 @@ def compensate(
     adata = adata.copy() if copy else adata
     path = adata.uns.get(K.SAMPLE_INFO, {}).get("file")
     if K.COMPENSATION in adata.uns:
-        logger.warning(
-            "%s: already compensated; left as it is", Path(str(path)).name if path else "sample"
-        )
+        logger.warning("%s: already compensated; left as it is", _name(path))
         return adata if copy else None
     from ._transform import pretransformed  # (_transform imports this module)
 
@@ -70,7 +68,7 @@ def compensate(
         logger.warning(
             "%s: fluorescence already transformed in the file; a spillover matrix applies to linear "
             "values: not compensated",
-            Path(str(path)).name if path else "sample",
+            _name(path),
         )
         return adata if copy else None
     if matrix is None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +18,7 @@ from anndata import AnnData
 from .. import _keys as K
 from .._logging import logger
 from ..panels import canonical_marker, find_var
-from ._compensate import column_index
+from ._compensate import _name, column_index
 from ._logicle import (
     M_DEFAULT,
     W_DEFAULT,
@@ -191,11 +190,6 @@ def pretransformed(adata: AnnData) -> dict[str, float]:
     return {str(adata.var_names[j]): top for j, top in written.items()}
 
 
-def _file_name(adata: AnnData) -> str:
-    path = adata.uns.get(K.SAMPLE_INFO, {}).get("file")
-    return Path(str(path)).name if path else "sample"
-
-
 def _float_X(adata: AnnData) -> np.ndarray:
     X = adata.X
     if not isinstance(X, np.ndarray):
@@ -217,7 +211,7 @@ def _plan(adata, X, targets, method, cofactor, w, m) -> dict[int, dict[str, Any]
         logger.warning(
             "%s: fluorescence already transformed in the file (%d channels): scaled linearly, "
             "not transformed again",
-            _file_name(adata),
+            _name(adata.uns.get(K.SAMPLE_INFO, {}).get("file")),
             len(already),
         )
     fluor = [j for j in targets if not kinds[j]]
