@@ -59,8 +59,12 @@ _BUILTIN: dict[str, tuple[str, tuple[str, ...]]] = {
             "Viab", "Via", "Live", "Dead", "Live Dead", "LD", "Live Dead Fixable", "Fixable Viability",
             "Viability Dye", "FVD", "Zombie", "Aqua", "7-AAD", "7AAD", "DAPI", "PI", "Propidium Iodide",
             "SYTOX", "TO-PRO-3", "DRAQ7", "Ghost Dye", "LiveDead", "L D", "DCM", "Dead Cell",
+            "Cisplatin", "Cis Pt", "CisPt",  # mass cytometry viability (Fienberg 2012, Cytometry A 81:467)
         ),
     ),
+    # mass cytometry: the iridium DNA intercalator's two isotopes (cells, singlets)
+    "DNA1": ("", ("DNA 1", "Ir191 DNA", "Intercalator 191", "Ir Intercalator 191")),
+    "DNA2": ("", ("DNA 2", "Ir193 DNA", "Intercalator 193", "Ir Intercalator 193")),
     # lineage and functional markers common in T/NK/B immunomonitoring panels
     "CD45": ("lineage", ("PTPRC", "LCA")),
     "CD45RO": ("functional", ()),
@@ -154,6 +158,10 @@ _NEUTRAL = {
     "intracellular", "ic", "stain", "conjugate", "red", "blue", "violet", "green", "yellow", "orange",
     "far", "near", "sec", "s", "hdr", "fixable", "dye", "reagent", "unstained", "control",
 }
+# a mass-cytometry channel that is only an iridium isotope is the DNA intercalator: Ir191 and Ir193 carry
+# no antibody (Ornatsky et al. 2010, J Immunol Methods 361:1); by convention named DNA1/DNA2
+_IRIDIUM = {"ir191": "DNA1", "191ir": "DNA1", "ir191di": "DNA1", "ir193": "DNA2", "193ir": "DNA2",
+            "ir193di": "DNA2"}
 # a stain that is only one of these dyes names the viability channel ("eF780", "Aqua")
 _VIABILITY_ONLY_DYES = {"ef780", "efluor780", "ef506", "efluor506", "ef455uv", "efluor455uv", "ef450uv"}
 
@@ -412,6 +420,8 @@ def _recognise(text: str, panel: Panel | None) -> tuple[str | None, list[str]]:
     rest = [t for t, f in zip(tokens, fluor, strict=True) if not f and t not in _NEUTRAL]
     if not rest and any(t in _VIABILITY_ONLY_DYES for t in tokens):
         return _lookup("viability", panel), []
+    if not rest and len(tokens) == 1 and tokens[0] in _IRIDIUM:
+        return _IRIDIUM[tokens[0]], []
     return None, rest
 
 

@@ -474,7 +474,8 @@ def _with_cytokit_info(xml: bytes, adata: ad.AnnData, exported: list[dict], stra
     from lxml import etree
 
     root = etree.fromstring(xml)
-    info = etree.SubElement(root, f"{{{root.nsmap['data-type']}}}custom_info")
+    # the namespace by its URI: a document without gates does not declare the data-type prefix
+    info = etree.SubElement(root, _q("data-type", "custom_info"))
     block = etree.SubElement(info, f"{{{CYTOKIT_NS}}}cytokit", nsmap={"cytokit": CYTOKIT_NS})
     block.set("strategy", str((adata.uns.get(K.GATING) or {}).get("strategy", "")))
     block.set("sample", str((adata.uns.get(K.SAMPLE_INFO) or {}).get("sample", "")))

@@ -8,6 +8,7 @@ import numpy as np
 
 from .. import _keys as K
 from ..errors import GatingError
+from ..pp._transform import linear_kind
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -32,6 +33,8 @@ def _check_scales(adata: AnnData, cols: dict[str, int | None], path) -> dict[str
     for j in sorted({c for c in cols.values() if c is not None}):
         var = str(adata.var_names[j])
         if (roles is not None and roles.iloc[j] in _SCATTER_OR_TIME) or _is_scatter_or_time(var):
+            continue
+        if linear_kind(adata.var.iloc[j], var):  # not fluorescence (CyTOF Event_length): linear
             continue
         record = records.get(var) or {}
         kind = str(record.get("kind", ""))

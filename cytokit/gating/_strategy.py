@@ -21,6 +21,11 @@ A strategy file (see the shipped ``gating/treg.yaml``, documented inline) holds:
 An included file holds ``gates:`` and ``populations:`` only (no lineage of its own); its nodes join the
 strategy as if written in it. Paths are relative to the including file, then to the shipped ``gating/``.
 
+``extends: treg`` starts from another strategy (a shipped name or a file beside this one): a gate or
+population of the same id replaces the base's where it stands, new ones are added, and the base's
+other gates are kept (a lab's variant without copying the whole tree; ``treg_cytof`` is ``treg`` with
+mass-cytometry gates in place of the scatter gates).
+
 Only loading and validation live here; placement is in ``_engine.py``.
 """
 
@@ -277,22 +282,38 @@ def load_strategy(name_or_path: str | Path | Strategy) -> Strategy:
 
 
 def _compose(path: Path) -> Strategy:
-    """The strategy of ``path`` with its ``include:`` files merged in (YAML parsed once per file version)."""
-    path = path.resolve()
+    """The strategy of ``path`` with its ``extends:`` base and ``include:`` files merged in (YAML
+    parsed once per file version)."""
+    doc, sources = _composed_doc(path.resolve(), ())
+    strategy = strategy_from_dict(doc, path=path.resolve())
+    return replace(strategy, includes=sources)
+
+
+def _composed_doc(path: Path, chain: tuple[Path, ...]) -> tuple[dict, tuple[Path, ...]]:
+    """``path``'s document with its base (``extends``) and ``include:`` files merged, and those files."""
     doc = _read_yaml(path)
-    includes = doc.get("include") if isinstance(doc, dict) else None
+    if not isinstance(doc, dict):
+        return doc, ()
+    sources: tuple[Path, ...] = ()
+    if doc.get("extends") is not None:
+        base_path = _base_path(doc["extends"], path)
+        if base_path in (*chain, path):
+            raise StrategyError(f"'extends' loops back to {base_path.name}", path)
+        base, base_sources = _composed_doc(base_path, (*chain, path))
+        doc, sources = _extend(base, doc), (base_path, *base_sources)
+    includes = doc.get("include")
     if includes is None:
-        return strategy_from_dict(doc, path=path)
+        return doc, sources
     if isinstance(includes, str):
         includes = [includes]
     if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
         raise StrategyError("'include' must be a file name or a list of them", path)
     merged = {
         **doc,
+        "include": None,
         "gates": list(doc.get("gates") or []),
         "populations": list(doc.get("populations") or []),
     }
-    found: list[Path] = []
     for name in includes:
         inc = _include_path(name, path)
         part = _read_yaml(inc)
@@ -302,9 +323,35 @@ def _compose(path: Path) -> Strategy:
             raise StrategyError("an included file cannot include others", inc)
         merged["gates"] += list(part.get("gates") or [])
         merged["populations"] += list(part.get("populations") or [])
-        found.append(inc)
-    strategy = strategy_from_dict(merged, path=path)
-    return replace(strategy, includes=tuple(found))
+        sources += (inc,)
+    return merged, sources
+
+
+def _base_path(name, extending: Path) -> Path:
+    """The strategy an ``extends:`` names: a shipped name (``treg``) or a path beside ``extending``."""
+    if not isinstance(name, str) or not name.strip():
+        raise StrategyError("'extends' must name one strategy", extending)
+    beside = extending.parent / name
+    if beside.is_file():
+        return beside.resolve()
+    try:
+        return resolve_definition("gating", name).resolve()
+    except CytokitError:
+        raise StrategyError(f"'extends': strategy {name!r} not found", extending) from None
+
+
+def _extend(base: dict, doc: dict) -> dict:
+    """``doc`` on top of its base: a gate or population with a base id replaces it where it stands,
+    new ones follow the base's; other keys (name, description, fit_events...) are ``doc``'s."""
+    out = {**base, **{k: v for k, v in doc.items() if k not in ("extends", "gates", "populations")}}
+    if "include" not in doc:
+        out["include"] = None  # the base's includes are already merged into its gates
+    for key in ("gates", "populations"):
+        mine = {str(n.get("id")): n for n in doc.get(key) or [] if isinstance(n, dict)}
+        kept = [mine.pop(str(n.get("id")), n) for n in base.get(key) or []]
+        new = [n for n in doc.get(key) or [] if not isinstance(n, dict) or str(n.get("id")) in mine]
+        out[key] = kept + new
+    return out
 
 
 def _include_path(name: str, including: Path) -> Path:

@@ -2,7 +2,8 @@
 
 Without ``--strategy``: FOXP3 present -> ``treg`` (CD25+FOXP3+ Tregs); CD25 and CD127 without FOXP3 ->
 ``treg_surface`` (CD25hi CD127lo, the HIPC/Lyoplate surface Treg definition used when FOXP3 is not
-stained). Only the files' TEXT segments are read, so the choice costs nothing next to the run.
+stained); a mass-cytometry file (DNA intercalator channels, no scatter) -> ``treg_cytof``. Only the
+files' TEXT segments are read, so the choice costs nothing next to the run.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ logger = logging.getLogger("cytokit")
 
 DEFAULT = "treg"
 SURFACE = "treg_surface"
+CYTOF = "treg_cytof"
 
 
 def file_markers(path: str | Path, panel=None) -> set[str] | None:
@@ -57,6 +59,8 @@ def choose_strategy(markers: set[str] | None) -> tuple[str, str]:
     """Shipped strategy name for a file with ``markers``, and why (one phrase for logs and the report)."""
     if markers is None:
         return DEFAULT, "file unreadable: default"
+    if "FOXP3" in markers and _mass_cytometry(markers) and CYTOF in shipped("gating"):
+        return CYTOF, "FOXP3 in a mass-cytometry panel (DNA channels, no scatter)"
     if "FOXP3" in markers:
         return DEFAULT, "FOXP3 in the panel"
     if {"CD25", "CD127"} <= markers:
@@ -64,3 +68,9 @@ def choose_strategy(markers: set[str] | None) -> tuple[str, str]:
             return SURFACE, "CD25 and CD127 without FOXP3"
         return DEFAULT, f"CD25 and CD127 without FOXP3, but no shipped {SURFACE!r} strategy"
     return DEFAULT, "no FOXP3 and no CD25+CD127 pair: default"
+
+
+def _mass_cytometry(markers: set[str]) -> bool:
+    """DNA intercalator channels and no light scatter: a mass cytometer's file."""
+    scatter = any(m.upper().startswith(("FSC", "SSC")) for m in markers)
+    return not scatter and bool({"DNA1", "DNA2"} & markers)

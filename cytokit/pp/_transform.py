@@ -43,7 +43,18 @@ _CHUNK = 65_536  # rows per block when transforming X in place (keeps the block 
 # "transformed" exports) stay below ~10. A file whose every fluorescence channel keeps 99.9 % of its
 # events within this fraction of the declared range holds values already transformed.
 PRETRANSFORMED_SHARE = 1e-3
-_MASS_RE = re.compile(r"^(?:\d{2,3}[A-Z][a-z]?|[A-Z][a-z]?\d{2,3}(?:Di|Dd)?)(?:$|[_ -])")
+# a mass-cytometry channel: an isotope, "Nd142Di" or "142Nd_CD19", of a metal in the mass window of the
+# instrument (CyTOF/Helios: 75-209 Da, Fluidigm's specification); detector names such as "V450-A" or
+# "R660-A" (a laser and a wavelength) are not isotopes
+_MASS_RE = re.compile(
+    r"^(?:(?P<m1>\d{2,3})(?P<e1>[A-Z][a-z]?)|(?P<e2>[A-Z][a-z]?)(?P<m2>\d{2,3})(?:Di|Dd)?)(?:$|[_ -])"
+)
+_MASS_METALS = {
+    "Y", "Rh", "Pd", "Ag", "Cd", "In", "Sn", "Te", "I", "Xe", "Cs", "Ba", "La", "Ce", "Pr", "Nd", "Sm",
+    "Eu", "Gd", "Tb", "Dy", "Ho", "Er", "Tm", "Yb", "Lu", "Hf", "Ta", "W", "Re", "Os", "Ir", "Pt", "Au",
+    "Hg", "Tl", "Pb", "Bi",
+}  # fmt: skip
+_MASS_WINDOW = (75, 209)
 
 
 def estimate_w(values: np.ndarray, T: float, M: float = M_DEFAULT) -> float:
@@ -121,7 +132,8 @@ def transform(
     method
         ``"logicle"``: T from ``$PnR`` (10**decades for log-amplified channels), W estimated per channel
         from its negative spread (:func:`estimate_w`) unless ``w`` is given, ``M=m``, ``A=0``; output on
-        FlowKit's 0..1 scale. ``"arcsinh"``: ``arcsinh(x / cofactor)``.
+        FlowKit's 0..1 scale; mass-cytometry channels (ion counts) get arcsinh with cofactor 5, the
+        field's standard. ``"arcsinh"``: ``arcsinh(x / cofactor)``.
     cofactor
         arcsinh cofactor, one number or ``{marker or channel: cofactor}``; default 150 for fluorescence
         flow cytometry and 5 for mass-cytometry channels (``"Nd142Di"``, ``"142Nd_CD19"``).
@@ -214,7 +226,12 @@ def _plan(adata, X, targets, method, cofactor, w, m) -> dict[int, dict[str, Any]
             _name(adata.uns.get(K.SAMPLE_INFO, {}).get("file")),
             len(already),
         )
-    fluor = [j for j in targets if not kinds[j]]
+    # ion counts of mass cytometry are arcsinh-transformed with cofactor 5 whatever the method:
+    # logicle's width comes from a negative spread that Poisson counts do not have (Bendall 2011)
+    mass = {j for j in targets if not kinds[j] and _is_mass(adata, j)}
+    if mass and method == "logicle":
+        logger.info("%d mass-cytometry channels: arcsinh, cofactor %g", len(mass), COFACTOR_MASS)
+    fluor = [j for j in targets if not kinds[j] and j not in mass]
     widths = dict.fromkeys(fluor, w)
     if method == "logicle" and w is None and fluor:
         found = _estimate_ws(np.take(sample, fluor, axis=1), np.array([tops[j] for j in fluor]), m)
@@ -225,7 +242,7 @@ def _plan(adata, X, targets, method, cofactor, w, m) -> dict[int, dict[str, Any]
             plan[j] = {"kind": "linear", "T": tops[j], "A": 0.0, "pretransformed": True}
         elif kinds[j]:
             plan[j] = {"kind": "linear", "T": tops[j], "A": 0.0}
-        elif method == "logicle":
+        elif method == "logicle" and j not in mass:
             width = min(float(widths[j]), m / 2)
             plan[j] = {"kind": "logicle", "T": tops[j], "W": width, "M": float(m), "A": 0.0}
         else:
@@ -255,8 +272,22 @@ def _cofactor(adata: AnnData, j: int, cofactor) -> float:
                 return float(cofactor[name])
     elif cofactor is not None:
         return float(cofactor)
-    channel = names[2] or names[0]
-    return COFACTOR_MASS if _MASS_RE.match(channel) else COFACTOR_FLOW
+    return COFACTOR_MASS if _is_mass(adata, j) else COFACTOR_FLOW
+
+
+def _is_mass(adata: AnnData, j: int) -> bool:
+    """Whether column ``j`` is a mass-cytometry channel by its name (``"Nd142Di"``, ``"142Nd_CD19"``)."""
+    var = adata.var.iloc[j]
+    return is_mass_channel(str(var.get(K.CHANNEL, "")) or str(adata.var_names[j]))
+
+
+def is_mass_channel(name: str) -> bool:
+    """Whether a channel name is a mass-cytometry isotope (``"Nd142Di"``, ``"142Nd_CD19"``)."""
+    m = _MASS_RE.match(name.strip())
+    if m is None:
+        return False
+    metal, mass = m["e1"] or m["e2"], int(m["m1"] or m["m2"])
+    return metal in _MASS_METALS and _MASS_WINDOW[0] <= mass <= _MASS_WINDOW[1]
 
 
 def _apply_blocks(X: np.ndarray, plan: dict[int, dict[str, Any]]) -> None:
