@@ -52,6 +52,38 @@ def test_start_at_counts_every_event_of_a_cd4_export_as_cd4(small_trial, tmp_pat
     assert "pre-gated" in report and "--start-at CD4" in report
 
 
+@pytest.mark.parametrize("exported_from", ["CD3", "CD4"])
+def test_an_exported_file_is_recognised_without_start_at(small_trial, tmp_path, exported_from):
+    """A CD3+ or CD4+ export run without --start-at: every event is positive on that marker with no
+    negative peak, so the run gates it from that gate (a warning says so) and gives the full file's
+    Treg % (gated as whole blood, Otsu halved the CD3 peak and the CD4 export failed)."""
+    src = sorted(small_trial.glob("*.fcs"))[1]
+    full = _gated(src)
+    pops = full.obsm["populations"]
+    full_pct = 100 * pops["Treg"].sum() / pops["CD4"].sum()
+    rows = np.flatnonzero(pops[exported_from].to_numpy())
+    export = rewrite_fcs(src, tmp_path / "data" / "P01_D8.fcs", rows=rows)
+    result = ck.run(export.parent, tmp_path / "out", jobs=1, cluster=False, figures=False)
+    qc = result.qc.iloc[0]
+    assert qc["status"] == "warning" and f"gated from {exported_from}" in qc["message"]
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv").iloc[0]
+    assert summary["cd4_count"] >= 0.9 * pops["CD4"].sum()
+    assert abs(summary["treg_pct_cd4"] - full_pct) < 1.0
+
+
+def test_unexported_files_are_not_taken_for_exports(small_trial):
+    """Whole blood (simulated and real PBMC) has a negative peak on CD3: nothing is skipped."""
+    files = sorted(small_trial.glob("*.fcs"))[:2]
+    files += [
+        REAL / n for n in ("Donor1.fcs", "Donor2.fcs", "peacoqc_111.fcs") if (REAL / n).is_file()
+    ]
+    for path in files:
+        adata = ck.read_fcs(path)
+        ck.pp.compensate(adata)
+        ck.pp.transform(adata)
+        assert ck.gating.detect_start(adata, "treg") == (None, ""), path.name
+
+
 # ------------------------------------------------------------------------------- partial results
 def test_a_file_without_foxp3_keeps_its_lineage_populations(small_trial, tmp_path):
     """--strategy treg on a file without FOXP3: the sample fails with the reason, the gates above FOXP3

@@ -7,6 +7,7 @@ from ._gatingml import apply_gatingml, export_gatingml, load_gatingml, to_gating
 from ._methods import Placement, density_valley, otsu_threshold, tail_threshold, time_anomalies
 from ._methods_2d import mixture_window, scatter_mixture, singlet_band
 from ._methods_corner import corner_population
+from ._pregated import detect_start
 from ._priors import consensus_prior, placement_jumps
 from ._strategy import GateSpec, PopulationSpec, Strategy, load_strategy
 
@@ -23,6 +24,7 @@ __all__ = [
     "consensus_prior",
     "corner_population",
     "density_valley",
+    "detect_start",
     "export_gatingml",
     "gate",
     "gate_from_dict",

@@ -151,7 +151,7 @@ def _run_steps(
     events_dir: str | None = None,
 ) -> None:
     from .. import pp
-    from ..gating import _gatingml, gate
+    from ..gating import _gatingml, detect_start, gate
     from ..io import read_fcs
 
     if not spec.file.is_file():
@@ -170,6 +170,13 @@ def _run_steps(
     pp.transform(adata, method=settings.transform, cofactor=settings.cofactor)
     if not settings.strategy_is_gatingml:
         options = {"start_at": settings.start_at} if settings.start_at else {}
+        if not settings.start_at:  # a file exported from a lineage gate (CD3+, CD3+CD4+)
+            found, why = detect_start(adata, settings.strategy)
+            if found:
+                options["start_at"] = found
+                warnings.append(
+                    f"pre-gated: {why}; gated from {found} (--start-at {found} says so)"
+                )
         options.update(gate_kwargs(settings.overrides))
         try:
             gate(adata, strategy=settings.strategy, prior=prior, **options)
