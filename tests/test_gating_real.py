@@ -128,3 +128,23 @@ def test_mouse_strategy_agrees_with_the_experts_gates(name):
         gated, truth = np.asarray(pops[ours], bool), labels == theirs
         f1 = 2 * (gated & truth).sum() / (gated.sum() + truth.sum())
         assert f1 >= 0.85, (ours, round(float(f1), 3))
+
+
+def test_a_file_without_marker_names_says_how_to_name_them():
+    """peacoqc_111 (BD LSRII) has 18 fluorescence channels and no $PnS: the error says to map them."""
+    path = REAL / "peacoqc_111.fcs"
+    if not path.is_file():
+        pytest.skip(f"real files not found at {REAL} (a fresh clone has no ../shared)")
+    adata = ck.read_fcs(path)
+    ck.pp.compensate(adata)
+    ck.pp.transform(adata)
+    with pytest.raises(MarkerError, match="CD3 not found") as info:
+        ck.gate(adata, strategy="treg")
+    assert "--panel" in info.value.message and "cytokit panel" in info.value.message
+    assert "\n" not in str(info.value)
+    named = ck.read_fcs(REAL / "Donor1.fcs")  # named channels: no hint, only the missing marker
+    ck.pp.compensate(named)
+    ck.pp.transform(named)
+    with pytest.raises(MarkerError) as info:
+        ck.gate(named, strategy="treg")
+    assert "--panel" not in info.value.message

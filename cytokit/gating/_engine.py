@@ -363,9 +363,8 @@ class _Run:
             return
         missing = [d for d in self.dims_of(spec) if self.cols.get(d) is None]
         if missing:
-            self.fail(
-                spec, f"marker {', '.join(missing)} not found", status="skipped", missing=missing
-            )
+            message = f"marker {', '.join(missing)} not found" + _unnamed_hint(self.adata)
+            self.fail(spec, message, status="skipped", missing=missing)
             return
         try:
             if spec.id in self.gate_over:
@@ -796,6 +795,22 @@ class _Run:
             "missing_markers": {m: list(ids) for m, ids in self.missing_markers.items()},
             **({"start_at": self.start_at} if self.start_at else {}),
         }
+
+
+def _unnamed_hint(adata: AnnData) -> str:
+    """What to do when the file names no marker on any fluorescence channel (no ``$PnS``)."""
+    if K.MARKER not in adata.var or K.ROLE not in adata.var:
+        return ""
+    channels = adata.var[K.CHANNEL].astype(str) if K.CHANNEL in adata.var else adata.var_names
+    names = adata.var[K.MARKER].astype(str).str.strip()
+    fluorescence = ~adata.var[K.ROLE].astype(str).isin(["scatter", "time"])
+    named = (names != "") & (names != channels)
+    if not fluorescence.any() or named[fluorescence].any():
+        return ""
+    return (
+        f" (the file names no marker on its {int(fluorescence.sum())} fluorescence channels: map them "
+        "with --panel; `cytokit panel FILE` writes a template)"
+    )
 
 
 def _pregated_nodes(strat: Strategy, start_at: str | None) -> tuple[set[str], set[str]]:
