@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..errors import ManifestError
 
-__all__ = ["SampleSpec", "control_rows", "discover_samples"]
+__all__ = ["SampleSpec", "control_from_name", "control_rows", "discover_samples"]
 
 logger = logging.getLogger("cytokit")
 
@@ -74,11 +74,55 @@ def discover_samples(source: str | Path, manifest: str | Path | None = None) -> 
 
 
 def _from_name(path: Path) -> SampleSpec:
-    match = _NAME_PATTERN.match(path.stem)
+    stem, control = control_from_name(path.stem)
+    meta = {"control": control} if control else {}
+    if control:
+        logger.info("%s: a %s well by its name: kept out of the trial's tables", path.name, control)
+    match = _NAME_PATTERN.match(stem)
     if match is None:
-        return SampleSpec(file=path, sample=path.stem)
+        return SampleSpec(file=path, sample=path.stem, meta=meta)
     timepoint = match["timepoint"]
-    return SampleSpec(path, path.stem, match["patient"], timepoint, _day_from_timepoint(timepoint))
+    day = _day_from_timepoint(timepoint)
+    return SampleSpec(path, path.stem, match["patient"], timepoint, day, meta=meta)
+
+
+# Control wells as acquisition software and labs name them: "P01_D0_FMO_Ki67", "P01_D0 Isotype HLA-DR",
+# "Unstained", BD FACSDiva's "Compensation Controls_FITC Stained Control", "CD4 single stain", "beads"
+_CONTROL_WORD = re.compile(
+    r"(?i)(?:^|[_\s.-])(?P<kind>fmo|isotype|iso|unstained|unstain|compensation|single[_\s-]?stain(?:ed)?"
+    r"|stained[_\s-]control|comp(?:ensation)?[_\s-]?beads?|beads?)(?=$|[_\s.-])"
+)
+_KIND = {
+    "fmo": "FMO",
+    "isotype": "isotype",
+    "iso": "isotype",
+    "unstained": "unstained",
+    "unstain": "unstained",
+}
+
+
+def control_from_name(stem: str) -> tuple[str, str]:
+    """``(the name before the control words, control)`` from a file name; control ``""`` for a sample.
+
+    ``"P01_D0_FMO_Ki67"`` -> ``("P01_D0", "FMO:Ki67")``; ``"Unstained"`` -> ``("", "unstained")``;
+    a compensation (single-stain or bead) well -> ``"compensation"``. An FMO or isotype well whose
+    marker is not recognised is still a control, of the bare kind ``unstained`` (no threshold); the
+    abbreviation ``iso`` counts only before a marker name (``P01_D0_iso_CD25``).
+    """
+    from ..panels import canonical_marker
+
+    match = _CONTROL_WORD.search(stem)
+    if match is None:
+        return stem, ""
+    word = re.sub(r"[_\s-]", "", match["kind"].lower())
+    kind = _KIND.get(word, "compensation")
+    before, after = stem[: match.start()].strip(" _-."), stem[match.end() :].strip(" _-.")
+    marker = canonical_marker(after) if after and kind != "compensation" else None
+    if word == "iso" and not marker:
+        return stem, ""
+    if kind in ("FMO", "isotype") and not marker:
+        return before, "unstained"
+    return before, f"{kind}:{marker}" if marker else kind
 
 
 def _day_from_timepoint(timepoint: str) -> float | None:

@@ -48,6 +48,9 @@ logger = logging.getLogger("cytokit")
 #: positivity boundary; Roederer, Cytometry 45:194, 2001, introducing FMO controls)
 CONTROL_PERCENTILE = 99.5
 CONTROL_KINDS = ("fmo", "isotype", "unstained")
+# wells that are not the trial's cells but set no threshold: an unstained well without a marker, and
+# compensation (single-stain) controls
+CONTROL_BARE = ("unstained", "compensation")
 _KEYS = {"sample", "gate", "marker", "value", "fixed", "note"}
 
 
@@ -209,7 +212,9 @@ def gate_status_column(table: pd.DataFrame, gating: dict | None) -> pd.DataFrame
 def control_marker(control) -> tuple[str, str] | None:
     """``("fmo", "Ki67")`` from a manifest ``control`` value such as ``FMO:Ki67``; None when empty.
 
-    Raises :class:`CytokitError` for a value that is not ``<fmo|isotype|unstained>:<marker>``.
+    ``("unstained", "")`` or ``("compensation", "")`` for those bare words (a well that is not the
+    trial's cells and sets no threshold). Raises :class:`CytokitError` for any other value that is not
+    ``<fmo|isotype|unstained>:<marker>``.
     """
     text = (
         ""
@@ -220,9 +225,12 @@ def control_marker(control) -> tuple[str, str] | None:
     if not text:
         return None
     kind, sep, marker = text.partition(":")
+    if not marker.strip() and kind.strip().lower() in CONTROL_BARE:
+        return kind.strip().lower(), ""  # kept out of the trial's tables, no threshold
     if not sep or kind.strip().lower() not in CONTROL_KINDS or not marker.strip():
         raise CytokitError(
-            f"control {text!r} is not <{'|'.join(CONTROL_KINDS)}>:<marker> (e.g. FMO:Ki67)"
+            f"control {text!r} is not <{'|'.join(CONTROL_KINDS)}>:<marker> (e.g. FMO:Ki67) "
+            f"or {' / '.join(CONTROL_BARE)}"
         )
     return kind.strip().lower(), marker.strip()
 
@@ -237,7 +245,7 @@ def control_reference(adata, control) -> dict:
     if parsed is None or pops is None:
         return {}
     kind, marker = parsed
-    var = find_var(adata, marker, required=False)
+    var = find_var(adata, marker, required=False) if marker else None
     if var is None:
         return {}
     values = np.asarray(adata[:, var].X, dtype=float).ravel()
