@@ -324,3 +324,69 @@ def test_an_excess_cut_below_the_subsets_own_negative_peak_is_not_used():
     res = split_threshold(teff, np.r_[naive, teff], negative=naive, min_depth=0.5)
     assert res.details["excess_rejected"]["pct"] > 50  # what the excess would have called
     assert 100 * np.mean(teff >= res.value) == pytest.approx(5.0, abs=3.0)
+
+
+def _spread_teff(rng):
+    """Teff HLA-DR as spillover spreading from CD45RA shows it: memory cells tight (0.19, SD 0.022) with 6 %
+    broad positives, naive cells (CD45RA bright) wide and lower (0.16, SD 0.05), none positive."""
+    memory_neg = rng.normal(0.19, 0.022, 7520)
+    memory_pos = rng.normal(0.32, 0.06, 480)
+    naive = rng.normal(0.16, 0.05, 5000)
+    return np.r_[memory_neg, memory_pos], naive
+
+
+def test_a_negative_reference_that_spreads_wider_counts_the_unlike_stratum_alone():
+    # 7952-like trial (CD45RA on BUV737, HLA-DR on BUV805): naive CD4 twice as wide as memory CD4 on
+    # HLA-DR; the subset mixes both, and every whole-subset rule misplaced the cut on such files (44.5 %
+    # HLA-DR+ Teff called for 5.0 %, 0.1 % for 4.4 %). The memory stratum's own excess counts the
+    # positives (the engine test below fails on the old code).
+    rng = np.random.default_rng(11)
+    memory, naive_teff = _spread_teff(rng)
+    teff = np.r_[memory, naive_teff]
+    naive_ref = rng.normal(0.16, 0.05, 6000)  # CD4naive: the same wide cells
+    others = np.r_[rng.normal(0.19, 0.022, 9000), rng.normal(0.30, 0.06, 600)]  # CD4 minus naive
+    cd4 = np.r_[teff, others]
+    truth = 100 * 480 / len(teff)  # 3.7 %
+    res = split_threshold(
+        teff, cd4, negative=naive_ref, min_depth=0.5, stratum=memory, others=others
+    )
+    assert res.details["rule"] == "stratum excess"
+    assert res.details["negative_spread_ratio"] > 2.0
+    assert 100 * np.mean(teff >= res.value) == pytest.approx(truth, abs=0.7)
+
+
+def test_a_negative_reference_that_spreads_like_the_subset_keeps_its_rule():
+    # no spreading: naive and memory negatives alike; the stratum is not used and the placement is the
+    # one without it
+    rng = np.random.default_rng(12)
+    memory = np.r_[rng.normal(0.19, 0.03, 7520), rng.normal(0.30, 0.06, 480)]
+    teff = np.r_[memory, rng.normal(0.19, 0.03, 5000)]
+    naive_ref = rng.normal(0.19, 0.03, 6000)
+    others = np.r_[rng.normal(0.19, 0.03, 9000), rng.normal(0.30, 0.06, 600)]
+    cd4 = np.r_[teff, others]
+    res = split_threshold(
+        teff, cd4, negative=naive_ref, min_depth=0.5, stratum=memory, others=others
+    )
+    plain = split_threshold(teff, cd4, negative=naive_ref, min_depth=0.5)
+    assert res.details["negative_spread_ratio"] < 4 / 3
+    assert res.details["rule"] == plain.details["rule"] != "stratum excess"
+    assert res.value == plain.value
+
+
+def test_hladr_spread_by_cd45ra_is_counted_in_a_gated_sample(tmp_path):
+    # the whole engine on a simulated file whose panel puts CD45RA next to HLA-DR (seed 7952): the
+    # strategy's stratum (Teff_CD45RAneg, Treg_CD45RAneg) is used and the readouts follow the truth
+    from cytokit import readouts
+    from cytokit.datasets import simulate_sample
+    from cytokit.io import read_fcs
+    from cytokit.pp import compensate, transform
+
+    sim = simulate_sample(20000, seed=7952, patient=2, day=0, drift="mild")
+    adata = read_fcs(sim.write(tmp_path / "s.fcs"))
+    compensate(adata)
+    transform(adata)
+    gate(adata, "treg")
+    rec = adata.uns[K.GATING]["gates"]["Teff_HLADRpos"]["details"]["HLA-DR"]
+    assert rec["rule"] == "stratum excess"
+    values = readouts.sample_readouts(adata)
+    assert values["teff_hladr_pct"] == pytest.approx(sim.truth["teff_hladr_pct"], abs=1.5)

@@ -654,11 +654,13 @@ class _Run:
             if len(sub) < M.MIN_EVENTS:
                 raise GatingError(f"only {len(sub)} events in {spec.parent!r} to place {dim}")
             neg = b.get("reference")  # a population without the marker, when the sample has it
-            negative = None
+            negative, strata = None, {}
             if neg and neg in self.masks:
                 neg_idx = self.sample_idx(neg, int(b.get("fit_events", self.strat.fit_events)))
                 negative = self.column(dim)[neg_idx]
-            res = split_threshold(self.column(dim)[sub], x, negative=negative, **kw)
+                if b.get("stratum") in self.masks:  # the subset's cells unlike the reference
+                    strata = self.strata(b["stratum"], neg, within, sub, idx, dim)
+            res = split_threshold(self.column(dim)[sub], x, negative=negative, **kw, **strata)
         else:
             res = _one_d(method, x, kw)
         if guide and res.status != "ok":
@@ -691,6 +693,15 @@ class _Run:
         if guide:
             details["guide"] = _jsonable(guide)
         return value, res.status, res.message, details
+
+    def strata(self, stratum: str, negative: str, within: str, sub, idx, dim: str) -> dict:
+        """``split_threshold``'s ``stratum`` (the marker on the events of the subset draw ``sub`` that
+        are in gate ``stratum``) and ``others`` (on the events of the ``within`` draw ``idx`` outside
+        the negative reference population)."""
+        col = self.column(dim)
+        inside = self.mask(stratum)[sub]
+        outside = ~self.mask(negative)[idx]
+        return {"stratum": col[sub][inside], "others": col[idx][outside]}
 
     def discriminant(self, spec: GateSpec, dim: str, b: dict, idx, x, res: M.Placement):
         """``helpers: {CD25: high, CD127: low}``: the count of the positive population on ``dim`` and
