@@ -64,7 +64,7 @@ SLE_GOALS = {
     "th17_pct_mem": (2.0, 5.0),
 }
 SLE_RATIO_GOAL = ("th17_treg_ratio", 0.15)  # |gated / true - 1| in every sample
-COND = ("seed", "drift", "events", "naming", "datatype", "realism")
+COND = ("seed", "drift", "events", "naming", "datatype", "realism", "platform")
 
 
 def preprocess(sim, folder: Path, datatype: str = "F"):
@@ -96,7 +96,8 @@ def gate_trial(
             for day in days:
                 sim = simulate_sample(cond["events"], seed=cond["seed"], patient=p, day=day,
                                       drift=cond["drift"], naming=cond["naming"],
-                                      realism=cond["realism"], **extra)  # fmt: skip
+                                      realism=cond["realism"], platform=cond["platform"],
+                                      **extra)  # fmt: skip
                 adata = preprocess(sim, Path(tmp), cond["datatype"])
                 gate(adata, strategy)
                 adatas[(p, day)], truths[(p, day)] = adata, sim.truth
@@ -183,6 +184,8 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--realism", nargs="+", default=["classic"], help="classic, drawn, overlap, real"
     )
+    ap.add_argument("--platform", nargs="+", default=["flow"], choices=["flow", "mass"],
+                    help="mass: the same cells as CyTOF ion counts (use --strategy treg_cytof)")  # fmt: skip
     ap.add_argument("--patients", type=int, default=8)
     ap.add_argument("--placement", nargs="+", default=["sample"], choices=["sample", "patient"])
     ap.add_argument("--prior", action="store_true", help="also gate with the patient's consensus")
@@ -197,7 +200,8 @@ def main(argv=None) -> int:
         seeds, patients, events = args.seeds[:1], 3, [20000]
     start = time.perf_counter()
     conds = [dict(zip(COND, c, strict=True)) for c in itertools.product(
-        seeds, args.drift, events, args.naming, args.datatype, args.realism)]  # fmt: skip
+        seeds, args.drift, events, args.naming, args.datatype, args.realism,
+        args.platform)]  # fmt: skip
     kw = {"n_patients": patients, "placements": args.placement, "prior": args.prior,
           "strategy": args.strategy, "design": args.design}  # fmt: skip
     if args.jobs > 1:

@@ -47,6 +47,7 @@ class SimulatedSample:
     truth: dict[str, float]
     keywords: dict[str, str] = field(default_factory=dict)
     markers: dict[str, str] = field(default_factory=dict)  # channel -> canonical marker
+    ranges: list[float] | None = None  # $PnR per channel (default: 18-bit flow ranges)
 
     def write(self, path: str | Path, *, datatype: str = "F", byteorder: str = "<") -> Path:
         """Write the sample as an FCS 3.1 file.
@@ -59,6 +60,8 @@ class SimulatedSample:
         ranges = [262144] * (len(self.channels) - 1) + [
             max(262144, 2 ** int(np.ceil(np.log2(top))))
         ]
+        if self.ranges is not None:  # a mass cytometer's counts: $PnR near the largest count
+            ranges = list(self.ranges)
         if datatype == "I":
             events = np.clip(events * (65536 / 262144), 0, 65535)
             time = self.events[:, -1].astype(float)
@@ -464,6 +467,7 @@ def simulate_sample(
     exported_from: str | None = None,
     design: str = "transreg",
     control: str | None = None,
+    platform: str = "flow",
 ) -> SimulatedSample:
     """Simulate one FCS file of a ld-IL2 trial in memory.
 
@@ -509,7 +513,12 @@ def simulate_sample(
         the classic structure has no helper subsets, so ``realism="classic"`` is drawn there).
     control
         Make the file a control well: ``"isotype:CD25"``, ``"unstained:CD25"``, ``"FMO:Ki67"``...
+    platform
+        ``"flow"``, or ``"mass"``: the same cells as a mass cytometer records them (ion counts, DNA
+        intercalator, Event_length, CD45, no scatter; :mod:`cytokit.datasets._mass`), same truth.
     """
+    if platform not in ("flow", "mass"):
+        raise ValueError(f"platform must be 'flow' or 'mass', got {platform!r}")
     trial = draw_trial(
         seed,
         naming=naming,
@@ -529,6 +538,12 @@ def simulate_sample(
     if control:
         rng = stream(seed, 6, patient, day)  # another well of the same blood
         name += "_" + control.replace(":", "-")
-    return simulate_from(
+    sample = simulate_from(
         trial, pat, day=day, n_events=n_events, sample=name, rng=rng, control=control
     )
+    if platform == "mass":
+        from ._mass import to_mass_cytometry
+
+        # its own stream (control wells use 6 + k): the flow truth and events stay as they were
+        sample = to_mass_cytometry(sample, stream(seed, 100, patient, day))
+    return sample
