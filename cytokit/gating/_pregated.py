@@ -9,7 +9,6 @@ the run then gates it as ``--start-at`` would and says so.
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,27 +22,24 @@ if TYPE_CHECKING:
 
 __all__ = ["detect_start"]
 
-logger = logging.getLogger("cytokit")
-
 # The marker's 2nd percentile must lie this many negative-peak spreads above the file's negative level:
 # a normal population reaches ~2 SD below its centre at the 2nd percentile, so 4 spreads keep even the
 # dimmest cells of the peak at least 2 spreads clear of the negatives (no negative event among them).
 _CLEAR_SPREADS = 4.0
 _LOW_QUANTILE = 2.0  # percent
-_MAX_EVENTS = (
-    50_000  # evenly spaced events per marker: enough for a density, cheap on 1M-event files
-)
+# evenly spaced events per marker: enough for a density, cheap on 1M-event files
+_MAX_EVENTS = 50_000
 
 
 def detect_start(adata: AnnData, strategy: str | Strategy) -> tuple[str | None, str]:
     """The deepest lineage gate of ``strategy`` that every event of ``adata`` already passes, and why.
 
     Candidates are the strategy's positive lineage gates in order (``CD3``, then ``CD4``): a 1-D
-    ``valley`` gate with ``side: high`` on a lineage marker, or a ``range`` gate with such a bound. A candidate is passed when
-    its marker has no valley (one peak) and the 2nd percentile of that peak lies :data:`_CLEAR_SPREADS`
-    spreads above the file's negative level: the median main-peak position of its other fluorescence
-    markers (mostly negative in any T-cell file), spread their median half-width. ``(None, "")`` when
-    the first candidate already has a negative peak, as every unexported blood sample has.
+    ``valley`` gate with ``side: high`` on a lineage marker, or a ``range`` gate with such a bound. A
+    candidate is passed when its marker has no valley (one peak) and the 2nd percentile of that peak
+    lies :data:`_CLEAR_SPREADS` spreads above the file's negative level: the median main-peak position
+    of its fluorescence markers (mostly negative in any T-cell file), spread their median half-width.
+    ``(None, "")`` when the first candidate has a negative peak, as every unexported blood sample has.
     """
     from ._engine import resolve_dims
 
@@ -59,9 +55,7 @@ def detect_start(adata: AnnData, strategy: str | Strategy) -> tuple[str | None, 
         col = resolve_dims(adata, [marker])[marker]
         if col is None:
             break
-        if (
-            roles is None or roles.iloc[col] != "lineage"
-        ):  # debris, DNA, viability: not a lineage gate
+        if roles is None or roles.iloc[col] != "lineage":  # debris, DNA, viability gates
             continue
         x = X[rows, col].astype(float)
         x = x[np.isfinite(x)]
@@ -116,9 +110,8 @@ def _negative_level(adata: AnnData, X: np.ndarray) -> tuple[float, float] | None
     peaks, spreads = [], []
     for j, name in enumerate(map(str, adata.var_names)):
         kind = str((records.get(name) or {}).get("kind", ""))
-        fluorescent = kind in ("logicle", "asinh") or (records.get(name) or {}).get(
-            "pretransformed"
-        )
+        record = records.get(name) or {}
+        fluorescent = kind in ("logicle", "asinh") or record.get("pretransformed")
         if not fluorescent or (roles is not None and roles.iloc[j] in ("scatter", "time")):
             continue
         x = X[:, j].astype(float)
