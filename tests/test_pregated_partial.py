@@ -69,6 +69,8 @@ def test_an_exported_file_is_recognised_without_start_at(small_trial, tmp_path, 
     summary = pd.read_csv(tmp_path / "out" / "summary.csv").iloc[0]
     assert summary["cd4_count"] >= 0.9 * pops["CD4"].sum()
     assert abs(summary["treg_pct_cd4"] - full_pct) < 1.0
+    report = (tmp_path / "out" / "report.html").read_text()
+    assert f"recognised as exported from a parent gate and gated from it: {exported_from}" in report
 
 
 def test_unexported_files_are_not_taken_for_exports(small_trial):

@@ -145,6 +145,8 @@ def run(
         notes["reviewer overrides"] = _overrides_note(results, overrides)
     if absent_markers_note(results):
         notes["absent markers"] = absent_markers_note(results)
+    if not start_at and _recognised_exports(results):
+        notes["pre-gated files"] = _recognised_exports(results)
     _guarded(
         "report", write_run_report, tables, results, settings[0], out, clusters, da, notes=notes
     )
@@ -323,14 +325,22 @@ def _controls_first(specs, settings, out, cache, jobs, scheduler) -> tuple[list,
     for i, extra in entries.items():
         settings[i] = replace(settings[i], overrides=(*tuple(extra), *settings[i].overrides))
     used = sorted({e["gate"] + " " + e["marker"] for extra in entries.values() for e in extra})
-    wells = ", ".join(f"{specs[i].sample} ({specs[i].meta.get('control')})" for i in controls)
-    if not entries:
-        return settings, f"control wells {wells}: no stained sample of the same patient/batch"
-    note = (
-        f"control wells {wells}: thresholds of {', '.join(used)} on {len(entries)} stained sample(s) "
-        f"of the same patient/batch placed at the {CONTROL_PERCENTILE:g}th percentile of the "
-        "control's events in the same population (FMO convention; marked 'control')"
-    )
+    marked = [i for i in controls if control_marker(specs[i].meta.get("control"))[1]]
+    bare = [i for i in controls if i not in marked]
+    wells = ", ".join(f"{specs[i].sample} ({specs[i].meta.get('control')})" for i in marked)
+    notes = []
+    if bare:  # unstained / compensation wells: not the trial's cells, no threshold
+        names = ", ".join(f"{specs[i].sample} ({specs[i].meta.get('control')})" for i in bare)
+        notes.append(f"kept out of the trial's tables: {names}")
+    if marked and not entries:
+        notes.append(f"control wells {wells}: no stained sample of the same patient/batch")
+    elif marked:
+        notes.append(
+            f"control wells {wells}: thresholds of {', '.join(used)} on {len(entries)} stained "
+            f"sample(s) of the same patient/batch placed at the {CONTROL_PERCENTILE:g}th percentile "
+            "of the control's events in the same population (FMO convention; marked 'control')"
+        )
+    note = "; ".join(notes)
     logger.info("%s", note)
     return settings, note
 
@@ -339,6 +349,20 @@ def _overrides_note(results: list[SampleResult], path) -> str:
     manual = [r.sample for r in results if r.gating and outside_text(r.gating, "manual")]
     return f"{len(manual)} sample(s) with gates set by a reviewer ({Path(path).name}): " + (
         ", ".join(manual) or "none applied"
+    )
+
+
+def _recognised_exports(results: list[SampleResult]) -> str:
+    """The report's note on files recognised as exported from a parent gate ("" without any)."""
+    found = Counter(
+        str(r.gating.get("start_at")) for r in results if (r.gating or {}).get("start_at")
+    )
+    if not found:
+        return ""
+    gates = ", ".join(f"{gate} ({n})" for gate, n in sorted(found.items()))
+    return (
+        f"{sum(found.values())} file(s) recognised as exported from a parent gate and gated from it: "
+        f"{gates} (one peak on its marker, no negatives; --start-at says so explicitly)"
     )
 
 
