@@ -390,3 +390,56 @@ def test_hladr_spread_by_cd45ra_is_counted_in_a_gated_sample(tmp_path):
     assert rec["rule"] == "stratum excess"
     values = readouts.sample_readouts(adata)
     assert values["teff_hladr_pct"] == pytest.approx(sim.truth["teff_hladr_pct"], abs=1.5)
+
+
+def test_mostly_positive_subset_is_counted_by_its_mixture_share_not_the_boundary():
+    # Helios+ Tregs, 80 %, overlapping the negatives without a valley: the cut between the two peaks
+    # keeps the negatives above it and drops more positives below it (73 % called); the mixture with the
+    # CD4 negative peak as its negative component counts both components whole
+    rng = np.random.default_rng(1)
+    cd4 = np.r_[rng.normal(0.29, 0.03, 12000), rng.normal(0.37, 0.045, 600)]
+    treg = np.r_[rng.normal(0.29, 0.03, 300), rng.normal(0.37, 0.045, 1200)]
+    res = split_threshold(treg, cd4)
+    assert res.details["rule"] == "subset peak boundary"
+    assert res.details["boundary_cut"] == "mixture share"
+    assert 100 * np.mean(treg >= res.value) == pytest.approx(80.0, abs=2.5)
+    assert 100 * np.mean(treg >= res.details["boundary_threshold"]) < 76.0
+
+
+def _shifted_strata(rng):
+    """Ki67 as a 7902-like trial shows it: memory negatives at 0.21, naive negatives one and a half SDs
+    higher (0.29), 4 % positives among memory cells and 1 % among naive ones."""
+    mem = np.r_[rng.normal(0.21, 0.04, 7680), rng.normal(0.45, 0.05, 320)]
+    naive = np.r_[rng.normal(0.29, 0.04, 5950), rng.normal(0.45, 0.05, 50)]
+    ref_in = np.r_[mem, rng.normal(0.21, 0.04, 3000)]
+    ref_out = np.r_[naive, rng.normal(0.29, 0.04, 2000)]
+    return mem, naive, ref_in, ref_out
+
+
+def test_strata_with_shifted_negative_peaks_are_placed_each_on_its_own_part():
+    # the CD4 peak's half width is that of two peaks side by side: its tail lies beyond most positives
+    # (the old rule: about 1 % called for 2.6 %); each stratum against its own part of CD4 counts them
+    rng = np.random.default_rng(1)
+    mem, naive, ref_in, ref_out = _shifted_strata(rng)
+    teff, cd4 = np.r_[mem, naive], np.r_[ref_in, ref_out]
+    truth = 100 * 370 / len(teff)
+    res = split_threshold(teff, cd4, strata=(mem, naive, ref_in, ref_out))
+    assert res.details["rule"] == "strata"
+    assert res.details["strata_shift_sd"] > 1.0
+    assert 100 * np.mean(teff >= res.value) == pytest.approx(truth, abs=0.5)
+    assert (
+        100 * np.mean(teff >= split_threshold(teff, cd4).value) < truth - 1.0
+    )  # the old placement
+
+
+def test_strata_with_alike_negative_peaks_keep_the_whole_subset_rule():
+    rng = np.random.default_rng(2)
+    mem = np.r_[rng.normal(0.21, 0.04, 7680), rng.normal(0.45, 0.05, 320)]
+    naive = np.r_[rng.normal(0.21, 0.04, 5950), rng.normal(0.45, 0.05, 50)]
+    teff = np.r_[mem, naive]
+    cd4 = np.r_[teff, rng.normal(0.21, 0.04, 5000)]
+    res = split_threshold(teff, cd4, strata=(mem, naive, np.r_[mem, cd4[-5000:-2000]], naive))
+    plain = split_threshold(teff, cd4)
+    assert res.details["strata_shift_sd"] <= 1.0
+    assert res.details["rule"] == plain.details["rule"] != "strata"
+    assert res.value == plain.value

@@ -660,6 +660,10 @@ class _Run:
                 negative = self.column(dim)[neg_idx]
                 if b.get("stratum") in self.masks:  # the subset's cells unlike the reference
                     strata = self.strata(b["stratum"], neg, within, sub, idx, dim)
+            elif b.get("strata") in self.masks:  # a gate on `within` splitting subset and reference
+                inside, col = self.mask(b["strata"]), self.column(dim)
+                a, r = inside[sub], inside[idx]
+                strata = {"strata": (col[sub][a], col[sub][~a], col[idx][r], col[idx][~r])}
             res = split_threshold(self.column(dim)[sub], x, negative=negative, **kw, **strata)
         else:
             res = _one_d(method, x, kw)

@@ -156,7 +156,7 @@ class GateSpec:
         refs = {self.parent}
         bounds = self.params.get("bounds", {}) if self.method == "range" else {}
         for spec in [self.params, *bounds.values()]:
-            for key in ("within", "from", "reference", "stratum"):
+            for key in ("within", "from", "reference", "stratum", "strata"):
                 if isinstance(spec, dict) and spec.get(key):
                     refs.add(spec[key])
         return refs - {ROOT, "self"}
