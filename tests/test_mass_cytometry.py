@@ -41,7 +41,19 @@ def test_mass_channels_get_arcsinh_cofactor_5_by_default():
     j = list(adata.var_names).index("CD3")
     record = adata.uns[K.TRANSFORM]["CD3"]
     assert record["kind"] == "asinh" and record["cofactor"] == 5.0
-    np.testing.assert_allclose(adata.X[:, j], np.arcsinh(raw[:, j] / 5.0), rtol=1e-5, atol=1e-5)
+    counted = raw[:, j] != 0
+    np.testing.assert_allclose(
+        adata.X[counted, j], np.arcsinh(raw[counted, j] / 5.0), rtol=1e-5, atol=1e-5
+    )
+    # the exact zeros (39 % of CD3 here) are spread over [-1, 0) ions as the instrument spreads
+    # every other count over [c - 1, c): no spike of zero width at the negatives
+    zeros = adata.X[~counted, j]
+    assert (~counted).mean() > 0.2 and record.get("zeros_spread")
+    assert zeros.min() >= np.arcsinh(-1 / 5.0) - 1e-6 and zeros.max() <= 0
+    assert len(np.unique(zeros)) > 0.9 * len(zeros)
+    again = ck.read_fcs(CYTOF[0])
+    ck.pp.transform(again)
+    np.testing.assert_array_equal(again.X[:, j], adata.X[:, j])  # seeded: the same every run
     # the cells' CD3 spans several natural-log units, not logicle's 0..1
     assert np.percentile(adata.X[:, j], 99) > 3.0
 
@@ -217,3 +229,18 @@ def test_simulated_mass_cytometry_lineage_gates_find_the_true_cd4_cells(tmp_path
     assert (cd4_t & gated).sum() >= 0.95 * gated.sum()
     assert (cd4_t & gated).sum() >= 0.95 * (cd4_t & kept).sum()
     assert (labels[pops["singlets"].to_numpy()] == "doublet").mean() < 0.02
+
+
+def test_readouts_on_simulated_ion_counts_stay_near_the_truth(tmp_path):
+    """The treg strategy's rules on arcsinh ion counts (background of a few ions, spread zeros): the
+    Ki67+ and HLA-DR+ % of Teff and the Treg % of CD4 of a simulated CyTOF sample near the truth."""
+    from cytokit import readouts
+    from cytokit.datasets import simulate_sample
+
+    sim = simulate_sample(30_000, seed=3, platform="mass")
+    adata = ck.read_fcs(sim.write(tmp_path / "P01_D0.fcs"))
+    ck.pp.transform(adata)
+    ck.gate(adata, strategy="treg_cytof")
+    values = readouts.sample_readouts(adata)
+    for name, tolerance in (("teff_ki67_pct", 2.5), ("teff_hladr_pct", 2.5), ("treg_pct_cd4", 1.5)):
+        assert abs(values[name] - sim.truth[name]) < tolerance, name

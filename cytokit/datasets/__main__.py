@@ -80,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="comma-separated control wells per patient, e.g. isotype:CD25,unstained:CD25,FMO:Ki67",
     )
+    ap.add_argument(
+        "--platform", choices=("flow", "mass"), default="flow",
+        help="mass: the same cells as CyTOF ion counts (DNA, Event_length, CD45, no scatter)",
+    )  # fmt: skip
     args = ap.parse_args(argv)
     try:
         manifest = _run(args)
@@ -108,6 +112,7 @@ def _run(args: argparse.Namespace) -> pd.DataFrame:
         compensated=args.compensated,
         extra_scatter=args.extra_scatter,
         respell=args.respell,
+        platform=args.platform,
         realism=args.realism,
         panel=args.panel,
         exported_from=args.exported_from,

@@ -3,8 +3,8 @@
 A simulated flow file is turned into what a CyTOF would record of the same cells, so the same per-event
 truth scores a mass-cytometry strategy: every antibody signal (compensated, as metal isotopes barely
 spill) becomes a Poisson count of ions, with a bright population at tens to a few thousand counts and
-negatives at 0-5 counts (Bendall et al. 2011, Science 332:687); Fluidigm's software adds U(-1, 0) to
-every non-zero count ("randomisation"). There is no scatter: every event gets the iridium DNA
+negatives at a background of 0-5 counts (Bendall et al. 2011, Science 332:687); Fluidigm's software
+adds U(-1, 0) to every non-zero count ("randomisation"). There is no scatter: every event gets the iridium DNA
 intercalator (Ir191/Ir193 at a 37:63 abundance ratio), doublets twice a cell's DNA and a longer
 Event_length, debris little DNA; CD45 (89Y) is bright on lymphocytes and monocytes, dim on granulocytes.
 """
@@ -27,25 +27,28 @@ _CD45 = {"granulocyte": 60.0, "monocyte": 250.0, "debris": 8.0}
 _CD45_LYMPH = 400.0
 
 
-def to_mass_cytometry(sample, rng: np.random.Generator):
-    """``sample`` (a :class:`SimulatedSample` of flow) as a mass cytometer records the same events."""
+def to_mass_cytometry(sample, expected: np.ndarray, rng: np.random.Generator):
+    """``sample`` (a :class:`SimulatedSample` of flow) as a mass cytometer records the same events.
+
+    ``expected`` (events x stains, the panel's order) is each event's noise-free stain signal with the
+    file's detector gains and run trend: ions are counted from it, not from the flow detectors' values
+    (whose photon noise, autofluorescence, spillover and baseline offsets a mass cytometer lacks).
+    """
     channels = list(sample.channels)
     fl = [j for j, c in enumerate(channels) if sample.markers.get(c) not in (None, "Time")]
     fl = [j for j in fl if not sample.markers[channels[j]].startswith(("FSC", "SSC"))]
     X = np.asarray(sample.events, dtype=float)
-    signal = X[:, fl]
-    if sample.spillover is not None:  # the flow detectors' spillover is not the metals'
-        spill = sample.spillover.loc[[channels[j] for j in fl], [channels[j] for j in fl]]
-        signal = signal @ np.linalg.inv(spill.to_numpy())
-    names = sample.label_names
-    label = np.asarray(names, dtype=object)[sample.labels]
+    label = np.asarray(sample.label_names, dtype=object)[sample.labels]
     debris, doublet = label == "debris", label == "doublet"
     n = len(X)
 
-    # per marker: a bright event (99.5th percentile) at 80-1,500 counts, the rest in proportion
+    # per marker: a bright event (99.5th percentile) at 80-1,500 ions, the rest in proportion, over a
+    # background of 0.1-2 ions (metal contamination, oxides: Bendall 2011, Ornatsky 2010)
+    signal = np.clip(np.asarray(expected, dtype=float), 0, None)
     top = np.percentile(signal, 99.5, axis=0)
     counts_top = np.exp(rng.uniform(np.log(80.0), np.log(1500.0), len(fl)))
-    lam = np.clip(signal, 0, None) * (counts_top / np.maximum(top, 1.0))
+    background = np.exp(rng.uniform(np.log(0.1), np.log(2.0), len(fl)))
+    lam = signal * (counts_top / np.maximum(top, 1e-9)) + background
     dna = _CELL_DNA * np.exp(rng.normal(0, 0.12, n)) * np.where(doublet, 2.0, 1.0)
     dna = np.where(debris, _CELL_DNA * 0.1 * np.exp(rng.normal(0, 0.8, n)), dna)
     cd45 = np.array([_CD45.get(str(lab), _CD45_LYMPH) for lab in label]) * np.exp(

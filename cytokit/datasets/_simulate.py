@@ -305,8 +305,10 @@ def _scatter(
 
 def _acquire(
     rng: np.random.Generator, trial: Trial, cells: dict
-) -> tuple[np.ndarray, pd.DataFrame, np.ndarray, np.ndarray]:
-    """Cells -> recorded events (float32), the file's spillover, the anomaly mask and the detector gains."""
+) -> tuple[np.ndarray, pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
+    """Cells -> recorded events (float32), the file's spillover, the anomaly mask, the detector gains
+    and each event's expected stain signal (antigen x brightness x gain, no noise: what a mass
+    cytometer counts ions of)."""
     panel, inst = trial.panel, trial.instrument
     n, m = cells["antigen"].shape
     time, anomaly = ins.acquisition_times(
@@ -323,9 +325,10 @@ def _acquire(
     # staining varies from tube to tube (titre, incubation); intranuclear stains most
     intra = np.isin(panel.markers, bio.INTRACELLULAR)
     staining = np.exp(rng.normal(0, np.where(intra, 0.12, 0.06)))
+    stained = cells["antigen"] * (panel.brightness * staining)
     fl = ins.detect(
         rng,
-        cells["antigen"] * (panel.brightness * staining),
+        stained,
         cells["af"],
         inst,
         panel.spill,
@@ -340,7 +343,7 @@ def _acquire(
     if trial.compensated:
         fl = fl @ np.linalg.inv(est)
     events = np.column_stack([scat, fl, time]).astype(np.float32)
-    return events, est, anomaly, gains
+    return events, est, anomaly, gains, stained * gains[None, :] * trend[:, None]
 
 
 def _keywords(
@@ -386,6 +389,7 @@ def simulate_from(
     sample: str,
     rng: np.random.Generator,
     control: str | None = None,
+    platform: str = "flow",
 ) -> SimulatedSample:
     """One file of ``patient`` at ``day`` on ``trial``'s instrument (the building block of a trial).
 
@@ -404,13 +408,13 @@ def simulate_from(
     )
     if marker is not None:
         _unstain(rng, trial.panel, cells, control, marker)
-    events, spill, anomaly, gains = _acquire(rng, trial, cells)
+    events, spill, anomaly, gains, expected = _acquire(rng, trial, cells)
     states = {**cells["states"], "anomaly": anomaly}
     panel = trial.panel
     scatter = list(SCATTER_WIDE if trial.extra_scatter else SCATTER)
     channels = [*scatter, *panel.channels, panel.time_name]
     stains = [""] * len(scatter) + [*stain_names(rng, panel, p_change=trial.respell), ""]
-    return SimulatedSample(
+    sample = SimulatedSample(
         events=events,
         channels=channels,
         stains=stains,
@@ -431,6 +435,11 @@ def simulate_from(
         ),
         markers=dict(zip(channels, [*scatter, *panel.markers, "Time"], strict=True)),
     )
+    if platform == "mass":
+        from ._mass import to_mass_cytometry
+
+        sample = to_mass_cytometry(sample, expected, rng)
+    return sample
 
 
 def _unstain(
@@ -538,12 +547,7 @@ def simulate_sample(
     if control:
         rng = stream(seed, 6, patient, day)  # another well of the same blood
         name += "_" + control.replace(":", "-")
-    sample = simulate_from(
-        trial, pat, day=day, n_events=n_events, sample=name, rng=rng, control=control
-    )
-    if platform == "mass":
-        from ._mass import to_mass_cytometry
-
-        # its own stream (control wells use 6 + k): the flow truth and events stay as they were
-        sample = to_mass_cytometry(sample, stream(seed, 100, patient, day))
-    return sample
+    return simulate_from(
+        trial, pat, day=day, n_events=n_events, sample=name, rng=rng, control=control,
+        platform=platform,
+    )  # fmt: skip

@@ -56,6 +56,7 @@ def simulate_trial(
     exported_from: str | None = None,
     design: str = "transreg",
     controls: Sequence[str] = (),
+    platform: str = "flow",
 ) -> pd.DataFrame:
     """Write a simulated ld-IL2 trial: ``<patient>_<timepoint>.fcs``, ``manifest.csv`` and ``truth/``.
 
@@ -72,7 +73,7 @@ def simulate_trial(
     "unstained:CD25", "FMO:Ki67")``) adds, for every patient at the first timepoint, one control well
     of that blood per entry, named ``<patient>_<timepoint>_<kind>-<marker>.fcs`` and listed in the
     manifest's ``control`` column (empty for stained wells); its truth says the marker-positive
-    population is absent.
+    population is absent. ``platform="mass"``: the same cells as a mass cytometer's ion counts.
 
     Returns
     -------
@@ -115,9 +116,8 @@ def simulate_trial(
             for control, rng in wells:
                 sample = f"{name}_{tp}" + (f"_{control.replace(':', '-')}" if control else "")
                 n = round(n_events * stream(seed, 3, p, day).uniform(0.85, 1.15))
-                sim = simulate_from(
-                    trial, patient, day=day, n_events=n, sample=sample, rng=rng, control=control
-                )
+                sim = simulate_from(trial, patient, day=day, n_events=n, sample=sample, rng=rng,
+                                    control=control, platform=platform)  # fmt: skip
                 sim.write(out / f"{sample}.fcs", datatype=datatype, byteorder=byteorder)
                 _write_event_truth(
                     out / TRUTH_DIR / f"{sample}.npz", sim.labels, sim.states, control

@@ -159,6 +159,7 @@ def transform(
         return adata if copy else None
     X = _float_X(adata)
     params = _plan(adata, X, targets, method, cofactor, w, m)
+    _spread_zero_counts(adata, X, params)
     _apply_blocks(X, params)
     adata.X = X
     for j, prm in params.items():
@@ -273,6 +274,27 @@ def _cofactor(adata: AnnData, j: int, cofactor) -> float:
     elif cofactor is not None:
         return float(cofactor)
     return COFACTOR_MASS if _is_mass(adata, j) else COFACTOR_FLOW
+
+
+#: a mass channel whose exact zeros are more than this share of its events gets them spread (below)
+ZERO_SPIKE_SHARE = 0.05
+
+
+def _spread_zero_counts(adata: AnnData, X: np.ndarray, plan: dict[int, dict[str, Any]]) -> None:
+    """Zero ion counts of mass channels spread over [-1, 0), as the instrument's randomisation spreads
+    every other count c over [c - 1, c) (Fluidigm CyTOF software; files written without it keep the
+    zeros exact). A spike of exact zeros, most of a marker's negatives, has no width: tails and valleys
+    placed from the negative peak's spread would then call every event with one ion positive. Seeded
+    per channel, so the same file gives the same values."""
+    for j, prm in plan.items():
+        if prm.get("kind") != "asinh" or not _is_mass(adata, j):
+            continue
+        zeros = np.flatnonzero(X[:, j] == 0)
+        if len(zeros) <= ZERO_SPIKE_SHARE * len(X):
+            continue
+        rng = np.random.default_rng([j, len(X)])
+        X[zeros, j] = -rng.uniform(0.0, 1.0, len(zeros)).astype(X.dtype)
+        prm["zeros_spread"] = True
 
 
 def _is_mass(adata: AnnData, j: int) -> bool:
