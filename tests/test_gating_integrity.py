@@ -276,7 +276,7 @@ def test_tregs_without_any_valley_are_counted_from_the_components_distinct_on_fo
 def test_tregs_without_any_valley_take_the_smaller_of_the_mixture_and_tail_counts(tmp_path):
     # regression (overlap trial 3304, strong drift, patient 0 baseline): no valley on FOXP3 nor on the
     # discriminant axis; the mixture's component distinct on FOXP3 widened over FOXP3lo activated
-    # Tconv and the CD25 smear (466 of 5750 CD4 events: 8.1 % Treg called for 5.0 % true) while the
+    # Tconv and the CD25 smear (466 of 5750 CD4 events: 7.8 % Treg gated for 5.0 % true) while the
     # tail of the axis counted 254. Both take in the bulk's overlapping tail, so the smaller is used
     ad, truth = _gated_overlap_sample(tmp_path, seed=3304, patient=0, day=0)
     rec = ad.uns[K.GATING]["gates"]["FOXP3+"]
