@@ -330,7 +330,9 @@ def split_threshold(
         if strat is not None:
             message = _disagreement(details, pct(strat), "stratum excess")
             return Placement(strat, "ok", message, details)
-    if valley is not None and _valley_inside_positives(valley[0], pct(valley[0]), tail, details):
+    if valley is not None and _valley_inside_positives(
+        x, valley[0], pct(valley[0]), tail, details, min_prominence
+    ):
         # the valley lies beyond the negatives' tail with many events between: it splits dim from
         # bright positives (HLA-DR dim-to-bright on Tregs: 22.9 % called for 38.4 % true), not the
         # negatives from the positives
@@ -444,17 +446,51 @@ def _cuts_its_negative_peak(mode: float, value: float, tail: Placement, sign: in
     return bool(inside and (value - mode) * sign < 0)
 
 
-def _valley_inside_positives(t: float, t_pct: float, tail: Placement, details: dict) -> bool:
+def _valley_inside_positives(
+    x: np.ndarray, t: float, t_pct: float, tail: Placement, details: dict, min_prominence: float
+) -> bool:
     """Whether a subset valley at ``t`` (gating ``t_pct`` %) splits positives rather than cutting the
     negatives' edge: it gates :data:`DISAGREE_PP` points fewer than the reference tail, or it lies beyond
     that tail and gates less than half as much. Beyond the tail (``k`` SDs of the negative peak) lie
     about 0.1 % of the negatives, so what the tail gates is positives; a valley that drops more of them
     than it keeps lies inside a sparse, broad positive population (a noise dip of its plateau: HLA-DR+
-    Teff, 5 % of 7,000, 1.6 % called), which an absolute gap of points never flags."""
+    Teff, 5 % of 7,000, 1.6 % called), which an absolute gap of points never flags.
+
+    Not when the events between the tail and the valley are the negatives' own skewed tail: the subset
+    is still denser at the tail than at any point beyond the valley (it has not reached the positives'
+    level), and no peak lies between its main peak and the valley (Teff Ki67 negatives on logicle,
+    right-skewed: 5 % of them beyond a 3-SD tail, 8.5 % called for 3.4 % by the tail)."""
+    if not _inside_rule(t, t_pct, tail, details):
+        return False
+    if _negatives_tail_reaches(x, t, tail, min_prominence):
+        details["valley_past_skewed_negatives"] = float(t)
+        return False
+    return True
+
+
+def _inside_rule(t: float, t_pct: float, tail: Placement, details: dict) -> bool:
     if t_pct < details["tail_pct"] - DISAGREE_PP:
         return True
     beyond = (t - tail.value) * np.sign(tail.value - tail.details["mode"]) > 0
     return bool(beyond and t_pct < 0.5 * details["tail_pct"])
+
+
+def _negatives_tail_reaches(
+    x: np.ndarray, t: float, tail: Placement, min_prominence: float
+) -> bool:
+    """Whether the subset's density falls without a peak from its main peak, past the reference tail,
+    down to the valley at ``t``, and is higher at the tail than anywhere beyond the valley."""
+    grid, dens, _ = smooth_density(x)
+    sign = 1.0 if tail.value >= tail.details["mode"] else -1.0
+    main = int(np.argmax(dens))
+    valley = int(np.argmin(np.abs(grid - t)))
+    at_tail = float(np.interp(tail.value, grid, dens))
+    if (valley - main) * sign <= 0 or (grid[main] - tail.value) * sign >= 0:
+        return False
+    lo, hi = sorted((main, valley))
+    falls = not any(lo < p < hi for p in _peaks(dens, min_prominence))
+    beyond = dens[valley + 1 :] if sign > 0 else dens[:valley]
+    return falls and len(beyond) > 0 and at_tail > float(beyond.max())
 
 
 def _negative_excess(
