@@ -1,12 +1,13 @@
 """The same blood acquired on a mass cytometer (CyTOF): ion counts instead of light.
 
 A simulated flow file is turned into what a CyTOF would record of the same cells, so the same per-event
-truth scores a mass-cytometry strategy: every antibody signal (compensated, as metal isotopes barely
-spill) becomes a Poisson count of ions, with a bright population at tens to a few thousand counts and
-negatives at a background of 0-5 counts (Bendall et al. 2011, Science 332:687); Fluidigm's software
-adds U(-1, 0) to every non-zero count ("randomisation"). There is no scatter: every event gets the iridium DNA
-intercalator (Ir191/Ir193 at a 37:63 abundance ratio), doublets twice a cell's DNA and a longer
-Event_length, debris little DNA; CD45 (89Y) is bright on lymphocytes and monocytes, dim on granulocytes.
+truth scores a mass-cytometry strategy: each event's noise-free antibody signal (metal isotopes barely
+spill, and there is no autofluorescence) becomes a Poisson count of ions over a background of a few
+counts, a bright population at tens to a few thousand (Bendall et al. 2011, Science 332:687); Fluidigm's
+software adds U(-1, 0) to every non-zero count ("randomisation"). There is no scatter: every event gets
+the iridium DNA intercalator (Ir191/Ir193 at a 37:63 abundance ratio), doublets twice a cell's DNA and a
+longer Event_length, debris little DNA; CD45 (89Y) is bright on lymphocytes and monocytes, dim on
+granulocytes.
 """
 
 from __future__ import annotations
@@ -37,10 +38,9 @@ def to_mass_cytometry(sample, expected: np.ndarray, rng: np.random.Generator):
     channels = list(sample.channels)
     fl = [j for j, c in enumerate(channels) if sample.markers.get(c) not in (None, "Time")]
     fl = [j for j in fl if not sample.markers[channels[j]].startswith(("FSC", "SSC"))]
-    X = np.asarray(sample.events, dtype=float)
     label = np.asarray(sample.label_names, dtype=object)[sample.labels]
     debris, doublet = label == "debris", label == "doublet"
-    n = len(X)
+    n = len(sample.events)
 
     # per marker: a bright event (99.5th percentile) at 80-1,500 ions, the rest in proportion, over a
     # background of 0.1-2 ions (metal contamination, oxides: Bendall 2011, Ornatsky 2010)
@@ -59,7 +59,7 @@ def to_mass_cytometry(sample, expected: np.ndarray, rng: np.random.Generator):
 
     ions = rng.poisson(np.column_stack([dna, dna * _IR193_RATIO, cd45, lam])).astype(float)
     ions -= (ions > 0) * rng.uniform(0, 1, ions.shape)  # Fluidigm's randomisation
-    time = X[:, channels.index("Time")] if "Time" in channels else np.arange(n, dtype=float)
+    time = sample.events[:, channels.index("Time")] if "Time" in channels else np.arange(n)
     events = np.column_stack([length, ions, time]).astype(np.float32)
 
     markers = [sample.markers[channels[j]] for j in fl]

@@ -398,6 +398,8 @@ def simulate_from(
     marker: autofluorescence and spillover only). Its truth says the marker-positive population is
     absent (states False; for CD25 or FOXP3, no Tregs).
     """
+    if platform not in ("flow", "mass"):
+        raise ValueError(f"platform must be 'flow' or 'mass', got {platform!r}")
     marker = control_marker(control)
     if marker is not None and marker not in trial.panel.markers:
         raise ValueError(f"control {control!r}: {marker} is not on the panel {trial.panel.markers}")
@@ -526,8 +528,6 @@ def simulate_sample(
         ``"flow"``, or ``"mass"``: the same cells as a mass cytometer records them (ion counts, DNA
         intercalator, Event_length, CD45, no scatter; :mod:`cytokit.datasets._mass`), same truth.
     """
-    if platform not in ("flow", "mass"):
-        raise ValueError(f"platform must be 'flow' or 'mass', got {platform!r}")
     trial = draw_trial(
         seed,
         naming=naming,

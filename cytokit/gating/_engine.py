@@ -8,6 +8,7 @@ events, vectorised. Results: ``obs[key_added]`` (deepest lineage population, eve
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import zlib
@@ -237,6 +238,11 @@ class _Run:
         self.missing_markers: dict[str, list[str]] = {}  # marker -> optional gates skipped for it
         self.thr_over, self.gate_over = self._overrides(thresholds, gates)
 
+    @functools.cached_property
+    def unnamed_hint(self) -> str:
+        """:func:`_unnamed_hint` of the sample, found once: every gate whose marker is missing adds it."""
+        return _unnamed_hint(self.adata)
+
     def _overrides(self, thresholds, gates) -> tuple[dict, dict]:
         """Outside placements keyed by (gate id, column) / gate id; unknown gates or markers raise."""
         specs = {n.id: n for n in self.strat.nodes if isinstance(n, GateSpec)}
@@ -363,7 +369,7 @@ class _Run:
             return
         missing = [d for d in self.dims_of(spec) if self.cols.get(d) is None]
         if missing:
-            message = f"marker {', '.join(missing)} not found" + _unnamed_hint(self.adata)
+            message = f"marker {', '.join(missing)} not found" + self.unnamed_hint
             self.fail(spec, message, status="skipped", missing=missing)
             return
         try:

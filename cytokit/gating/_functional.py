@@ -382,8 +382,7 @@ def _stratum_excess(x, negative, stratum, others, sign: int, k: float, details: 
     ``stratum`` is a part of the events of ``x`` (the same draw), so its count is a count of ``x``."""
     from ._methods import reference_threshold
 
-    stratum, others = np.asarray(stratum, dtype=float), np.asarray(others, dtype=float)
-    stratum, others = stratum[np.isfinite(stratum)], others[np.isfinite(others)]
+    stratum, others = _finite_or_empty(stratum), _finite_or_empty(others)
     if min(len(stratum), len(others)) < MIN_COMPONENT or len(negative) < MIN_COMPONENT:
         return None
     ratio = _low_spread(negative * sign) / max(_low_spread(others * sign), 1e-12)

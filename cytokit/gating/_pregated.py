@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import _keys as K
-from ._methods import _peaks, density_valley, smooth_density
+from ._methods import density_valley, smooth_density
 from ._strategy import GateSpec, Strategy, load_strategy
 
 if TYPE_CHECKING:
@@ -119,8 +119,7 @@ def _negative_level(adata: AnnData, X: np.ndarray) -> tuple[float, float] | None
         if len(x) < 200:
             continue
         grid, dens, _ = smooth_density(x)
-        top = _peaks(dens, 0.03)
-        main = float(grid[top[np.argmax(dens[top])]]) if len(top) else float(np.median(x))
+        main = float(grid[np.argmax(dens)])
         lower = main - x[x < main]
         if len(lower) < 50:
             continue

@@ -16,7 +16,6 @@ if TYPE_CHECKING:
 # Transformed fluorescence ends below ~12 (logicle 0..1; arcsinh of an 18-bit maximum, 262143, with
 # the mass-cytometry cofactor 5 is 11.6); untransformed fluorescence spans 10^3..10^5.
 _TRANSFORMED_MAX = 100.0
-_SCATTER_OR_TIME = ("scatter", "time")
 
 
 def _check_scales(adata: AnnData, cols: dict[str, int | None], path) -> dict[str, str]:
@@ -28,13 +27,11 @@ def _check_scales(adata: AnnData, cols: dict[str, int | None], path) -> dict[str
     negative population into the first bins: refused with a :class:`GatingError` naming the file.
     """
     records = adata.uns.get(K.TRANSFORM) or {}
-    roles = adata.var[K.ROLE].astype(str) if K.ROLE in adata.var else None
     scales: dict[str, str] = {}
     for j in sorted({c for c in cols.values() if c is not None}):
         var = str(adata.var_names[j])
-        if (roles is not None and roles.iloc[j] in _SCATTER_OR_TIME) or _is_scatter_or_time(var):
-            continue
-        if linear_kind(adata.var.iloc[j], var):  # not fluorescence (CyTOF Event_length): linear
+        # scatter, time and other linear parameters (CyTOF Event_length) are not fluorescence
+        if _is_scatter_or_time(var) or linear_kind(adata.var.iloc[j], var):
             continue
         record = records.get(var) or {}
         kind = str(record.get("kind", ""))

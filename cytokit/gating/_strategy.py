@@ -284,9 +284,9 @@ def load_strategy(name_or_path: str | Path | Strategy) -> Strategy:
 def _compose(path: Path) -> Strategy:
     """The strategy of ``path`` with its ``extends:`` base and ``include:`` files merged in (YAML
     parsed once per file version)."""
-    doc, sources = _composed_doc(path.resolve(), ())
-    strategy = strategy_from_dict(doc, path=path.resolve())
-    return replace(strategy, includes=sources)
+    path = path.resolve()
+    doc, sources = _composed_doc(path, ())
+    return replace(strategy_from_dict(doc, path=path), includes=sources)
 
 
 def _composed_doc(path: Path, chain: tuple[Path, ...]) -> tuple[dict, tuple[Path, ...]]:

@@ -143,10 +143,10 @@ def run(
         notes["control wells"] = control_note
     if overrides is not None:
         notes["reviewer overrides"] = _overrides_note(results, overrides)
-    if absent_markers_note(results):
-        notes["absent markers"] = absent_markers_note(results)
-    if not start_at and _recognised_exports(results):
-        notes["pre-gated files"] = _recognised_exports(results)
+    if absent := absent_markers_note(results):
+        notes["absent markers"] = absent
+    if not start_at and (exports := _recognised_exports(results)):
+        notes["pre-gated files"] = exports
     _guarded(
         "report", write_run_report, tables, results, settings[0], out, clusters, da, notes=notes
     )
