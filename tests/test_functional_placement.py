@@ -355,6 +355,44 @@ def test_a_negative_reference_that_spreads_wider_counts_the_unlike_stratum_alone
     assert 100 * np.mean(teff >= res.value) == pytest.approx(truth, abs=0.7)
 
 
+def test_a_stratum_leaning_toward_its_separate_positives_is_cut_at_its_valley():
+    # 9801 strong P01 D29-like: the memory stratum's negatives lean toward the positives (a few wide
+    # naive-like cells the CD45RA gate kept) while its positives form a mode of their own beyond a
+    # valley; the excess over the stratum's mirrored peak counted the lean (9.8 % called for 4.9 %)
+    rng = np.random.default_rng(21)
+    memory_neg = np.r_[rng.normal(0.15, 0.025, 7000), rng.normal(0.28, 0.05, 800)]
+    memory_pos = rng.normal(0.53, 0.05, 800)
+    memory = np.r_[memory_neg, memory_pos]
+    naive_teff = rng.normal(0.28, 0.05, 7000)
+    teff = np.r_[memory, naive_teff]
+    naive_ref = rng.normal(0.28, 0.05, 6000)
+    others = np.r_[rng.normal(0.15, 0.025, 9000), rng.normal(0.53, 0.05, 900)]
+    res = split_threshold(
+        teff, np.r_[teff, others], negative=naive_ref, min_depth=0.5, stratum=memory, others=others
+    )
+    assert res.details["rule"] == "stratum excess"
+    truth = 100 * 800 / len(teff)  # 5.2 %
+    assert 100 * np.mean(teff >= res.value) == pytest.approx(truth, abs=0.6)
+
+
+def test_positives_among_the_subsets_reference_like_cells_are_counted():
+    # HLA-DR+ naive-phenotype Tregs: the subset's CD45RA+ cells spread like the naive reference and
+    # a few of them are bright; taking them all as negative undercut HLA-DR+ Tregs by 2-3 points
+    rng = np.random.default_rng(22)
+    memory = np.r_[rng.normal(0.15, 0.025, 500), rng.normal(0.42, 0.05, 150)]
+    naive_treg = np.r_[rng.normal(0.22, 0.05, 560), rng.normal(0.50, 0.04, 40)]
+    treg = np.r_[memory, naive_treg]
+    naive_ref = rng.normal(0.22, 0.05, 8000)
+    others = np.r_[rng.normal(0.15, 0.025, 9000), rng.normal(0.30, 0.06, 900)]
+    res = split_threshold(
+        treg, np.r_[naive_ref, others], negative=naive_ref, min_depth=0.5, stratum=memory,
+        others=others,
+    )  # fmt: skip
+    assert res.details["rule"] == "stratum excess"
+    truth = 100 * (150 + 40) / len(treg)  # 15.2 %
+    assert 100 * np.mean(treg >= res.value) == pytest.approx(truth, abs=1.5)
+
+
 def test_a_negative_reference_that_spreads_like_the_subset_keeps_its_rule():
     # no spreading: naive and memory negatives alike; the stratum is not used and the placement is the
     # one without it
