@@ -177,6 +177,21 @@ def test_time_anomalies_keep_a_clean_file_whole():
     assert p.details["fraction_removed"] == 0
 
 
+def test_time_qc_takes_a_long_pause_for_no_anomaly_and_still_cuts_a_burst():
+    # acquisition paused for 60 % of the run (events at 0-40 s and 160-200 s), as in a file exported
+    # from a gate of a paused run; the bins of the pause are empty and used to set the median rate,
+    # so every bin with events looked too fast and the whole file fell back to "all kept", warned
+    r = rng(15)
+    t = np.sort(np.r_[r.uniform(0, 40, 3000), r.uniform(160, 200, 3000), r.uniform(20, 22, 900)])
+    y = r.normal(0.4, 0.05, len(t))
+    burst = (t > 20) & (t < 22)
+    p = time_anomalies(t, y)
+    assert p.status == "ok"
+    inside = p.value.apply(np.c_[t, y])
+    assert inside[(t < 10) | (t > 30)].mean() > 0.99  # beyond the time bin of the burst
+    assert inside[burst].mean() < 0.2
+
+
 def test_comb_polygon_is_union_of_segments():
     poly = PolygonGate(("t", "y"), _comb_polygon([(0, 1), (2, 3), (4, 5)], -1.0, 2.0))
     t = np.linspace(0.03, 4.93, 99)  # no point exactly on an edge

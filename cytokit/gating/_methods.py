@@ -459,8 +459,17 @@ def time_anomalies(
     edges = np.linspace(t0, t1, n_bins + 1)
     which = np.minimum(((t - t0) * (n_bins / (t1 - t0))).astype(np.int64), n_bins - 1)
     counts = np.bincount(which, minlength=n_bins).astype(float)
-    med_count = float(np.median(counts))
-    z_rate = (counts - med_count) / max(_robust_sd(counts), np.sqrt(max(med_count, 1.0)))
+    # each bin's count against the rate of the run over the time it was acquiring: a pause (the
+    # operator's, or a file exported from a gate of a paused run) holds no events to remove, and
+    # the bins it empties must not set the median rate (they flagged every other bin as too fast)
+    active = np.diff(_live_time(t, edges))
+    live = active > 0
+    rate = counts[live] / active[live]
+    med_rate = float(np.median(rate))
+    expected = med_rate * active
+    spread = _robust_sd(rate) * active  # bins differ by more than Poisson noise on a real run
+    floor = np.sqrt(np.maximum(expected, 1.0))
+    z_rate = np.where(live, (counts - expected) / np.maximum(spread, floor), 0.0)
     bad = np.abs(z_rate) > k
     rate_bad = float(counts[bad].sum() / counts.sum())
     if signal is not None:
@@ -476,8 +485,9 @@ def time_anomalies(
         meds = 0.5 * (ys_sorted[lo_i] + ys_sorted[hi_i])
         meds = np.where(sub_counts > 0, meds, np.nan)
         valid = np.isfinite(meds)
-        se_floor = 1.2533 * _robust_sd(ys) / np.sqrt(max(float(np.median(sub_counts)), 1.0))
-        scale = max(_robust_sd(meds[valid]), se_floor)
+        # the standard error of each bin's own median (a bin cut short by a pause has fewer events)
+        se = 1.2533 * _robust_sd(ys) / np.sqrt(np.maximum(sub_counts, 1.0))
+        scale = np.maximum(_robust_sd(meds[valid]), se)
         z_sig = np.where(valid, (meds - np.nanmedian(meds)) / scale, 0.0)
         bad |= np.abs(z_sig) > k
     frac = float(counts[bad].sum() / counts.sum())
@@ -507,6 +517,29 @@ def time_anomalies(
                   else f"{100 * rate_bad:.0f}% of events in bins of anomalous event rate")  # fmt: skip
         details["check"] = {"passed": passed, "reason": reason}
     return Placement(gate, status, message, details)
+
+
+#: an inter-event gap this many times the run's median gap is a pause: a steady flow's gaps are
+#: exponential (Poisson arrivals), so one this long comes with probability 2**-50 per event
+PAUSE_GAPS = 50.0
+
+
+def _live_time(t: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Acquisition time elapsed up to each of ``at`` with the pauses taken out (gaps between events
+    longer than :data:`PAUSE_GAPS` median gaps). The median is of the positive gaps: a clock coarser
+    than the event rate stamps many events alike."""
+    gaps = np.diff(np.sort(t))
+    positive = gaps[gaps > 0]
+    if not len(positive):
+        return np.asarray(at, dtype=float) - float(at[0])
+    long = np.flatnonzero(gaps > PAUSE_GAPS * float(np.median(positive)))
+    ts = np.sort(t)
+    starts, ends = ts[long], ts[long + 1]
+    # live time is piecewise linear in clock time: slope 1 outside the pauses, flat inside them
+    knots = np.r_[ts[0], np.column_stack([starts, ends]).ravel(), ts[-1]]
+    lost = np.r_[0.0, np.column_stack([np.zeros_like(starts), ends - starts]).ravel(), 0.0]
+    live_at_knots = knots - knots[0] - np.cumsum(lost)
+    return np.interp(at, knots, live_at_knots)
 
 
 def _good_segments(good: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> list[tuple[float, float]]:
