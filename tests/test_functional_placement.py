@@ -393,6 +393,21 @@ def test_positives_among_the_subsets_reference_like_cells_are_counted():
     assert 100 * np.mean(treg >= res.value) == pytest.approx(truth, abs=1.5)
 
 
+def test_a_reference_much_wider_than_the_subset_is_not_its_negatives_shape():
+    # 9701 strong P07 D0-like: the Tregs' HLA-DR negatives are half as wide as naive CD4's, whose long
+    # low tail inflates the lower-half spread the reference is rescaled by; the rescaled reference was
+    # too narrow above its median and the Tregs' own negative flank was counted (18.9 % called for
+    # 11.6 %). The subset's excess over its own negative peak counts the positives.
+    rng = np.random.default_rng(44)
+    naive = np.r_[rng.normal(0.25, 0.04, 5000), rng.normal(0.17, 0.05, 1500)]
+    cd4 = np.r_[naive, rng.normal(0.25, 0.03, 9000), rng.normal(0.40, 0.05, 600)]
+    treg = np.r_[rng.normal(0.25, 0.022, 2700), rng.normal(0.35, 0.06, 300)]
+    res = split_threshold(treg, cd4, negative=naive, min_depth=0.5)
+    assert res.details["rule"] == "negative reference excess"
+    assert res.details["excess_cut"] == "own peak"
+    assert 100 * np.mean(treg >= res.value) == pytest.approx(10.0, abs=2.0)  # old: 35.8 %
+
+
 def test_a_negative_reference_that_spreads_like_the_subset_keeps_its_rule():
     # no spreading: naive and memory negatives alike; the stratum is not used and the placement is the
     # one without it

@@ -23,7 +23,9 @@ through them. :func:`split_threshold` therefore looks at the subset itself first
    misses every positive inside the negative spread (HLA-DR dim-to-bright on Tregs: 22 % called, 35 %
    true). Where the subset has a shallow dip of its own and the positives hold at least
    :data:`MINOR_SHARE` of it, the cut is the mixture boundary, else the fitted share
-   (``details["excess_cut"]``, see :func:`_negative_excess`).
+   (``details["excess_cut"]``, see :func:`_negative_excess`). Where the reference's negatives spread
+   more than ``1 + 1/k`` times as wide as the subset's, its shape does not model them and the count is
+   the subset's excess over its own negative peak mirrored (``excess_cut = "own peak"``).
 3. **subset peak boundary** where there is no valley but the subset's own main peak lies clearly beyond
    the reference's negative peak (outside the central 90 % of the negatives): the subset is then mostly
    positive (Helios+ Tregs, CD127lo Tregs) and its negatives a shoulder. The cut is the point as many
@@ -346,7 +348,7 @@ def split_threshold(
         if negative is not None and len(negative) >= MIN_COMPONENT:
             dip = _subset_valley(x, tail.details["mode"], sign, min_prominence=min_prominence,
                                  min_depth=DIP_DEPTH) is not None  # fmt: skip
-            value, cut = _negative_excess(x, _finite(negative), side, dip=dip)
+            value, cut = _negative_excess(x, _finite(negative), side, dip=dip, k=k)
             if not _cuts_its_negative_peak(own[0], value, tail, sign):
                 details.update(rule="negative reference excess", excess_pct=pct(value), **cut)
                 details["negative_reference_n"] = len(negative)
@@ -519,7 +521,7 @@ def _negatives_tail_reaches(
 
 
 def _negative_excess(
-    x: np.ndarray, negative: np.ndarray, side: str, *, dip: bool
+    x: np.ndarray, negative: np.ndarray, side: str, *, dip: bool, k: float = 3.0
 ) -> tuple[float, dict]:
     """(threshold, details) of the excess of ``x`` over the negative reference's shape.
 
@@ -533,9 +535,25 @@ def _negative_excess(
     shallow gap: 23 % called at the share, 13 % at the boundary). Without a dip the positives are a
     shoulder inside the negatives' spread and only the share counts them (a boundary misses their lower
     part: 24 % called for 35 %); a minor component's density never reaches the negatives' where the two
-    overlap, so a boundary would miss its lower tail too (HLA-DR+ Teff, ~5 %)."""
+    overlap, so a boundary would miss its lower tail too (HLA-DR+ Teff, ~5 %).
+
+    Where the reference's negatives spread more than ``1 + 1/k`` times as wide as the subset's (RMS
+    below the median, where positives are nearly absent; the stratum rule's ratio), the reference's
+    shape does not model the subset's negatives: rescaled about its median to the subset's lower half it
+    was still too narrow on the positive side (a long low tail widens a lower-half RMS), and the
+    subset's own negatives' upper flank was counted as positives (HLA-DR+ Tregs 18.9 % called for 11.6
+    %, on 896 Tregs whose negatives are half as wide as naive CD4's). The count is then the subset's
+    excess over its own negative peak mirrored from the side away from the positives, as the stratum
+    rule counts its stratum (``details["excess_cut"] = "own peak"``)."""
     from ._methods import reference_threshold
 
+    sign = _side_sign(side)
+    ratio = _low_spread(negative * sign) / max(_low_spread(x * sign), 1e-12)
+    if ratio > 1.0 + 1.0 / k:
+        own = reference_threshold(x, None, side=side)
+        info = {"excess_cut": "own peak", "reference_spread_ratio": ratio,
+                "excess_share_pct": 100.0 * float(own.details["positive_fraction"])}  # fmt: skip
+        return float(own.value), info
     excess = reference_threshold(x, negative, side=side)
     share = 100.0 * float(excess.details["positive_fraction"])
     info = {"excess_share_pct": share, "excess_cut": "fitted share"}
