@@ -360,7 +360,7 @@ def test_a_stratum_leaning_toward_its_separate_positives_is_cut_at_its_valley():
     # naive-like cells the CD45RA gate kept) while its positives form a mode of their own beyond a
     # valley; the excess over the stratum's mirrored peak counted the lean (9.8 % called for 4.9 %)
     rng = np.random.default_rng(21)
-    memory_neg = np.r_[rng.normal(0.15, 0.025, 7000), rng.normal(0.28, 0.05, 800)]
+    memory_neg = np.r_[rng.normal(0.15, 0.025, 7000), rng.normal(0.24, 0.05, 800)]
     memory_pos = rng.normal(0.53, 0.05, 800)
     memory = np.r_[memory_neg, memory_pos]
     naive_teff = rng.normal(0.28, 0.05, 7000)
@@ -373,6 +373,27 @@ def test_a_stratum_leaning_toward_its_separate_positives_is_cut_at_its_valley():
     assert res.details["rule"] == "stratum excess"
     truth = 100 * 800 / len(teff)  # 5.2 %
     assert 100 * np.mean(teff >= res.value) == pytest.approx(truth, abs=0.6)
+
+
+def test_a_stratum_dip_between_bumps_of_its_positives_is_not_its_valley():
+    # 7952 strong P01 D0-like: the memory stratum's HLA-DR+ cells are a sparse plateau with two bumps;
+    # the dip between them passed min_depth and cutting there gated 1.2 % HLA-DR+ Tregs for 9.9 %.
+    # Checked against the memory-like cells' negative tail, as the subset's own valley is, it is inside
+    # the positives and the stratum's excess counts them
+    rng = np.random.default_rng(53)
+    pos = np.r_[rng.normal(0.32, 0.035, 60), rng.normal(0.46, 0.02, 50)]
+    memory = np.r_[rng.normal(0.17, 0.02, 1000), pos]
+    treg = np.r_[memory, rng.normal(0.2, 0.05, 800)]
+    naive_ref = rng.normal(0.2, 0.05, 8000)
+    others = np.r_[rng.normal(0.17, 0.02, 9000), rng.normal(0.35, 0.08, 600)]
+    res = split_threshold(
+        treg, np.r_[naive_ref, others], negative=naive_ref, min_depth=0.5, stratum=memory,
+        others=others,
+    )  # fmt: skip
+    assert res.details["rule"] == "stratum excess"
+    assert res.details.get("stratum_valley_inside_positives") is not None
+    truth = 100 * len(pos) / len(treg)  # 5.8 %
+    assert 100 * np.mean(treg >= res.value) == pytest.approx(truth, abs=1.0)  # the dip: 2.8 %
 
 
 def test_positives_among_the_subsets_reference_like_cells_are_counted():
