@@ -111,12 +111,12 @@ def test_gate_fills_obs_obsm_uns():
     assert (pops["Treg"] <= pops["CD4"]).all() and (pops["CD4"] <= pops["CD3"]).all()
     uns = ad.uns[K.GATING]
     assert uns["strategy"] == "treg"
-    assert {p["name"]: p["parent"] for p in population_rows(uns)}["Treg"] == "CD4"
+    parents = {p["name"]: p["parent"] for p in population_rows(uns)}
+    assert parents["Treg"] == "FOXP3+CD127lo" and parents["FOXP3+CD127lo"] == "CD4"
     rec = uns["gates"]["Treg"]
-    assert rec["status"] in ("ok", "fallback") and gate_from_dict(rec["gate"]).dims == (
-        "CD25",
-        "FOXP3",
-    )
+    assert rec["status"] in ("ok", "fallback") and gate_from_dict(rec["gate"]).dims == ("CD25",)
+    core = gate_from_dict(uns["gates"]["FOXP3+CD127lo"]["gate"])
+    assert core.dims == ("FOXP3", "CD127")
     assert isinstance(uns["warnings"], list)
 
 
@@ -316,7 +316,7 @@ def test_gate_dims_are_var_names_when_markers_resolve_by_spelling():
     ad.var[K.MARKER] = ["" if n == "CD25" else n for n in names]
     ad.var_names = ["PE-Cy7-A" if n == "CD25" else n for n in names]
     gate(ad)
-    assert ad.uns[K.GATING]["gates"]["Treg"]["gate"]["dims"] == ["PE-Cy7-A", "FOXP3"]
+    assert ad.uns[K.GATING]["gates"]["Treg"]["gate"]["dims"] == ["PE-Cy7-A"]
 
 
 def test_routine_fallback_is_recorded_but_not_warned():

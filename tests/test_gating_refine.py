@@ -1,4 +1,5 @@
-"""``refine:`` draws a population counted on several markers as a diagonal polygon on two of them."""
+"""``refine:`` draws a population counted on several markers as a diagonal polygon on two of them
+(the shipped Treg strategy's FOXP3+CD127lo gate)."""
 
 from __future__ import annotations
 
@@ -15,19 +16,24 @@ from cytokit.gating import gate, gate_from_dict
 
 SHIPPED = Path(__file__).resolve().parents[1] / "gating"
 
-
-def _refined_strategy(tmp_path: Path) -> Path:
-    text = (SHIPPED / "treg.yaml").read_text()
-    old = "        FOXP3: {from: FOXP3+, side: high}\n    expect: [0.5, 40]"
-    assert old in text
-    text = text.replace(old, "        FOXP3: {from: FOXP3+, side: high}\n      refine: FOXP3+\n"
-                        "    expect: [0.5, 40]")  # fmt: skip
-    text = text.replace("include: [shared/", f"include: [{SHIPPED}/shared/").replace(
-        ", shared/", f", {SHIPPED}/shared/"
-    )
-    path = tmp_path / "treg_refined.yaml"
-    path.write_text(text)
-    return path
+#: the Treg gate before FOXP3 x CD127 (a box of a FOXP3 and a CD25 threshold), kept for comparison
+BOX = """
+name: treg_box
+extends: treg
+gates:
+  - id: Treg
+    parent: CD4
+    dims: [CD25, FOXP3]
+    method: range
+    params:
+      bounds:
+        CD25: {method: tail, side: high, peak: gated, within: FOXP3+, k: 3.5}
+        FOXP3: {from: FOXP3+, side: high}
+populations:
+  - id: Teff
+    parent: CD4
+    expr: CD4 and not FOXP3+ and not Treg
+"""
 
 
 def _f1(called: np.ndarray, true: np.ndarray) -> float:
@@ -44,15 +50,18 @@ def drawn(tmp_path_factory):
     ck.pp.compensate(ad)
     ck.pp.transform(ad)
     true = np.isin(np.asarray(bio.LABELS)[sim.labels], bio.TREG_LABELS)
-    return ad, true, _refined_strategy(tmp)
+    box = tmp / "treg_box.yaml"
+    box.write_text(BOX)
+    return ad, true, box
 
 
-def test_refined_treg_gate_is_a_polygon_that_classifies_events_better(drawn):
-    ad, true, strategy = drawn
-    box = gate(ad, copy=True)
-    poly = gate(ad, strategy, copy=True)
-    rec = poly.uns[K.GATING]["gates"]["Treg"]
+def test_treg_gate_is_drawn_on_foxp3_x_cd127_and_classifies_events_better(drawn):
+    ad, true, box_strategy = drawn
+    poly = gate(ad, copy=True)
+    box = gate(ad, box_strategy, copy=True)
+    rec = poly.uns[K.GATING]["gates"]["FOXP3+CD127lo"]
     assert rec["gate"]["kind"] == "polygon" and rec["details"]["refined"]["from"] == "FOXP3+"
+    assert rec["gate"]["dims"] == ["FOXP3", "CD127"]
     assert box.uns[K.GATING]["gates"]["Treg"]["gate"]["kind"] == "range"
     cd4 = poly.obsm[K.POPULATIONS]["CD4"].to_numpy()
     f1_box = _f1(box.obsm[K.POPULATIONS]["Treg"].to_numpy(), true & cd4)
@@ -63,17 +72,19 @@ def test_refined_treg_gate_is_a_polygon_that_classifies_events_better(drawn):
     assert not (pops["Treg"] & pops["Teff"]).any()
 
 
-def test_a_reviewers_threshold_cuts_the_refined_polygon(drawn):
-    ad, _, strategy = drawn
-    auto = gate(ad, strategy, copy=True)
-    cd25 = auto[:, "CD25"].X.ravel()
-    treg = auto.obsm[K.POPULATIONS]["Treg"].to_numpy()
-    value = float(np.quantile(cd25[treg], 0.25)) + 1e-5
-    fixed = gate(ad, strategy, thresholds={("Treg", "CD25"): value}, copy=True)
-    rec = fixed.uns[K.GATING]["gates"]["Treg"]
+def test_a_reviewers_threshold_cuts_the_polygon(drawn):
+    ad, _, _ = drawn
+    auto = gate(ad, copy=True)
+    cd127 = auto[:, "CD127"].X.ravel()
+    core = auto.obsm[K.POPULATIONS]["FOXP3+CD127lo"].to_numpy()
+    value = float(np.quantile(cd127[core], 0.75)) - 1e-5
+    fixed = gate(ad, thresholds={("FOXP3+CD127lo", "CD127"): value}, copy=True)
+    rec = fixed.uns[K.GATING]["gates"]["FOXP3+CD127lo"]
     assert rec["status"] == "manual" and rec["gate"]["kind"] == "polygon"
     g = gate_from_dict(rec["gate"])
-    assert min(v[list(g.dims).index("CD25")] for v in g.vertices) == pytest.approx(value)
-    after = fixed.obsm[K.POPULATIONS]["Treg"].to_numpy()
-    assert not (after & ~treg).any()  # the cut only removes events ...
-    assert np.mean(cd25[treg & ~after] < value) > 0.98  # ... those below it (edge rounding aside)
+    assert max(v[list(g.dims).index("CD127")] for v in g.vertices) == pytest.approx(value)
+    after = fixed.obsm[K.POPULATIONS]["FOXP3+CD127lo"].to_numpy()
+    assert not (after & ~core).any()  # the cut only removes events ...
+    assert np.mean(cd127[core & ~after] > value) > 0.98  # ... those above it (edge rounding aside)
+    # ... and the Tregs below it follow
+    assert not (fixed.obsm[K.POPULATIONS]["Treg"].to_numpy() & ~after).any()

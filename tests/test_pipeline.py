@@ -291,7 +291,7 @@ def test_task_keeps_every_event_of_the_chosen_population(small_trial, tmp_path):
     events = np.load(result.cells["events_file"])
     assert len(events) == cd4 == result.cells["n_population"]
     assert len(result.cells["event"]) == 200
-    assert set(result.cells["population"]) <= {"Treg", "Teff"}
+    assert set(result.cells["population"]) <= {"Treg", "Teff", "CD4"}  # CD4: FOXP3+ CD25-
     # no folder to leave them in (a remote Dask worker): the events travel in the result
     remote = process_sample(spec, settings, None, str(tmp_path / "absent"))
     np.testing.assert_array_equal(remote.cells["events_X"], events)

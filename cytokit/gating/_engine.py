@@ -408,14 +408,21 @@ class _Run:
         The count of a gate can be right while its cells are not: FOXP3lo activated Tconv kept while
         as many dim-FOXP3 naive Tregs are missed leave Treg % of CD4 within 0.2 points while Helios+ %
         of Treg is 11 points low and CD45RA- % 6 points high (simulated trials, drawn structures), and
-        no placement is a fallback."""
+        no placement is a fallback.
+
+        The same is measured for the cut of ``source`` alone (``cut_pct``: the FOXP3 threshold): a gate
+        drawn from the mixture agrees with it by construction, so its own impurity cannot show that
+        the populations overlap on the defining marker; when the cut alone and the mixture disagree,
+        the gate's make-up rests on the mixture's model of the helpers, which no check here sees."""
         gated = self.masks[spec.id][idx]
         impurity = M2.gate_impurity(prob, gated)
         if impurity is None:
             return
         finite = np.isfinite(prob)
+        cut = M2.gate_impurity(prob, self.masks[source][idx]) if source in self.masks else None
         self.records[spec.id]["details"]["impurity"] = {
             "pct": impurity,
+            "cut_pct": cut,
             "from": source,
             "gate_pct": 100.0 * float(gated[finite].mean()),
             "mixture_pct": 100.0 * float(prob[finite].mean()),
@@ -451,9 +458,10 @@ class _Run:
                 continue
             imp = rec["details"]["impurity"]
             gap = imp["mixture_pct"] - imp["gate_pct"]
-            if imp["pct"] <= MAX_IMPURITY_PCT and abs(gap) <= MAX_COUNT_GAP_PP:
+            cut = imp.get("cut_pct") or 0.0
+            if max(imp["pct"], cut) <= MAX_IMPURITY_PCT and abs(gap) <= MAX_COUNT_GAP_PP:
                 continue
-            parent = self.strat.node(gid).parent
+            parent = self.strat.node(source).parent  # the events the mixture was fitted on
             parts = []
             if abs(gap) > MAX_COUNT_GAP_PP:
                 parts.append(
@@ -478,6 +486,13 @@ class _Run:
                 parts.append(
                     f"the {markers} mixture puts {imp['pct']:.1f}% of its events outside the "
                     f"population, so its subsets' % may be off by as much{example}"
+                )
+            if cut > MAX_IMPURITY_PCT and imp["pct"] <= MAX_IMPURITY_PCT:
+                dim = self.var(self.strat.node(source).dims[0])
+                parts.append(
+                    f"the {markers} mixture puts {cut:.1f}% of the {source} events outside the "
+                    f"population: the populations overlap on {dim}, so the gate's make-up rests on "
+                    f"the mixture and its subsets' % may be off by as much"
                 )
             self.warnings.append(f"{gid}: {', and '.join(parts)}")
 
