@@ -528,12 +528,12 @@ def _live_time(t: np.ndarray, at: np.ndarray) -> np.ndarray:
     """Acquisition time elapsed up to each of ``at`` with the pauses taken out (gaps between events
     longer than :data:`PAUSE_GAPS` median gaps). The median is of the positive gaps: a clock coarser
     than the event rate stamps many events alike."""
-    gaps = np.diff(np.sort(t))
+    ts = t if bool(np.all(t[1:] >= t[:-1])) else np.sort(t)  # acquisition order is time order
+    gaps = np.diff(ts)
     positive = gaps[gaps > 0]
     if not len(positive):
         return np.asarray(at, dtype=float) - float(at[0])
     long = np.flatnonzero(gaps > PAUSE_GAPS * float(np.median(positive)))
-    ts = np.sort(t)
     starts, ends = ts[long], ts[long + 1]
     # live time is piecewise linear in clock time: slope 1 outside the pauses, flat inside them
     knots = np.r_[ts[0], np.column_stack([starts, ends]).ravel(), ts[-1]]
