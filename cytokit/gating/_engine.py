@@ -410,16 +410,23 @@ class _Run:
         of Treg is 11 points low and CD45RA- % 6 points high (simulated trials, drawn structures), and
         no placement is a fallback.
 
-        The same is measured for the cut of ``source`` alone (``cut_pct``: the FOXP3 threshold): a gate
-        drawn from the mixture agrees with it by construction, so its own impurity cannot show that
-        the populations overlap on the defining marker; when the cut alone and the mixture disagree,
-        the gate's make-up rests on the mixture's model of the helpers, which no check here sees."""
+        The same is measured for this gate's bounds on the events of the cut of ``source``
+        (``cut_pct``: the FOXP3 threshold and the CD25 bound, the Treg box before the FOXP3 x CD127
+        polygon): a gate drawn from the mixture agrees with it by construction, so its own impurity
+        cannot show that the populations overlap on the defining marker; when the box and the mixture
+        disagree, the gate's make-up rests on the mixture's model of the helpers, which no check here
+        sees."""
         gated = self.masks[spec.id][idx]
         impurity = M2.gate_impurity(prob, gated)
         if impurity is None:
             return
         finite = np.isfinite(prob)
-        cut = M2.gate_impurity(prob, self.masks[source][idx]) if source in self.masks else None
+        cut = None
+        if source in self.masks and self.records[spec.id].get("gate") is not None:
+            # this gate's own bounds on the cut's events (the CD25 bound on FOXP3+: the Treg box
+            # before the FOXP3 x CD127 polygon), judged by the same mixture
+            box = self.apply(gate_from_dict(self.records[spec.id]["gate"]), self.masks[source])
+            cut = M2.gate_impurity(prob, box[idx])
         self.records[spec.id]["details"]["impurity"] = {
             "pct": impurity,
             "cut_pct": cut,
