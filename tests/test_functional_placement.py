@@ -378,6 +378,15 @@ def test_a_stratum_leaning_toward_its_separate_positives_is_cut_at_its_valley():
     assert 100 * np.mean(teff >= res.value) == pytest.approx(truth, abs=0.6)
 
 
+def _stratum_split(subset, naive_ref, memory, others):
+    """``split_threshold`` of an HLA-DR subset whose CD45RA- part is ``memory``, within CD4 made of
+    the naive reference and the memory-like ``others`` (the stratum rule's inputs)."""
+    return split_threshold(
+        subset, np.r_[naive_ref, others], negative=naive_ref, min_depth=0.5, stratum=memory,
+        others=others,
+    )  # fmt: skip
+
+
 def test_a_stratum_dip_between_bumps_of_its_positives_is_not_its_valley():
     # 7952 strong P01 D0-like: the memory stratum's HLA-DR+ cells are a sparse plateau with two bumps;
     # the dip between them passed min_depth and cutting there gated 1.2 % HLA-DR+ Tregs for 9.9 %.
@@ -389,10 +398,7 @@ def test_a_stratum_dip_between_bumps_of_its_positives_is_not_its_valley():
     treg = np.r_[memory, rng.normal(0.2, 0.05, 800)]
     naive_ref = rng.normal(0.2, 0.05, 8000)
     others = np.r_[rng.normal(0.17, 0.02, 9000), rng.normal(0.35, 0.08, 600)]
-    res = split_threshold(
-        treg, np.r_[naive_ref, others], negative=naive_ref, min_depth=0.5, stratum=memory,
-        others=others,
-    )  # fmt: skip
+    res = _stratum_split(treg, naive_ref, memory, others)
     assert res.details["rule"] == "stratum excess"
     assert res.details.get("stratum_valley_inside_positives") is not None
     truth = 100 * len(pos) / len(treg)  # 5.8 %
@@ -408,10 +414,7 @@ def test_positives_among_the_subsets_reference_like_cells_are_counted():
     treg = np.r_[memory, naive_treg]
     naive_ref = rng.normal(0.22, 0.05, 8000)
     others = np.r_[rng.normal(0.15, 0.025, 9000), rng.normal(0.30, 0.06, 900)]
-    res = split_threshold(
-        treg, np.r_[naive_ref, others], negative=naive_ref, min_depth=0.5, stratum=memory,
-        others=others,
-    )  # fmt: skip
+    res = _stratum_split(treg, naive_ref, memory, others)
     assert res.details["rule"] == "stratum excess"
     truth = 100 * (150 + 40) / len(treg)  # 15.2 %
     assert 100 * np.mean(treg >= res.value) == pytest.approx(truth, abs=1.5)
