@@ -394,11 +394,11 @@ class _Run:
         self.records[spec.id] = _record(g, spec.method, spec.params, status, message, details)
         for source, (idx, prob, target, markers) in self.members.items():
             if target == spec.id:
-                self.check_purity(spec, source, idx, prob, markers)
+                self.check_purity(spec, g, source, idx, prob, markers)
         if spec.parent in self.purity and not spec.params.get("from"):
             self.check_subset(spec)
 
-    def check_purity(self, spec: GateSpec, source: str, idx, prob, markers: str) -> None:
+    def check_purity(self, spec: GateSpec, g, source: str, idx, prob, markers: str) -> None:
         """How many of the events of gate ``spec`` the mixture of the discriminant ``source`` (the gate
         whose count it took, ``count_with``) places outside the population
         (:func:`~cytokit.gating._methods_2d.gate_impurity`), and the population's % of the events
@@ -422,11 +422,10 @@ class _Run:
             return
         finite = np.isfinite(prob)
         cut = None
-        if source in self.masks and self.records[spec.id].get("gate") is not None:
-            # this gate's own bounds on the cut's events (the CD25 bound on FOXP3+: the Treg box
-            # before the FOXP3 x CD127 polygon), judged by the same mixture
-            box = self.apply(gate_from_dict(self.records[spec.id]["gate"]), self.masks[source])
-            cut = M2.gate_impurity(prob, box[idx])
+        if source in self.masks:
+            # this gate ``g`` on the cut's events (the CD25 bound on FOXP3+: the Treg box before
+            # the FOXP3 x CD127 polygon), judged by the same mixture
+            cut = M2.gate_impurity(prob, self.apply(g, self.masks[source])[idx])
         self.records[spec.id]["details"]["impurity"] = {
             "pct": impurity,
             "cut_pct": cut,
