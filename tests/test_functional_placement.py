@@ -179,6 +179,33 @@ def test_cd127lo_tregs_are_counted_below_the_boundary_not_below_the_cd4_tail():
     assert np.mean(treg < tail_threshold(cd4, k=3.0, side="low").value) < 0.6  # the old rule
 
 
+def test_cd127lo_tregs_within_the_conventional_cells_spread_are_counted_when_mostly_positive():
+    # IL-2-expanded Tregs whose CD127 sits only 1.4 SDs below the conventional cells' (real-blood
+    # overlap): their peak lies inside the negatives' central 90 %, so without the strategy's word the
+    # rule is the tail and almost nothing is called (0.2 % of CD4 for 15 % on simulated trials)
+    rng = np.random.default_rng(14)
+    teff = rng.normal(0.50, 0.08, 20000)
+    treg = np.r_[rng.normal(0.39, 0.06, 2850), rng.normal(0.50, 0.08, 150)]  # 95 % CD127lo
+    assert np.mean(treg < split_threshold(treg, teff, side="low").value) < 0.1
+    res = split_threshold(treg, teff, side="low", mostly_positive=True)
+    assert res.details["rule"] == "subset peak boundary"
+    assert res.details["boundary_cut"] == "mixture share"
+    assert np.mean(treg < res.value) == pytest.approx(0.95, abs=0.08)
+
+
+def test_a_mostly_negative_subset_is_not_called_positive_on_the_strategys_word():
+    # the strategy says "mostly positive" but the subset is its negatives (mode a hair lower) with a
+    # 10 % shoulder: the mixture finds a minor positive share, so the claim is not taken and the rule
+    # is the tail, as without it
+    rng = np.random.default_rng(15)
+    teff = rng.normal(0.50, 0.08, 20000)
+    treg = np.r_[rng.normal(0.49, 0.08, 2700), rng.normal(0.38, 0.06, 300)]
+    plain = split_threshold(treg, teff, side="low")
+    res = split_threshold(treg, teff, side="low", mostly_positive=True)
+    assert res.details["rule"] == plain.details["rule"] == "reference tail"
+    assert np.mean(treg < res.value) < 0.2
+
+
 def test_negative_subset_slightly_brighter_than_the_reference_stays_on_the_tail():
     # Tregs' Ki67 negatives a little brighter than CD4's (within the negatives' spread): not "mostly
     # positive", so the tail rule stays and few events are called

@@ -157,29 +157,39 @@ def _share(x: np.ndarray, t: float, sign: int) -> float:
 
 
 def _subset_peak_boundary(x: np.ndarray, own: tuple[float, float], neg_mode: float, neg_sd: float,
-                          sign: int):  # fmt: skip
+                          sign: int, *, mostly_positive: bool = False):  # fmt: skip
     """(threshold, details) between the reference's negative peak and the subset's own main peak
     (``own``: mode and SD, from :func:`_half_width_sd`) when that peak lies outside the negatives
     (:data:`OUTSIDE_NEGATIVES`: the subset is mostly positive), else None. The cut lies as many SDs from
     either peak (the negatives' SD on the side facing the subset, the subset's on its far side, which
-    the negatives' shoulder does not widen)."""
+    the negatives' shoulder does not widen).
+
+    ``mostly_positive``: the strategy knows the subset is mostly positive (CD127lo among FOXP3+
+    Tregs), so a main peak on the positive side of the negatives' is taken for the positives even
+    within the negatives' spread, when the mixture agrees (its positive component holds most of the
+    subset): where the two overlap (CD127 on Tregs 1-1.6 SDs below conventional cells) the tail rule
+    called 0.2 % CD127lo of CD4 for 15 %."""
     if len(x) < MIN_EVENTS:
         return None
     mode, sd = own
     gap = (mode - neg_mode) * sign
-    if gap <= OUTSIDE_NEGATIVES * neg_sd:
+    within_negatives = gap <= OUTSIDE_NEGATIVES * neg_sd
+    if gap <= 0 or (within_negatives and not mostly_positive):
         return None
+    outside = 0.0 if within_negatives else OUTSIDE_NEGATIVES * neg_sd
     value = neg_mode + sign * gap * neg_sd / (neg_sd + sd)
     info = {"subset_mode": mode, "subset_sd": sd, "boundary_threshold": float(value)}
     fit = _fixed_negative_mixture(x * sign, neg_mode * sign, neg_sd, (value - neg_mode) * sign)
     if fit is not None:
         share, mu, spread = fit
         # the fitted positive component must lie outside the negatives, as the subset's peak does
-        if (mu - neg_mode * sign) > OUTSIDE_NEGATIVES * neg_sd:
+        # (on their positive side and holding most of the subset, where the strategy vouches for it)
+        if (mu - neg_mode * sign) > outside and (share > 0.5 or not within_negatives):
             value = float(np.quantile(x * sign, 1.0 - share)) * sign
             info.update(boundary_cut="mixture share", mixture_share_pct=100.0 * share,
                         mixture_positive_mean=mu * sign, mixture_positive_sd=spread)  # fmt: skip
-    return value, info
+            return value, info
+    return None if within_negatives else (value, info)
 
 
 def _fixed_negative_mixture(xs: np.ndarray, neg_mode: float, neg_sd: float, gap: float,
@@ -255,6 +265,7 @@ def split_threshold(
     stratum: np.ndarray | None = None,
     others: np.ndarray | None = None,
     strata: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
+    mostly_positive: bool = False,
 ) -> Placement:
     """Threshold of a functional marker on a subset ``x`` (Treg or Teff events), see the module doc.
 
@@ -293,6 +304,10 @@ def split_threshold(
         ``within`` have unlike negative peaks (modes more than one SD apart, or spreads more than
         ``1 + 1/k`` times apart: either moves a ``k``-SD tail by more than one SD), each part of the
         subset is placed against its own part of ``within`` and the counts are summed (see the module doc).
+    mostly_positive
+        The subset is known to be mostly positive (CD127lo among FOXP3+ Tregs: Liu et al. and Seddiki
+        et al., J Exp Med 2006): without a valley, a main peak on the positive side of the reference's
+        negative peak is taken for the positives even within the negatives' spread (rule 3).
 
     Returns
     -------
@@ -355,7 +370,8 @@ def split_threshold(
                 message = _disagreement(details, details["excess_pct"], "negative reference excess")
                 return Placement(value, "ok", message, details)
             details["excess_rejected"] = {"threshold": float(value), "pct": pct(value)}
-        peak = _subset_peak_boundary(x, own, tail.details["mode"], tail.details["sd"], sign)
+        peak = _subset_peak_boundary(x, own, tail.details["mode"], tail.details["sd"], sign,
+                                     mostly_positive=mostly_positive)  # fmt: skip
         if peak is not None:
             value, info = peak
             details.update(rule="subset peak boundary", **info)
