@@ -285,6 +285,37 @@ def test_tregs_without_any_valley_take_the_smaller_of_the_mixture_and_tail_count
     assert "count from its tail" in rec["message"]
 
 
+def test_tregs_without_any_valley_are_bounded_by_the_foxp3_excess_over_cd25_low_cells(tmp_path):
+    # regression (overlap trial 9813, strong drift, patient 4 baseline, FOXP3 poorly resolved): no
+    # valley on FOXP3 nor on the discriminant axis, no mixture component distinct on FOXP3, and the
+    # tail of a CD25-driven axis counted the CD25 smear of memory Tconv: 10.4 % Treg called for 6.5 %
+    # (36.9 % at 30,000 events). FOXP3's excess over the FOXP3 of the CD25-low half of CD4 bounds it
+    ad, truth = _gated_overlap_sample(tmp_path, seed=9813, patient=4, day=0)
+    rec = ad.uns[K.GATING]["gates"]["FOXP3+"]
+    assert abs(treg_pct(ad) - truth) < 1.5, (treg_pct(ad), truth)
+    assert rec["status"] == "fallback"  # still a guess, and said so
+    assert "count from its excess" in rec["message"]
+
+
+def test_a_discriminant_valley_in_the_cd25_smear_is_not_taken_for_the_tregs(tmp_path):
+    # regression (overlap trial 9813, strong drift, patient 2 baseline, 30,000 events): the
+    # discriminant axis had a valley inside the CD25 smear of memory Tconv, 2,115 events above it of
+    # 8,615 CD4 (24.5 % Treg called for 6.9 %), four times FOXP3's whole excess over its negatives
+    import cytokit as ck
+    from cytokit.datasets import simulate_sample
+
+    sim = simulate_sample(30000, seed=9813, patient=2, day=0, drift="strong", realism="overlap")
+    ad = ck.read_fcs(sim.write(tmp_path / "s.fcs"))
+    ck.pp.compensate(ad)
+    ck.pp.transform(ad)
+    gate(ad)
+    rec = ad.uns[K.GATING]["gates"]["FOXP3+"]
+    found = rec["details"]["FOXP3"]
+    assert abs(treg_pct(ad) - sim.truth["treg_pct_cd4"]) < 1.5, treg_pct(ad)
+    assert found["rejected_valley_count"] > 2 * found["excess_count"]
+    assert rec["status"] == "fallback"
+
+
 def test_discriminant_split_does_not_depend_on_each_markers_units():
     # the mixture's k-means start is not scale-free: with CD25 on a 10x wider scale (another transform
     # or cofactor) the old fit started from CD25 alone, found no valley and fell back to a tail count

@@ -85,6 +85,7 @@ _PLACEMENT_KEYS = {
     "helpers",
     "count_with",
     "reference",
+    "negative_half",
 }
 
 
@@ -749,6 +750,8 @@ class _Run:
         # valley on that axis, so a guessed start only chooses where the search begins
         start = float(res.value)
 
+        excess = self.excess_count(b, helpers, idx, x)
+
         def count(fit_events: int):
             pos, info = M2.discriminant_split(
                 X, signs, start=start, seed=self.strat.seed, fit_events=fit_events, membership=True
@@ -757,7 +760,16 @@ class _Run:
             if prob is not None and b.get("count_with"):  # the counted gate's purity check
                 markers = "/".join(self.var(m) for m in (dim, *helpers))
                 self.members[spec.id] = (idx, prob, str(b["count_with"]), markers)
+            if excess is not None:
+                info["excess_count"] = excess
             if pos is None or pos.sum() < 2 * M.MIN_EVENTS:  # none, or a handful of outliers
+                return None, info
+            if excess is not None and pos.sum() - excess > MAX_COUNT_GAP_PP / 100 * len(x):
+                # a valley holding more events than dim's whole excess over its negatives lies
+                # in the bulk (the CD25 smear of memory cells), not between it and the population;
+                # the two counts are estimates, so only a gap beyond the tolerance of two
+                # estimates of a right count (MAX_COUNT_GAP_PP points of the parent) rejects it
+                info["rejected_valley_count"] = int(pos.sum())
                 return None, info
             self.splits[spec.id] = (idx, pos)  # a gate may draw this split (``refine``)
             return int(pos.sum()), info
@@ -785,6 +797,28 @@ class _Run:
         value = _count_matched(x, sign, n_pos, rules)
         info.update(n_positive=n_pos, helpers=list(helpers))
         return M.Placement(value, status, message, {**res.details, **info})
+
+    def excess_count(self, b: dict, helpers: dict, idx, x) -> int | None:
+        """``negative_half: MARKER`` (a helper): how many of the events ``x`` (on the bound's dim)
+        lie in excess of the negatives' shape, taken from the half of the events on the far side of
+        MARKER's median from the population (:func:`~cytokit.gating._methods.reference_threshold`,
+        Overton's subtraction refined by a mixture). CD4+CD25- cells are the conventional T cells
+        (Sakaguchi et al., J Immunol 1995; Baecher-Allan et al., J Immunol 2001: the regulatory cells
+        are the CD25-high few), so the FOXP3 of the CD25-low half of CD4 is the shape of FOXP3 on
+        cells that lack it. Every FOXP3 excess counts (Tregs, FOXP3lo activated Tconv), so this count
+        bounds the Tregs from above: a discriminant count beyond it took in the bulk."""
+        marker = b.get("negative_half")
+        if not marker or marker not in helpers:
+            return None
+        h = self.column(marker)[idx]
+        ok = np.isfinite(h) & np.isfinite(x)
+        if ok.sum() < 10 * M.MIN_EVENTS:
+            return None
+        med = float(np.median(h[ok]))
+        far = ok & ((h - med) * M._side_sign(helpers[marker]) < 0)
+        res = M.reference_threshold(x[ok], x[far], side=b.get("side", "high"))
+        above = (x[ok] - float(res.value)) * M._side_sign(b.get("side", "high")) >= 0
+        return int(above.sum())
 
     def count_rules(self, gate_id: str | None, within: str, dim: str) -> list:
         """``(column, method kw)`` of the bounds of gate ``gate_id`` placed within ``within``."""
@@ -885,8 +919,9 @@ def _helper_markers(spec: GateSpec) -> set[str]:
 
 def _fallback_count(info: dict) -> tuple[str, int]:
     """``(source, count)`` of a population that has a valley neither on its marker nor on the
-    discriminant axis: the smaller of the mixture's count (its components distinct on the marker,
-    ``mixture_count``) and the tail rule's (``tail_count``), whichever exist.
+    discriminant axis: the smallest of the mixture's count (its components distinct on the marker,
+    ``mixture_count``), the tail rule's (``tail_count``) and the marker's excess over its negatives
+    (``excess_count``, :meth:`_Run.excess_count`), whichever exist.
 
     Without a valley the population is a shoulder of the bulk, and both estimates take in the part of
     the bulk's tail that overlaps it: a Gaussian component fitted to a shoulder widens over the
@@ -895,7 +930,9 @@ def _fallback_count(info: dict) -> tuple[str, int]:
     the population holds, so the smaller is the tighter estimate (simulated overlap trials, dev seeds
     7901/7902/9201/9202: the mixture's count was above the truth on 30 of 30 such samples, by 2.1
     points of CD4 on average; the smaller of the two 1.2 points)."""
-    counts = {s: int(info[f"{s}_count"]) for s in ("mixture", "tail") if info.get(f"{s}_count")}
+    counts = {
+        s: int(info[f"{s}_count"]) for s in ("mixture", "tail", "excess") if info.get(f"{s}_count")
+    }
     if not counts:
         return "tail", 0
     source = min(counts, key=counts.get)
