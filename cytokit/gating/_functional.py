@@ -25,13 +25,7 @@ through them. :func:`split_threshold` therefore looks at the subset itself first
    :data:`MINOR_SHARE` of it, the cut is the mixture boundary, else the fitted share
    (``details["excess_cut"]``, see :func:`_negative_excess`). Where the reference's negatives spread
    more than ``1 + 1/k`` times as wide as the subset's, its shape does not model them and the count is
-   the subset's excess over its own negative peak mirrored (``excess_cut = "own peak"``). The
-   reference's shape may also stand a little below or above the subset's negatives (naive CD4 HLA-DR
-   a third of a negative SD below the Teff negatives: 10.9 % HLA-DR+ Teff called for 4.4 %): the
-   reference is then moved along the axis to where the mixture's likelihood is highest, and where the
-   positives fitted beside it are a minor component (below :data:`MINOR_SHARE`) their share is the
-   count (``excess_cut = "shifted reference share"``, ``details["reference_shift"]``; see
-   :func:`_shifted_reference_share`).
+   the subset's excess over its own negative peak mirrored (``excess_cut = "own peak"``).
 3. **subset peak boundary** where there is no valley but the subset's own main peak lies clearly beyond
    the reference's negative peak (outside the central 90 % of the negatives): the subset is then mostly
    positive (Helios+ Tregs, CD127lo Tregs) and its negatives a shoulder. The cut is the point as many
@@ -593,13 +587,6 @@ def _negative_excess(
         info = {"excess_cut": "own peak", "reference_spread_ratio": ratio,
                 "excess_share_pct": 100.0 * float(own.details["positive_fraction"])}  # fmt: skip
         return float(own.value), info
-    shifted = _shifted_reference_share(x * sign, negative * sign)
-    if shifted is not None and 100.0 * shifted[0] < MINOR_SHARE:
-        share, shift = shifted
-        value = float(np.quantile(x * sign, 1.0 - share)) * sign
-        info = {"excess_cut": "shifted reference share", "excess_share_pct": 100.0 * share,
-                "reference_shift": shift * sign}  # fmt: skip
-        return value, info
     excess = reference_threshold(x, negative, side=side)
     share = 100.0 * float(excess.details["positive_fraction"])
     info = {"excess_share_pct": share, "excess_cut": "fitted share"}
@@ -607,88 +594,6 @@ def _negative_excess(
         info.update(excess_cut="mixture boundary", excess_share_threshold=float(excess.value))
         return float(excess.details["boundary"]), info
     return float(excess.value), info
-
-
-def _shifted_reference_share(xs: np.ndarray, ns: np.ndarray, steps: int = 21):
-    """(positive share, shift) of ``xs`` as the negative reference's shape moved along the axis plus
-    one Gaussian (positives above), the shift and the mixture fitted by maximum likelihood, or None
-    when no shift gives a positive component outside the negatives.
-
-    The negative reference (naive CD4 for HLA-DR) has the subset's negatives' shape but not always
-    their place: spillover and unspecific staining differ between naive and memory cells, and a
-    reference a third of a negative SD below the subset's negatives made the excess over it count the
-    negatives' upper flank (HLA-DR+ Teff 10.9 % called for 4.4 %; the error grew with the offset on
-    every development seed). The shift is a location parameter of the mixture (the reference's binned
-    density moved by it), searched over one negative SD either way in tenths of an SD (one SD: the
-    strata rule's bound for two negative peaks still alike), and for each the share, mean and SD of
-    the positive Gaussian are fitted by EM (as :func:`~cytokit.gating._methods.reference_threshold`
-    does without the shift); the shift of the highest likelihood is kept. Its share is used only for a
-    minor positive component (below :data:`MINOR_SHARE`, the caller's check): with many positives a
-    shifted narrow reference also fits negatives wider than it by giving their upper half to the
-    positives (HLA-DR+ Tregs 49 % called for 29 %).
-    """
-    if len(xs) < MIN_COMPONENT or len(ns) < MIN_COMPONENT:
-        return None
-    neg_sd = max(_low_spread(ns), 1e-6)
-    med = float(np.median(ns))
-    grid, f_ref, _ = smooth_density(
-        ns, span=(min(xs.min(), ns.min()) - neg_sd, max(xs.max(), ns.max()) + neg_sd)
-    )
-    width = float(grid[1] - grid[0])
-    counts, _ = np.histogram(xs, bins=len(grid), range=(grid[0] - width / 2, grid[-1] + width / 2))
-    counts = counts.astype(float)
-    keep = (counts > 0) | (f_ref > 0)  # bins outside both add nothing to the likelihood
-    best, start = None, None
-    for shift in np.linspace(-1.0, 1.0, steps) * neg_sd:
-        f_neg = np.interp(grid - shift, grid, f_ref, left=0.0, right=0.0)
-        f_neg /= max(float(f_neg.sum()) * width, 1e-300)
-        fit = _gaussian_beside(grid[keep], counts[keep], f_neg[keep], med + shift, width, start)
-        # the positive component must lie outside the negatives (as reference_threshold requires)
-        if fit is None or fit[1] - (med + shift) < neg_sd:
-            start = None
-            continue
-        start = fit[:3]  # the next shift starts from this fit
-        if best is None or fit[3] > best[0][3]:
-            best = (fit, float(shift))
-    return None if best is None else (best[0][0], best[1])
-
-
-def _gaussian_beside(grid, counts, f_neg, start_at: float, width: float, start=None,
-                     max_iter: int = 200):  # fmt: skip
-    """(share, mean, SD, log-likelihood) of one Gaussian beside the fixed binned density ``f_neg``,
-    fitted by EM on the binned ``counts`` (start: ``start`` = (share, mean, SD), else Overton's
-    subtraction at ``start_at``, the negatives' median), or None when no positive events remain."""
-    total = float(counts.sum())
-    if start is not None:
-        w, mu, sd = start
-    else:
-        below = float(counts[grid < start_at].sum())
-        w = min(max(1.0 - 2.0 * below / total, 0.02), 0.98)
-        upper = np.cumsum(counts[::-1])[::-1] <= w * total
-        mu = (
-            float(np.average(grid[upper], weights=counts[upper]))
-            if counts[upper].sum()
-            else grid[-1]
-        )
-        sd = width * 10
-    for _ in range(max_iter):
-        f_pos = np.exp(-0.5 * ((grid - mu) / sd) ** 2) / (sd * np.sqrt(2 * np.pi))
-        mix = w * f_pos + (1.0 - w) * f_neg
-        resp = np.divide(w * f_pos, mix, out=np.zeros_like(mix), where=mix > 0)
-        n_pos = float(np.sum(counts * resp))
-        if n_pos < 1.0:
-            return None
-        new_w = n_pos / total
-        mu = float(np.sum(counts * resp * grid) / n_pos)
-        sd = max(float(np.sqrt(np.sum(counts * resp * (grid - mu) ** 2) / n_pos)), width)
-        done = abs(new_w - w) < 1e-6
-        w = new_w
-        if done:
-            break
-    f_pos = np.exp(-0.5 * ((grid - mu) / sd) ** 2) / (sd * np.sqrt(2 * np.pi))
-    mix = w * f_pos + (1.0 - w) * f_neg
-    loglik = float(np.sum(counts * np.log(np.maximum(mix * width, 1e-300))))
-    return w, mu, sd, loglik
 
 
 def _split_on_valleys(
