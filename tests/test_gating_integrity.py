@@ -211,14 +211,15 @@ def test_dim_foxp3_without_a_valley_is_counted_with_cd25_and_cd127(seed):
     assert abs(treg_pct(ad) - truth_pct(ad)) < 1.0, (treg_pct(ad), truth_pct(ad))
 
 
-def _gated_overlap_sample(tmp_path, *, seed: int, patient: int, day: int, drift: str = "strong"):
-    """A 20,000-event overlap-realism sample (strong drift), read, compensated, transformed, gated."""
+def _gated_overlap_sample(
+    tmp_path, *, seed: int, patient: int, day: int, drift="strong", events=20000, realism="overlap"
+):
+    """A simulated sample (20,000 overlap-realism events, strong drift, unless told), read,
+    compensated, transformed and gated; with its true Treg % of CD4."""
     import cytokit as ck
     from cytokit.datasets import simulate_sample
 
-    sim = simulate_sample(
-        20000, seed=seed, patient=patient, day=day, drift=drift, realism="overlap"
-    )
+    sim = simulate_sample(events, seed=seed, patient=patient, day=day, drift=drift, realism=realism)
     ad = ck.read_fcs(sim.write(tmp_path / "s.fcs"))
     ck.pp.compensate(ad)
     ck.pp.transform(ad)
@@ -273,24 +274,24 @@ def test_tregs_without_any_valley_are_counted_from_the_components_distinct_on_fo
     assert abs(treg_pct(ad) - truth) < 3.0, (treg_pct(ad), truth)
 
 
-def test_tregs_without_any_valley_are_not_counted_from_a_component_widened_over_the_bulk(tmp_path):
-    # regression (overlap trial 3304, strong drift, patient 0 baseline): no valley on FOXP3 nor on the
-    # discriminant axis; the mixture's component distinct on FOXP3 widened over FOXP3lo activated
-    # Tconv and the CD25 smear (466 of 5750 CD4 events: 7.8 % Treg gated for 5.0 % true). The count
-    # is FOXP3's excess over the FOXP3 of CD25-low CD4 cells (the tail of the axis before it)
-    ad, truth = _gated_overlap_sample(tmp_path, seed=3304, patient=0, day=0)
-    rec = ad.uns[K.GATING]["gates"]["FOXP3+"]
-    assert abs(treg_pct(ad) - truth) < 1.5, (treg_pct(ad), truth)
-    assert rec["status"] == "fallback"  # still a guess, and said so
-    assert "count from its excess" in rec["message"]
-
-
-def test_tregs_without_any_valley_are_counted_from_the_foxp3_excess_over_cd25_low_cells(tmp_path):
-    # regression (overlap trial 9813, strong drift, patient 4 baseline, FOXP3 poorly resolved): no
-    # valley on FOXP3 nor on the discriminant axis, no mixture component distinct on FOXP3, and the
-    # tail of a CD25-driven axis counted the CD25 smear of memory Tconv: 10.4 % Treg called for 6.5 %
-    # (36.9 % at 30,000 events). FOXP3's excess over the FOXP3 of the CD25-low half of CD4 counts them
-    ad, truth = _gated_overlap_sample(tmp_path, seed=9813, patient=4, day=0)
+@pytest.mark.parametrize(
+    "seed, patient",
+    [
+        # overlap trial 3304, strong drift, patient 0 baseline: no valley on FOXP3 nor on the
+        # discriminant axis; the mixture's component distinct on FOXP3 widened over FOXP3lo activated
+        # Tconv and the CD25 smear (466 of 5750 CD4 events: 7.8 % Treg gated for 5.0 % true)
+        (3304, 0),
+        # overlap trial 9813, strong drift, patient 4 baseline, FOXP3 poorly resolved: no mixture
+        # component distinct on FOXP3, and the tail of a CD25-driven axis counted the CD25 smear of
+        # memory Tconv: 10.4 % Treg called for 6.5 % (36.9 % at 30,000 events)
+        (9813, 4),
+    ],
+)
+def test_tregs_without_any_valley_are_counted_from_the_foxp3_excess_over_cd25_low_cells(
+    tmp_path, seed, patient
+):
+    # regressions: the count is FOXP3's excess over the FOXP3 of the CD25-low half of CD4
+    ad, truth = _gated_overlap_sample(tmp_path, seed=seed, patient=patient, day=0)
     rec = ad.uns[K.GATING]["gates"]["FOXP3+"]
     assert abs(treg_pct(ad) - truth) < 1.5, (treg_pct(ad), truth)
     assert rec["status"] == "fallback"  # still a guess, and said so
@@ -308,26 +309,12 @@ def test_tregs_without_any_valley_are_the_foxp3_excess_even_where_the_tail_count
     assert "count from its excess" in rec["message"]
 
 
-def _gated_30k(tmp_path, *, seed: int, patient: int, day: int, realism: str):
-    import cytokit as ck
-    from cytokit.datasets import simulate_sample
-
-    sim = simulate_sample(
-        30000, seed=seed, patient=patient, day=day, drift="strong", realism=realism
-    )
-    ad = ck.read_fcs(sim.write(tmp_path / "s.fcs"))
-    ck.pp.compensate(ad)
-    ck.pp.transform(ad)
-    gate(ad)
-    return ad, sim.truth["treg_pct_cd4"]
-
-
 def test_a_discriminant_valley_in_the_cd25_smear_is_not_taken_for_the_tregs(tmp_path):
     # regression (overlap trial 9813, strong drift, patient 2 baseline, 30,000 events): the
     # discriminant axis had a valley inside the CD25 smear of memory Tconv, 2,115 events above it of
     # 8,615 CD4 (24.5 % Treg called for 6.9 %); those events were FOXP3-brighter than the rest by
     # half a robust SD, where Tregs are FOXP3+ (distinct beyond 1.96 SDs)
-    ad, truth = _gated_30k(tmp_path, seed=9813, patient=2, day=0, realism="overlap")
+    ad, truth = _gated_overlap_sample(tmp_path, seed=9813, patient=2, day=0, events=30000)
     rec = ad.uns[K.GATING]["gates"]["FOXP3+"]
     assert abs(treg_pct(ad) - truth) < 1.5, treg_pct(ad)
     assert rec["details"]["FOXP3"]["rejected_valley_count"] > 2000
@@ -339,7 +326,9 @@ def test_a_valley_of_foxp3_bright_cells_is_kept_where_the_cd25_low_reference_is_
     # CD25-low conventional cells sits 0.3 SD above that of the CD25-high ones (spillover), so the
     # FOXP3 excess over them undercounts (70 events for ~290 Tregs); judged against that excess, the
     # right discriminant valley (286 events, FOXP3 3 SDs above the rest) was rejected: 0.7 % for 3.0 %
-    ad, truth = _gated_30k(tmp_path, seed=9701, patient=4, day=0, realism="real")
+    ad, truth = _gated_overlap_sample(
+        tmp_path, seed=9701, patient=4, day=0, events=30000, realism="real"
+    )
     rec = ad.uns[K.GATING]["gates"]["FOXP3+"]
     assert abs(treg_pct(ad) - truth) < 1.0, treg_pct(ad)
     assert rec["status"] == "ok"
