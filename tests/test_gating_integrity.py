@@ -334,6 +334,20 @@ def test_a_valley_of_foxp3_bright_cells_is_kept_where_the_cd25_low_reference_is_
     assert rec["status"] == "ok"
 
 
+def test_a_valley_of_foxp3_dim_tregs_is_kept_where_it_holds_no_more_than_the_foxp3_excess(tmp_path):
+    # regression (real trial 9972, strong drift, patient 4 baseline, 30,000 events): the Tregs are
+    # FOXP3-dim, the events above the right discriminant valley 1.86 robust SDs above the rest (316
+    # events, fewer than FOXP3's excess, 393); rejected for that separation alone, the gate fell back
+    # to the FOXP3 box and its make-up to the box's (Helios+ % of Treg 33 for 69 at 60,000 events)
+    ad, truth = _gated_overlap_sample(
+        tmp_path, seed=9972, patient=4, day=0, events=30000, realism="real"
+    )
+    rec = ad.uns[K.GATING]["gates"]["FOXP3+"]
+    assert rec["status"] == "ok", rec["message"]
+    assert "rejected_valley_count" not in rec["details"]["FOXP3"]
+    assert abs(treg_pct(ad) - truth) < 1.0, (treg_pct(ad), truth)
+
+
 def test_discriminant_split_does_not_depend_on_each_markers_units():
     # the mixture's k-means start is not scale-free: with CD25 on a 10x wider scale (another transform
     # or cofactor) the old fit started from CD25 alone, found no valley and fell back to a tail count

@@ -772,10 +772,14 @@ class _Run:
             spread = 1.4826 * float(np.nanmedian(np.abs(neg - np.nanmedian(neg)))) or 1e-9
             shift = sign * float(np.nanmedian(x[pos]) - np.nanmedian(neg))
             info["separation"] = round(shift / spread, 2)
-            if info["separation"] < M2.PRIMARY_DISTINCT:
+            beyond = excess is not None and pos.sum() - excess > MAX_COUNT_GAP_PP / 100 * len(x)
+            if info["separation"] < M2.PRIMARY_DISTINCT and beyond:
                 # the events above the valley are not distinct from the rest on dim, the marker
-                # that defines the population: the valley lies in the bulk (the CD25 smear of
-                # memory cells), not between it and the population
+                # that defines the population, and they outnumber dim's excess over its negatives
+                # by more than two right estimates can differ (MAX_COUNT_GAP_PP points): the valley
+                # lies in the bulk (the CD25 smear of memory cells), not between it and the
+                # population. Either alone also rejected right valleys: FOXP3-dim Tregs (separation
+                # 1.7) and an excess that undercounts where spillover shifts the CD25-low cells
                 info["rejected_valley_count"] = int(pos.sum())
                 return None, info
             self.splits[spec.id] = (idx, pos)  # a gate may draw this split (``refine``)
