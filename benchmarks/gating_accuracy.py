@@ -86,7 +86,11 @@ def scored(adata, truth: dict) -> dict:
 def gate_trial(
     cond: dict, *, n_patients: int, placements, prior: bool, strategy="treg", design="transreg"
 ) -> pd.DataFrame:
-    """One row per sample and placement: gated readouts and their truth."""
+    """One row per sample and placement: gated readouts and their truth. A sample whose gating fails
+    is one row with its error in ``failed`` (no readouts): it counts as a missed goal, never as a
+    sample left out."""
+    from cytokit.errors import CytokitError
+
     logging.getLogger("cytokit").setLevel(logging.ERROR)
     rows, adatas, truths = [], {}, {}
     days = SLE_DAYS if design == "sle" else DAYS
@@ -99,10 +103,16 @@ def gate_trial(
                                       realism=cond["realism"], platform=cond["platform"],
                                       **extra)  # fmt: skip
                 adata = preprocess(sim, Path(tmp), cond["datatype"])
-                gate(adata, strategy)
+                try:
+                    gate(adata, strategy)
+                except CytokitError as err:
+                    rows.append({**cond, "placement": "sample", "patient": p, "day": day,
+                                 "failed": err.message})  # fmt: skip
+                    continue
                 adatas[(p, day)], truths[(p, day)] = adata, sim.truth
     for p in range(n_patients):
-        mine = [adatas[(p, d)] for d in days]
+        gated_days = [d for d in days if (p, d) in adatas]
+        mine = [adatas[(p, d)] for d in gated_days]
         regated = {}
         if "sample" in placements:
             regated["sample"] = mine
@@ -113,7 +123,7 @@ def gate_trial(
             pr = consensus_prior([a.uns["gating"] for a in mine])
             regated["prior"] = [gate(a, strategy, prior=pr, copy=True) for a in mine]
         for mode, gated in regated.items():
-            for day, a in zip(days, gated, strict=True):
+            for day, a in zip(gated_days, gated, strict=True):
                 rows.append({**cond, "placement": mode, "patient": p, "day": day,
                              "warned": bool(a.uns["gating"].get("warnings")),
                              **scored(a, truths[(p, day)])})  # fmt: skip
@@ -212,6 +222,8 @@ def main(argv=None) -> int:
     table = pd.concat(tables, ignore_index=True)
     if args.csv:
         table.to_csv(args.csv, index=False)
+    failed = table[table["failed"].notna()] if "failed" in table else table.iloc[:0]
+    table = table.drop(index=failed.index).drop(columns="failed", errors="ignore")
     long = errors(table)
     pd.set_option("display.width", 250)
     print("absolute error per readout (points; treg_teff_ratio in its own units), mean / worst:")
@@ -229,6 +241,12 @@ def main(argv=None) -> int:
     print(f"\n{n} samples x {table.placement.nunique()} placement(s) in "
           f"{time.perf_counter() - start:.0f} s")  # fmt: skip
     missed = missed_goals(long, goals)
+    if len(failed):
+        print(f"\n{len(failed)} sample(s) failed to gate:")
+        print(
+            failed[["seed", "drift", "realism", "patient", "day", "failed"]].to_string(index=False)
+        )
+        missed.append(f"{len(failed)} sample(s) failed to gate (every readout missing)")
     for m in missed:
         print(f"GOAL MISSED {m}")
     if (
