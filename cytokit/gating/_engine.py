@@ -768,10 +768,10 @@ class _Run:
             if pos is None or pos.sum() < 2 * M.MIN_EVENTS:  # none, or a handful of outliers
                 return None, info
             # the split's positives against the rest on dim, in robust SDs of the rest
-            neg = x[~pos]
-            spread = 1.4826 * float(np.nanmedian(np.abs(neg - np.nanmedian(neg)))) or 1e-9
-            shift = sign * float(np.nanmedian(x[pos]) - np.nanmedian(neg))
-            info["separation"] = round(shift / spread, 2)
+            finite = np.isfinite(x)
+            neg, above = x[~pos & finite], x[pos & finite]
+            shift = sign * float(np.median(above) - np.median(neg))
+            info["separation"] = round(shift / M._robust_sd(neg), 2)
             beyond = excess is not None and pos.sum() - excess > MAX_COUNT_GAP_PP / 100 * len(x)
             if info["separation"] < M2.PRIMARY_DISTINCT and beyond:
                 # the events above the valley are not distinct from the rest on dim, the marker
