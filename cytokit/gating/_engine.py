@@ -73,6 +73,7 @@ ONE_SD_SHARE = 0.8413447460685429
 
 _PLACEMENT_KEYS = {
     "refine",
+    "dead_check",
     "warn",
     "routine",
     "moves",
@@ -593,13 +594,48 @@ class _Run:
         elif spec.method == "corner":  # a rare cloud in a corner of a continuum (CD25hi CD127lo)
             res = corner_population(np.column_stack(cols), dims=dims, seed=self.strat.seed, **kw)
         elif spec.method == "scatter_mixture":
-            sub = self.spread(np.arange(len(idx)), int(p.get("fit_events", 2000)), key=spec.id)
-            res = M2.scatter_mixture(
-                np.column_stack(cols)[sub], dims=dims, seed=self.strat.seed, **kw
-            )
+            n_fit = int(p.get("fit_events", 2000))
+            sub = self.spread(np.arange(len(idx)), n_fit, key=spec.id)
+            XY = np.column_stack(cols)
+            viability = self.viable(spec, idx)
+            if viability is not None:  # the live events get their own draw (a mostly dead sample)
+                live, check = viability
+                alive = self.spread(np.flatnonzero(live), n_fit, key=f"{spec.id}/live")
+                kw.update(live=live[sub], X_live=XY[alive])
+            res = M2.scatter_mixture(XY[sub], dims=dims, seed=self.strat.seed, **kw)
+            if viability is not None:
+                res.details["viability"] = {**check, **res.details.get("viability", {})}
         else:  # time_qc
             res = M.time_anomalies(cols[0], cols[1] if len(cols) > 1 else None, dims=dims, **kw)
         return res.value, res.status, res.message, res.details
+
+    def viable(self, spec: GateSpec, idx: np.ndarray) -> tuple[np.ndarray, dict] | None:
+        """Which of the events ``idx`` of a scatter gate's parent are live, by the live/dead gate the
+        strategy names (``dead_check: live``): its marker and valley rule placed on these events
+        (every cell type, so both the live and the dead peak are there when the sample has many dead
+        cells). ``None`` when the panel lacks the marker or the dye shows no live/dead valley (no dead
+        peak: nothing to check)."""
+        name = spec.params.get("dead_check")
+        if not name:
+            return None
+        try:
+            live_spec = self.strat.node(name)
+        except KeyError:
+            raise GatingError(f"dead_check: {name!r} is not a gate of the strategy") from None
+        if not isinstance(live_spec, GateSpec) or live_spec.method != "valley":
+            raise GatingError(f"dead_check: {name!r} is not a valley gate (a live/dead dye gate)")
+        dim = live_spec.dims[0]
+        if self.cols.get(dim) is None:
+            return None
+        b = live_spec.params
+        x = self.column(dim)[idx]
+        kw = {k: v for k, v in b.items() if k in _METHOD_KW["valley"]}
+        try:  # a valley only: without a dead peak there is no dead cloud to mistake
+            res = M.density_valley(x, **{**kw, "fallback": "none"})
+        except GatingError:
+            return None
+        live = (x - float(res.value)) * M._side_sign(b.get("side", "low")) >= 0
+        return live, {"gate": name, "marker": self.var(dim), "threshold": float(res.value)}
 
     def range_gate(self, spec: GateSpec, bounds: dict):
         lows, highs, statuses, messages, details = [], [], [], [], {}

@@ -76,6 +76,12 @@ def singlet_band(
     return Placement(PolygonGate(tuple(dims), verts), status, msg, details)
 
 
+#: a scatter cloud is taken for dead cells when most of its events are on the dead side of the viability
+#: dye's live/dead valley: "mostly" is a majority, no tuned level (a lymphocyte gate whose events are
+#: mostly dead is not a lymphocyte gate whatever the sample)
+MOSTLY_LIVE = 0.5
+
+
 def scatter_mixture(
     X: np.ndarray,
     *,
@@ -86,6 +92,8 @@ def scatter_mixture(
     shape: str = "density",
     dims=("FSC-A", "SSC-A"),
     seed: int = 0,
+    live: np.ndarray | None = None,
+    X_live: np.ndarray | None = None,
 ) -> Placement:
     """A scatter population (lymphocytes) as one component of a Gaussian mixture (flowClust's idea).
 
@@ -101,9 +109,86 @@ def scatter_mixture(
     ``shape="ellipse"`` gives the component's ellipse at ``distance_square`` (Mahalanobis radius
     squared); by default the largest radius, up to chi2(0.99, 2), at which the ellipse still holds
     mostly events of its own component.
+
+    ``live`` (bool per row of ``X``: the event is on the live side of the viability dye's live/dead
+    valley) guards against dead cells. In a poorly thawed sample dead cells can outnumber the
+    lymphocytes and form the densest low-side-scatter cloud themselves (dead cells shrink: lower
+    forward scatter, equal or higher side scatter, bright in the dye); the cloud picked above is
+    then mostly dye-bright. When fewer than :data:`MOSTLY_LIVE` of the picked gate's events are
+    live, the same rule is applied to the live events only (``X_live``, default ``X[live]``): the
+    densest low-side-scatter cloud of the viable cells, which is the lymphocytes whatever the number
+    of dead cells. That gate is used when it holds more live events than the first (status
+    ``fallback``; ``details["viability"]`` records both clouds' live shares and why).
     """
     X = np.asarray(X, dtype=float)[:, :2]
-    X = X[np.isfinite(X).all(axis=1)]
+    finite = np.isfinite(X).all(axis=1)
+    X = X[finite]
+    kw = dict(n_components=n_components, select=select, min_weight=min_weight,
+              distance_square=distance_square, shape=shape, dims=dims, seed=seed)  # fmt: skip
+    first = _scatter_pick(X, **kw)
+    if live is None:
+        return first
+    live = np.asarray(live, dtype=bool)[finite]
+    share = _live_share(first.value, X, live)
+    check = {"live_pct": _pct(share), "dead_side_pct": _pct(1 - live.mean())}
+    if share is None or share >= MOSTLY_LIVE:
+        return Placement(first.value, first.status, first.message,
+                         {**first.details, "viability": check})  # fmt: skip
+    X_live = X[live] if X_live is None else np.asarray(X_live, dtype=float)[:, :2]
+    X_live = X_live[np.isfinite(X_live).all(axis=1)]
+    low = (
+        f"low viability: {check['dead_side_pct']:.0f}% of the parent's events are viability-dye "
+        f"bright; the densest low-side-scatter cloud is {100 * (1 - share):.0f}% dead cells"
+    )
+    try:
+        alt = _scatter_pick(X_live, **kw)
+    except GatingError as err:
+        check["rule"] = f"no refit on the live events ({err.message})"
+        return Placement(first.value, "fallback", f"{low}; {check['rule']}, that cloud kept",
+                         {**first.details, "viability": check})  # fmt: skip
+    alt_share = _live_share(alt.value, X, live)
+    check.update(alt_live_pct=_pct(alt_share), first=_mixture_summary(first.details))
+    if alt_share is None or alt_share <= share:
+        check["rule"] = "the cloud picked among the live events is no more live: first cloud kept"
+        return Placement(first.value, "fallback", f"{low}; {check['rule']}",
+                         {**first.details, "viability": check})  # fmt: skip
+    check["rule"] = "picked among the viability-dye negative events"
+    message = (
+        f"{low}; lymphocytes picked among the viability-dye negative events instead "
+        f"({100 * alt_share:.0f}% live)"
+    )
+    return Placement(alt.value, "fallback", message, {**alt.details, "viability": check})
+
+
+def _live_share(gate, X: np.ndarray, live: np.ndarray) -> float | None:
+    """Share of the gate's events (of ``X``) that are live; None when it holds too few to say."""
+    inside = gate.apply(X)
+    if inside.sum() < MIN_EVENTS:
+        return None
+    return float(live[inside].mean())
+
+
+def _pct(share: float | None) -> float | None:
+    return None if share is None else round(100.0 * float(share), 2)
+
+
+def _mixture_summary(details: dict) -> dict:
+    """The first pick's mixture summary (weights, means, peak) kept in the record of a refit."""
+    return {k: details[k] for k in ("weights", "means", "picked", "peak") if k in details}
+
+
+def _scatter_pick(
+    X: np.ndarray,
+    *,
+    n_components,
+    select: str,
+    min_weight: float,
+    distance_square: float | None,
+    shape: str,
+    dims,
+    seed: int,
+) -> Placement:
+    """:func:`scatter_mixture`'s pick on finite ``(n, 2)`` events, without the viability check."""
     if len(X) < 10 * MIN_EVENTS:
         raise GatingError(f"too few events for a scatter mixture ({len(X)})")
     ks = (n_components,) if isinstance(n_components, int) else tuple(n_components)
