@@ -77,17 +77,37 @@ def test_treg_gate_impurity_follows_its_foreign_cells_and_warns_past_the_toleran
         assert "outside the population" in warnings[0] and "Treg_Heliospos" in warnings[0]
 
 
-def test_an_overlap_on_foxp3_is_warned_though_the_gate_drawn_from_the_mixture_is_clean(tmp_path):
-    # seed 8201: the FOXP3 threshold alone and the FOXP3/CD25/CD127 mixture disagree on a fifth of
-    # the FOXP3+ events; the Treg gate is drawn from the mixture, so its own impurity is small and
-    # cannot show that its make-up rests on the mixture's model. Seed 8202 is well separated.
-    overlapping, _, _ = _gated(8201, tmp_path)
+def test_an_overlap_on_foxp3_with_a_consistent_gate_is_a_note_not_a_warning(tmp_path):
+    # seed 8201: the FOXP3 threshold alone and the FOXP3/CD25/CD127 mixture disagree on a tenth of
+    # the FOXP3+ events (the populations overlap on FOXP3), but the Treg gate drawn through the
+    # overlap holds the right count and agrees with the mixture on its count and its make-up. The
+    # overlap is the blood's, not the gate's error: before, it made the sample a qc.csv `warning`
+    # (on simulated overlap/real trials it marked most samples, few of them with a wrong readout);
+    # now it is a note a reviewer still finds in the record and the GatingML. Seed 8202 is separated.
+    overlapping, foreign, treg_error = _gated(8201, tmp_path)
     separated, _, _ = _gated(8202, tmp_path)
     imp = overlapping["gates"]["Treg"]["details"]["impurity"]
-    assert imp["cut_pct"] > 10.0 > imp["pct"]
-    assert any("overlap on FOXP3" in w for w in _purity_warnings(overlapping))
+    assert imp["cut_pct"] > 10.0 > 5.0 > imp["pct"]
+    assert abs(treg_error) < 0.5 and foreign < 5.0  # the gate is right: count and cells
+    assert not _purity_warnings(overlapping), overlapping["warnings"]
+    assert any("overlap on FOXP3" in n for n in overlapping["notes"])
     assert separated["gates"]["Treg"]["details"]["impurity"]["cut_pct"] < 5.0
-    assert not _purity_warnings(separated)
+    assert not _purity_warnings(separated) and not separated["notes"]
+
+
+def test_the_overlap_note_is_in_the_gatingml_export(tmp_path):
+    from lxml import etree
+
+    from cytokit.gating import export_gatingml
+
+    sim = simulate_sample(20000, seed=8201, patient=1, day=0, drift="mild", realism="drawn")
+    ad = ck.read_fcs(sim.write(tmp_path / "s.fcs"))
+    ck.pp.compensate(ad)
+    ck.pp.transform(ad)
+    gate(ad, "treg")
+    root = etree.fromstring(export_gatingml(ad))
+    notes = [el.text for el in root.iter("{*}note")]
+    assert any("overlap on FOXP3" in (t or "") for t in notes), notes
 
 
 def test_a_treg_count_far_from_the_mixtures_is_warned(tmp_path):
