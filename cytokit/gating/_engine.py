@@ -1008,8 +1008,12 @@ def _fallback_count(info: dict) -> tuple[str, int]:
     7901/7902/9201/9202: the mixture's count was above the truth on 30 of 30 such samples, by 2.1
     points of CD4 on average; the smaller of the two 1.2 points). On dev trials 9812/9813/9954/7952
     (73 samples without a valley) the excess was off by 0.72 / 2.28 points (mean / worst), the
-    smaller of mixture and tail by 2.85 / 30.6 (a CD25-driven axis whose tail counted the smear)."""
-    if info.get("excess_count"):
+    smaller of mixture and tail by 2.85 / 30.6 (a CD25-driven axis whose tail counted the smear).
+
+    An excess of zero is no count: the reference's shape then covers every event, which happens when
+    its negatives sit higher than the rest's (spillover, see :meth:`_Run.excess_count`), not because
+    the population is absent; the other counts are used as without a negative half."""
+    if info.get("excess_count"):  # None (no negative half) or 0 (see above): the other counts
         return "excess", int(info["excess_count"])
     counts = {s: int(info[f"{s}_count"]) for s in ("mixture", "tail") if info.get(f"{s}_count")}
     if not counts:

@@ -431,13 +431,13 @@ def _stratum_excess(x, negative, stratum, others, sign: int, k: float, details: 
         details["stratum_rejected"] = "the stratum's main peak lies outside the negatives"
         return None
     side = "high" if sign > 0 else "low"
+    # the tail of the memory-like cells' negative peak, which the stratum's negatives spread like
+    like = upper_tail(others, k=k, side=side)
     valley = _subset_valley(stratum, own_mode, sign, min_prominence=min_prominence,
                             min_depth=min_depth)  # fmt: skip
     if valley is not None:
-        # the same check as the subset's valley, against the tail of the memory-like cells' negative
-        # peak (which the stratum's negatives spread like): a dip between two bumps of a sparse positive
-        # plateau gated 1.2 % HLA-DR+ Tregs for 9.9 %
-        like = upper_tail(others, k=k, side=side)
+        # the same check as the subset's valley, against that tail: a dip between two bumps of a
+        # sparse positive plateau gated 1.2 % HLA-DR+ Tregs for 9.9 %
         check = {"tail_pct": _share(stratum, like.value, sign)}
         t_pct = _share(stratum, valley[0], sign)
         if _valley_inside_positives(stratum, valley[0], t_pct, like, check, min_prominence):
