@@ -58,6 +58,20 @@ def test_a_mostly_dead_sample_gates_its_live_lymphocytes_and_says_viability_is_l
     assert any(w.startswith("lymphocytes") and "low viability" in w for w in g["warnings"])
 
 
+def test_a_mostly_dead_sample_says_so_when_its_lymphocyte_cloud_was_picked_right():
+    # four dead cells for every live one, but the live lymphocytes are still the densest cloud: the
+    # gate is as usual, and the sample is warned of its low viability all the same
+    ad = mostly_dead(5000, 20000, seed=3)
+    gate(ad)
+    g = ad.uns[K.GATING]
+    assert g["gates"]["lymphocytes"]["status"] == "ok"
+    truth = ad.obs["truth"].astype(str).to_numpy()
+    live = ad.obsm[K.POPULATIONS]["live"].to_numpy()
+    assert (truth[live] == "dead").mean() < 0.02
+    low = [w for w in g["warnings"] if "low viability" in w]
+    assert len(low) == 1 and low[0].startswith("lymphocytes"), g["warnings"]
+
+
 @pytest.mark.parametrize("drop", [(), ("Viability",)])
 def test_a_sample_of_mostly_live_cells_keeps_its_scatter_pick(drop):
     # the check only acts on a cloud that is mostly dead: a usual sample (6 % dead cells), or a panel

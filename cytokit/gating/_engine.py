@@ -621,7 +621,16 @@ class _Run:
                 kw.update(live=live[sub], X_live=XY[alive])
             res = M2.scatter_mixture(XY[sub], dims=dims, seed=self.strat.seed, **kw)
             if viability is not None:
-                res.details["viability"] = {**check, **res.details.get("viability", {})}
+                res.details["viability"] = via = {**check, **res.details.get("viability", {})}
+                dead_pct = via.get("dead_side_pct", 0.0)
+                if res.status == "ok" and dead_pct > 100 * (1 - M2.MOSTLY_LIVE):
+                    # the cloud is live, but the sample is mostly dead cells: a reviewer must know
+                    # (a fallback's message already says so)
+                    self.warnings.append(
+                        f"{spec.id}: low viability: {dead_pct:.0f}% of the {spec.parent} events are "
+                        f"dead cells (bright in {via['marker']}); the cloud picked is "
+                        f"{via.get('live_pct', float('nan')):.0f}% live"
+                    )
         else:  # time_qc
             res = M.time_anomalies(cols[0], cols[1] if len(cols) > 1 else None, dims=dims, **kw)
         return res.value, res.status, res.message, res.details
