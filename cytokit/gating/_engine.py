@@ -783,8 +783,11 @@ class _Run:
                 raise GatingError(f"guide marker {b['guide']} not found")
             sub = self.spread(idx, int(b.get("guide_events", 4000)), key=f"{spec.id}/{dim}/guide")
             pair = np.column_stack([self.column(b["guide"])[sub], self.column(dim)[sub]])
-            guide = M2.mixture_window(pair, seed=self.strat.seed).details
-            kw["search"] = tuple(guide["window"])
+            try:
+                guide = M2.mixture_window(pair, seed=self.strat.seed).details
+                kw["search"] = tuple(guide["window"])
+            except GatingError as err:  # too few events for a 2-D mixture: the 1-D rule alone
+                guide = {"skipped": err.message}
         if method == "reference":  # the excess over a reference population (or x's own main peak)
             ref, values = b.get("reference", "self"), None
             if ref != "self":
@@ -821,6 +824,12 @@ class _Run:
             res = M.Placement(ref.value, res.status, res.message, {**res.details, **ref.details})
         if b.get("helpers"):
             res = self.discriminant(spec, dim, b, idx, x, res)
+        if guide.get("skipped"):
+            note = (
+                f"{b['guide']} guide skipped ({guide['skipped']}): valley searched on {dim} alone"
+            )
+            message = f"{res.message}; {note}" if res.message else note
+            res = M.Placement(res.value, res.status, message, res.details)
         value = float(res.value)
         if prior is not None:
             # the sample's own placement wins when it agrees with the prior; else search near it.
