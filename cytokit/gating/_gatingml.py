@@ -487,9 +487,6 @@ def _with_cytokit_info(xml: bytes, adata: ad.AnnData, exported: list[dict], stra
             f"pre-gated: the file was exported from {start_at}; every event is {start_at} and "
             "the gates above it were not placed"
         )
-    for text in (adata.uns.get(K.GATING) or {}).get("notes", []):  # not warnings: for a reviewer
-        note = etree.SubElement(block, f"{{{CYTOKIT_NS}}}note")
-        note.text = str(text)
     gates = (adata.uns.get(K.GATING) or {}).get("gates", {})
     for pop in exported:
         el = etree.SubElement(block, f"{{{CYTOKIT_NS}}}population", id=pop["id"])
