@@ -466,3 +466,30 @@ def test_nk_cells_that_are_the_main_cd56_peak_are_still_gated(tmp_path, strategy
     assert 2 * (nk & truth).sum() / (nk.sum() + truth.sum()) > 0.8
     bright = readouts.sample_readouts(ad)["nk_cd56bright_pct_nk"]
     assert abs(bright - sim.truth["nk_cd56bright_pct_nk"]) < 3.0
+
+
+def test_a_foxp3_valley_on_too_few_cells_for_its_guide_mixture_is_placed_on_foxp3_alone():
+    # 150 CD4-like events (a 1,000-event CyTOF file holds about that many): too few for the CD25 x FOXP3
+    # mixture that bounds the valley search (200), which failed the sample; the 1-D valley still
+    # separates the 12 FOXP3+ events, and the record says the guide was skipped
+    rng = np.random.default_rng(11)
+    n_neg, n_pos = 138, 12
+    foxp3 = np.r_[rng.normal(0.25, 0.04, n_neg), rng.normal(0.6, 0.04, n_pos)]
+    cd25 = np.r_[rng.normal(0.3, 0.08, n_neg), rng.normal(0.55, 0.06, n_pos)]
+    ad = AnnData(np.column_stack([foxp3, cd25]).astype(np.float32))
+    ad.var_names = ["FOXP3", "CD25"]
+    ad.var[K.MARKER] = ["FOXP3", "CD25"]
+    ad.var[K.CHANNEL] = ["ch0", "ch1"]
+    ad.uns[K.SAMPLE_INFO] = {"file": "few.fcs", "sample": "few", "warnings": []}
+    doc = {
+        "name": "few",
+        "gates": [
+            {"id": "FOXP3+", "dims": ["FOXP3"], "method": "valley",
+             "params": {"side": "high", "guide": "CD25", "fallback": "midpoint"}},
+        ],
+    }  # fmt: skip
+    gate(ad, strategy_from_dict(doc))
+    rec = ad.uns[K.GATING]["gates"]["FOXP3+"]
+    assert "guide skipped" in rec["message"] and "too few events" in rec["message"]
+    positive = ad.obsm[K.POPULATIONS]["FOXP3+"].to_numpy()
+    assert positive.sum() == n_pos and positive[n_neg:].all()
