@@ -593,3 +593,17 @@ def test_a_subset_of_naive_like_and_narrower_memory_cells_is_counted_over_their_
     assert res.details["rule"] == "negative reference excess"
     assert res.details["negative_model"]["mixture"]
     assert abs(100 * np.mean(teff >= res.value) - 100 * 700 / len(teff)) < 1.0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_minority_subset_is_never_cut_as_mostly_positive(seed):
+    # Ki67 on Tregs whose negatives sit higher and spread wider than CD4's (spillover spreading, as on
+    # simulated trial 9996): their main peak lies beyond CD4's negatives, so the peak-boundary rule took
+    # it for the positives (90-95 % Ki67+ called for 35 %). With `minority` (cycling cells are a minority
+    # of blood T cells) the main peak stays the negatives and the count is no longer most of the subset
+    r = np.random.default_rng(seed)
+    cd4 = np.r_[r.normal(0.137, 0.035, 12000), r.normal(0.30, 0.07, 600)]
+    treg = np.r_[r.normal(0.20, 0.06, 650), r.normal(0.32, 0.065, 350)]
+    res = split_threshold(treg, cd4, minority=True)
+    assert res.details["rule"] != "subset peak boundary"
+    assert 100 * np.mean(treg >= res.value) < 50

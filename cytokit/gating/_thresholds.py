@@ -23,7 +23,15 @@ _METHOD_KW = {
     "tail": {"side", "k", "adjust", "peak"},
     "otsu": {"nbins"},
     "reference": {"side"},
-    "split": {"side", "k", "min_prominence", "min_depth", "reference_rule", "mostly_positive"},
+    "split": {
+        "side",
+        "k",
+        "min_prominence",
+        "min_depth",
+        "reference_rule",
+        "mostly_positive",
+        "minority",
+    },
 }
 
 
