@@ -391,18 +391,10 @@ def split_threshold(
                 message = _disagreement(details, details["excess_pct"], "negative reference excess")
                 return Placement(value, "ok", message, details)
             details["excess_rejected"] = {"threshold": float(value), "pct": pct(value)}
-        peak = (
-            None
-            if minority
-            else _subset_peak_boundary(
-                x,
-                own,
-                tail.details["mode"],
-                tail.details["sd"],
-                sign,
-                mostly_positive=mostly_positive,
-            )
-        )
+        peak = None  # rule 3 is not for a subset whose positives are known to be a minority
+        if not minority:
+            peak = _subset_peak_boundary(x, own, tail.details["mode"], tail.details["sd"], sign,
+                                         mostly_positive=mostly_positive)  # fmt: skip
         if peak is not None:
             value, info = peak
             details.update(rule="subset peak boundary", **info)
