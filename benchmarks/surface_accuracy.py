@@ -47,6 +47,7 @@ def measure(folder: Path) -> pd.DataFrame:
         rows_ = adata.obs[K.EVENT].to_numpy()
         true_treg = truth["treg_surface"].to_numpy()[rows_]
         treg, cd4 = pops["Treg"].to_numpy(), pops["CD4"].to_numpy()
+        X = adata[:, [ck.panels.find_var(adata, m) for m in ("CD25", "CD127")]].X[cd4]
         rows.append(
             {
                 "trial": folder.name,
@@ -54,13 +55,29 @@ def measure(folder: Path) -> pd.DataFrame:
                 "control": row.get("control", ""),
                 "treg_pct_cd4": 100 * treg.sum() / cd4.sum(),
                 "truth_pct_cd4": 100 * true_treg.sum() / cd4.sum(),
-                "f1": 2 * (treg & true_treg).sum() / max(treg.sum() + true_treg.sum(), 1),
+                "f1": _f1(treg, true_treg),
+                "bound_f1": _supervised_f1(X, true_treg[cd4]),
                 "status": gating["gates"]["Treg"]["status"],
                 "treg_warned": any(w.startswith("Treg") for w in gating["warnings"]),
                 "seconds": round(seconds, 2),
             }
         )
     return pd.DataFrame(rows)
+
+
+def _f1(called: np.ndarray, true: np.ndarray) -> float:
+    return 2 * np.count_nonzero(called & true) / max(called.sum() + true.sum(), 1)
+
+
+def _supervised_f1(X: np.ndarray, true: np.ndarray) -> float:
+    """F1 of a quadratic discriminant trained on the well's own truth (CD25, CD127 of the gated CD4
+    cells) and scored on the same events: about the best any 2-D gate can do where the Treg cloud
+    overlaps the bulk, so a well's F1 below the goal can be read against it. NaN without Tregs."""
+    from sklearn.discriminant_analysis import QuadraticDiscriminantAnalysis
+
+    if true.sum() < 10 or (~true).sum() < 10:
+        return float("nan")
+    return _f1(QuadraticDiscriminantAnalysis().fit(X, true).predict(X), true)
 
 
 def main(argv=None) -> int:
@@ -89,7 +106,8 @@ def main(argv=None) -> int:
     goals = {
         f"mean |error| {err.mean():.3f} pp <= 0.5": err.mean() <= 0.5,
         f"worst |error| {err.max():.3f} pp <= 1.0": err.max() <= 1.0,
-        f"min F1 {stained['f1'].min():.3f} >= 0.85 (mean {stained['f1'].mean():.3f})": (
+        f"min F1 {stained['f1'].min():.3f} >= 0.85 (mean {stained['f1'].mean():.3f}; supervised "
+        f"bound of that well {stained.loc[stained['f1'].idxmin(), 'bound_f1']:.3f})": (
             stained["f1"].min() >= 0.85
         ),
         f"control wells <= 0.5 % or warned: {int(controls_ok.sum())}/{len(controls)} "
