@@ -271,12 +271,106 @@ def test_strategy_errors_are_clear(tmp_path):
                      {"id": "b", "parent": "a", "dims": ["x"], "method": "valley"}]}  # fmt: skip
     with pytest.raises(StrategyError, match="cycle"):
         strategy_from_dict(cyc)
-    with pytest.raises(StrategyError, match="unknown population"):
+    with pytest.raises(
+        StrategyError, match="gate 'a': parent names 'zz', which is not a population"
+    ):
         strategy_from_dict(
             {"gates": [{"id": "a", "parent": "zz", "dims": ["x"], "method": "tail"}]}
         )
     with pytest.raises(StrategyError, match="no gating definition"):
         load_strategy("no_such_strategy")
+
+
+# a mistake in a user's strategy (one gate of ``extends: treg`` replaced): (gate id, its YAML, key named)
+MISTAKES = {
+    "dead_check misspelt": ("lymphocytes", "dims: [FSC-A|FSC-H, SSC-A|SSC-H]\n    "
+                            "method: scatter_mixture\n    params: {dead_check: Liv}", "dead_check"),
+    "dead_check not a valley gate": ("lymphocytes", "dims: [FSC-A|FSC-H, SSC-A|SSC-H]\n    "
+                                     "method: scatter_mixture\n    params: {dead_check: CD4}",
+                                     "dead_check"),
+    "within misspelt": ("Treg_Heliospos", "dims: [Helios]\n    method: split\n    "
+                        "params: {side: high, within: CD44}", "within"),
+    "from a gate without the dim": ("Treg_CD45RApos", "dims: [CD45RA]\n    method: valley\n    "
+                                    "params: {from: Treg_Ki67pos, side: high}", "from"),
+    "count_with misspelt": ("FOXP3+", "dims: [FOXP3]\n    method: valley\n    "
+                            "params: {helpers: {CD25: high}, count_with: Tregs}", "count_with"),
+    "count_with placed before": ("FOXP3+", "dims: [FOXP3]\n    method: valley\n    "
+                                 "params: {helpers: {CD25: high}, count_with: CD4}", "count_with"),
+    "negative_half not a helper": ("FOXP3+", "dims: [FOXP3]\n    method: valley\n    "
+                                   "params: {helpers: {CD25: high}, negative_half: CD4}",
+                                   "negative_half"),
+    "refine misspelt": ("FOXP3+CD127lo", "dims: [FOXP3, CD127]\n    method: range\n    params:\n"
+                        "      refine: FOXP3\n      bounds: {FOXP3: {from: FOXP3+}, CD127: {side: low}}",
+                        "refine"),
+    "stratum without reference": ("Treg_HLADRpos", "dims: [HLA-DR]\n    method: split\n    "
+                                  "params: {within: CD4, stratum: Treg_CD45RAneg}", "stratum"),
+    "side misspelt in a bound": ("CD4", "dims: [CD4, CD8]\n    method: range\n    params:\n"
+                                 "      bounds: {CD4: {side: high}, CD8: {side: hgh}}",
+                                 "bounds.CD8.side"),
+    "bound method misspelt": ("CD4", "dims: [CD4, CD8]\n    method: range\n    params:\n"
+                              "      bounds: {CD4: {method: vally}, CD8: {side: low}}",
+                              "bounds.CD4.method"),
+    "peak misspelt": ("Teff_CD25pos", "dims: [CD25]\n    method: tail\n    "
+                      "params: {side: high, peak: gate}", "peak"),
+    "fallback misspelt": ("CD3", "dims: [CD3]\n    method: valley\n    params: {fallback: otsuu}",
+                          "fallback"),
+    "reference_rule misspelt": ("Treg_CD45RAneg", "dims: [CD45RA]\n    method: split\n    "
+                                "params: {side: low, reference_rule: valey}", "reference_rule"),
+    "shape misspelt": ("lymphocytes", "dims: [FSC-A|FSC-H, SSC-A|SSC-H]\n    "
+                       "method: scatter_mixture\n    params: {shape: densty}", "shape"),
+    "unknown key of split": ("Treg_Ki67pos", "dims: [Ki67]\n    method: split\n    "
+                             "params: {side: high, minorty: true}", "minorty"),
+    "unknown key of singlets": ("singlets", "dims: [FSC-A, FSC-H]\n    method: singlets\n    "
+                                "params: {k_hi: 6.0}", "k_hi"),
+    "a number that is not one": ("CD3", "dims: [CD3]\n    method: valley\n    params: {k: '3,5'}",
+                                 "k"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("mistake", sorted(MISTAKES))
+def test_a_mistake_in_a_strategy_is_one_error_at_load(tmp_path, mistake):
+    # each used to load and then fail per sample, or be silently ignored
+    gid, body, key = MISTAKES[mistake]
+    base = load_strategy("treg").node(gid)
+    path = tmp_path / "mine.yaml"
+    path.write_text(
+        f"extends: treg\ngates:\n  - id: {gid}\n    parent: {base.parent}\n    {body}\n"
+    )
+    with pytest.raises(StrategyError) as info:
+        load_strategy(path)
+    message = str(info.value)
+    assert message.startswith(f"mine.yaml: gate {gid!r}: {key} "), message
+    assert "\n" not in message
+
+
+def test_a_mistake_in_an_included_file_names_that_file_too(tmp_path):
+    (tmp_path / "extra.yaml").write_text(
+        "gates:\n  - id: CD3bright\n    parent: CD3\n    dims: [CD3]\n    method: tail\n"
+        "    params: {side: high, within: CD33}\n"
+    )
+    (tmp_path / "mine.yaml").write_text("extends: treg\ninclude: [extra.yaml]\ngates: []\n")
+    with pytest.raises(StrategyError, match=r"^mine\.yaml: gate 'CD3bright' \(in extra\.yaml\): "
+                                            r"within names 'CD33'.*did you mean 'CD3'"):  # fmt: skip
+        load_strategy(tmp_path / "mine.yaml")
+    (tmp_path / "typo.yaml").write_text("extends: treg\nfit_event: 5000\ngates: []\n")
+    with pytest.raises(StrategyError, match=r"^typo\.yaml: unknown key\(s\) fit_event"):
+        load_strategy(tmp_path / "typo.yaml")
+
+
+def test_every_shipped_strategy_loads():
+    from cytokit._resources import data_dir
+    from cytokit.gating import _engine, _schema
+
+    shipped = sorted(data_dir("gating").glob("*.yaml"))
+    assert len(shipped) >= 4
+    for path in shipped:
+        assert load_strategy(path).nodes
+    # the keys a 2-D method may be given that the engine reads itself are never passed on to it
+    for method, own in _schema.TWO_D_ENGINE.items():
+        assert own <= _engine._PLACEMENT_KEYS
+        assert (
+            not (_schema.allowed_keys(method) - own - _schema.GATE_KEYS) & _engine._PLACEMENT_KEYS
+        )
 
 
 def test_parse_expr_precedence():

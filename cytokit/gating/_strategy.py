@@ -152,11 +152,12 @@ class GateSpec:
     description: str = ""
 
     def references(self) -> set[str]:
-        """Populations this gate needs placed first (parent, ``within``/``from`` of its bounds)."""
+        """Populations this gate needs placed first (parent, ``within``/``from`` of its bounds, the
+        gate whose split ``refine`` draws)."""
         refs = {self.parent}
         bounds = self.params.get("bounds", {}) if self.method == "range" else {}
         for spec in [self.params, *bounds.values()]:
-            for key in ("within", "from", "reference", "stratum", "strata"):
+            for key in ("within", "from", "reference", "stratum", "strata", "refine"):
                 if isinstance(spec, dict) and spec.get(key):
                     refs.add(spec[key])
         return refs - {ROOT, "self"}
@@ -285,25 +286,32 @@ def _compose(path: Path) -> Strategy:
     """The strategy of ``path`` with its ``extends:`` base and ``include:`` files merged in (YAML
     parsed once per file version)."""
     path = path.resolve()
-    doc, sources = _composed_doc(path, ())
-    return replace(strategy_from_dict(doc, path=path), includes=sources)
+    doc, sources, origins = _composed_doc(path, ())
+    return replace(strategy_from_dict(doc, path=path, origins=origins), includes=sources)
 
 
-def _composed_doc(path: Path, chain: tuple[Path, ...]) -> tuple[dict, tuple[Path, ...]]:
-    """``path``'s document with its base (``extends``) and ``include:`` files merged, and those files."""
+def _composed_doc(
+    path: Path, chain: tuple[Path, ...]
+) -> tuple[dict, tuple[Path, ...], dict[str, Path]]:
+    """``path``'s document with its base (``extends``) and ``include:`` files merged, those files,
+    and the file each gate or population id was written in (an error names it)."""
     doc = _read_yaml(path)
     if not isinstance(doc, dict):
-        return doc, ()
+        return doc, (), {}
     sources: tuple[Path, ...] = ()
+    origins: dict[str, Path] = {}
     if doc.get("extends") is not None:
         base_path = _base_path(doc["extends"], path)
         if base_path in (*chain, path):
             raise StrategyError(f"'extends' loops back to {base_path.name}", path)
-        base, base_sources = _composed_doc(base_path, (*chain, path))
+        base, base_sources, origins = _composed_doc(base_path, (*chain, path))
+        origins = {**origins, **_ids(doc, path)}
         doc, sources = _extend(base, doc), (base_path, *base_sources)
+    else:
+        origins = _ids(doc, path)
     includes = doc.get("include")
     if includes is None:
-        return doc, sources
+        return doc, sources, origins
     if isinstance(includes, str):
         includes = [includes]
     if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
@@ -324,7 +332,14 @@ def _composed_doc(path: Path, chain: tuple[Path, ...]) -> tuple[dict, tuple[Path
         merged["gates"] += list(part.get("gates") or [])
         merged["populations"] += list(part.get("populations") or [])
         sources += (inc,)
-    return merged, sources
+        origins.update({k: v for k, v in _ids(part, inc).items() if k not in origins})
+    return merged, sources, origins
+
+
+def _ids(doc: dict, path: Path) -> dict[str, Path]:
+    """``{id: path}`` of the gates and populations written in ``doc``."""
+    nodes = [*(doc.get("gates") or []), *(doc.get("populations") or [])]
+    return {str(n["id"]): path for n in nodes if isinstance(n, dict) and "id" in n}
 
 
 def _base_path(name, extending: Path) -> Path:
@@ -388,19 +403,31 @@ def _load_cached(path: Path, stamp: int):
         raise StrategyError(f"cannot read strategy: {first}", path) from None
 
 
-def strategy_from_dict(doc: dict, *, path: Path | None = None) -> Strategy:
-    """Build a :class:`Strategy` from its parsed YAML form; :class:`StrategyError` names the problem."""
+def strategy_from_dict(
+    doc: dict, *, path: Path | None = None, origins: Mapping[str, Path] | None = None
+) -> Strategy:
+    """Build a :class:`Strategy` from its parsed YAML form; :class:`StrategyError` names the problem.
+
+    Every gate's params are checked here, without data (``_schema``): the gates and populations they
+    name, the words they hold and no key the method does not read. ``origins``: the file each id was
+    written in (an included or base file), named by the error."""
+    from ._schema import check_order, check_params, check_top_level
+
     if not isinstance(doc, dict) or not isinstance(doc.get("gates"), list):
         raise StrategyError("a strategy needs a 'gates:' list", path)
+    check_top_level(doc, path)
     nodes: list[GateSpec | PopulationSpec] = [_gate_spec(g, path) for g in doc["gates"]]
     nodes += [_population_spec(p, path) for p in doc.get("populations") or []]
     ids = [n.id for n in nodes]
     dup = {i for i in ids if ids.count(i) > 1}
     if dup:
         raise StrategyError(f"duplicate population id(s): {', '.join(sorted(dup))}", path)
+    check_params(nodes, path, origins)
+    ordered = _dependency_order(nodes, path)
+    check_order(ordered, path, origins)
     return Strategy(
         name=str(doc.get("name") or (path.stem if path else "strategy")),
-        nodes=tuple(_dependency_order(nodes, path)),
+        nodes=tuple(ordered),
         fit_events=int(doc.get("fit_events", 20000)),
         seed=int(doc.get("seed", 0)),
         description=str(doc.get("description", "")).strip(),
@@ -435,6 +462,10 @@ def _gate_spec(g: dict, path) -> GateSpec:
         raise StrategyError(f"gate {gid!r}: method {method!r} takes one dimension", path)
     if method == "fixed" and not isinstance(g.get("gate"), dict):
         raise StrategyError(f"gate {gid!r}: method 'fixed' needs 'gate:' coordinates", path)
+    if not isinstance(g.get("params") or {}, Mapping):
+        raise StrategyError(
+            f"gate {gid!r}: params must be a mapping of keys, not {g['params']!r}", path
+        )
     params = dict(g.get("params") or {})
     if method == "range":
         bounds = params.get("bounds")
