@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -281,56 +283,64 @@ def test_strategy_errors_are_clear(tmp_path):
         load_strategy("no_such_strategy")
 
 
-# a mistake in a user's strategy (one gate of ``extends: treg`` replaced): (gate id, its YAML, key named)
+# a mistake in a user's strategy (one gate of ``extends: treg`` replaced): gate id, its YAML, the key
+# named and what the message says is wrong
+LYMPH = "dims: [FSC-A|FSC-H, SSC-A|SSC-H]\n    method: scatter_mixture\n    params: "
 MISTAKES = {
-    "dead_check misspelt": ("lymphocytes", "dims: [FSC-A|FSC-H, SSC-A|SSC-H]\n    "
-                            "method: scatter_mixture\n    params: {dead_check: Liv}", "dead_check"),
-    "dead_check not a valley gate": ("lymphocytes", "dims: [FSC-A|FSC-H, SSC-A|SSC-H]\n    "
-                                     "method: scatter_mixture\n    params: {dead_check: CD4}",
-                                     "dead_check"),
+    "dead_check misspelt": ("lymphocytes", LYMPH + "{dead_check: Liv}", "dead_check",
+                            "names 'Liv', which is not a gate.*did you mean 'live'"),
+    "dead_check not a valley gate": ("lymphocytes", LYMPH + "{dead_check: CD4}", "dead_check",
+                                     "names 'CD4', which is not a valley gate"),
     "within misspelt": ("Treg_Heliospos", "dims: [Helios]\n    method: split\n    "
-                        "params: {side: high, within: CD44}", "within"),
+                        "params: {side: high, within: CD44}", "within",
+                        "names 'CD44', which is not a population.*did you mean 'CD4'"),
     "from a gate without the dim": ("Treg_CD45RApos", "dims: [CD45RA]\n    method: valley\n    "
-                                    "params: {from: Treg_Ki67pos, side: high}", "from"),
+                                    "params: {from: Treg_Ki67pos, side: high}", "from",
+                                    "not a 1-D or range gate over CD45RA"),
     "count_with misspelt": ("FOXP3+", "dims: [FOXP3]\n    method: valley\n    "
-                            "params: {helpers: {CD25: high}, count_with: Tregs}", "count_with"),
+                            "params: {helpers: {CD25: high}, count_with: Tregs}", "count_with",
+                            "did you mean 'Treg'"),
     "count_with placed before": ("FOXP3+", "dims: [FOXP3]\n    method: valley\n    "
-                                 "params: {helpers: {CD25: high}, count_with: CD4}", "count_with"),
+                                 "params: {helpers: {CD25: high}, count_with: CD4}", "count_with",
+                                 "placed before this gate"),
     "negative_half not a helper": ("FOXP3+", "dims: [FOXP3]\n    method: valley\n    "
                                    "params: {helpers: {CD25: high}, negative_half: CD4}",
-                                   "negative_half"),
+                                   "negative_half", "not one of its helpers \\(CD25\\)"),
     "refine misspelt": ("FOXP3+CD127lo", "dims: [FOXP3, CD127]\n    method: range\n    params:\n"
                         "      refine: FOXP3\n      bounds: {FOXP3: {from: FOXP3+}, CD127: {side: low}}",
-                        "refine"),
+                        "refine", "did you mean 'FOXP3\\+'"),
     "stratum without reference": ("Treg_HLADRpos", "dims: [HLA-DR]\n    method: split\n    "
-                                  "params: {within: CD4, stratum: Treg_CD45RAneg}", "stratum"),
+                                  "params: {within: CD4, stratum: Treg_CD45RAneg}", "stratum",
+                                  "only with reference"),
     "side misspelt in a bound": ("CD4", "dims: [CD4, CD8]\n    method: range\n    params:\n"
                                  "      bounds: {CD4: {side: high}, CD8: {side: hgh}}",
-                                 "bounds.CD8.side"),
+                                 "bounds.CD8.side", "'hgh'; it must be one of high, low"),
     "bound method misspelt": ("CD4", "dims: [CD4, CD8]\n    method: range\n    params:\n"
                               "      bounds: {CD4: {method: vally}, CD8: {side: low}}",
-                              "bounds.CD4.method"),
+                              "bounds.CD4.method", "'vally'; it must be one of valley"),
     "peak misspelt": ("Teff_CD25pos", "dims: [CD25]\n    method: tail\n    "
-                      "params: {side: high, peak: gate}", "peak"),
+                      "params: {side: high, peak: gate}", "peak", "one of outside, gated"),
     "fallback misspelt": ("CD3", "dims: [CD3]\n    method: valley\n    params: {fallback: otsuu}",
-                          "fallback"),
+                          "fallback", "'otsuu'"),
     "reference_rule misspelt": ("Treg_CD45RAneg", "dims: [CD45RA]\n    method: split\n    "
-                                "params: {side: low, reference_rule: valey}", "reference_rule"),
-    "shape misspelt": ("lymphocytes", "dims: [FSC-A|FSC-H, SSC-A|SSC-H]\n    "
-                       "method: scatter_mixture\n    params: {shape: densty}", "shape"),
+                                "params: {side: low, reference_rule: valey}", "reference_rule",
+                                "one of tail, valley"),
+    "shape misspelt": ("lymphocytes", LYMPH + "{shape: densty}", "shape", "one of density, ellipse"),
     "unknown key of split": ("Treg_Ki67pos", "dims: [Ki67]\n    method: split\n    "
-                             "params: {side: high, minorty: true}", "minorty"),
+                             "params: {side: high, minorty: true}", "minorty",
+                             "not a parameter of method 'split' \\(did you mean 'minority'\\?"),
     "unknown key of singlets": ("singlets", "dims: [FSC-A, FSC-H]\n    method: singlets\n    "
-                                "params: {k_hi: 6.0}", "k_hi"),
+                                "params: {k_hi: 6.0}", "k_hi", "it takes: .*k_high, k_low"),
     "a number that is not one": ("CD3", "dims: [CD3]\n    method: valley\n    params: {k: '3,5'}",
-                                 "k"),
+                                 "k", "must be a number"),
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("mistake", sorted(MISTAKES))
 def test_a_mistake_in_a_strategy_is_one_error_at_load(tmp_path, mistake):
-    # each used to load and then fail per sample, or be silently ignored
-    gid, body, key = MISTAKES[mistake]
+    # each used to load and then fail per sample (a GatingError, or a TypeError / ValueError from the
+    # method), or be silently ignored
+    gid, body, key, wrong = MISTAKES[mistake]
     base = load_strategy("treg").node(gid)
     path = tmp_path / "mine.yaml"
     path.write_text(
@@ -340,6 +350,7 @@ def test_a_mistake_in_a_strategy_is_one_error_at_load(tmp_path, mistake):
         load_strategy(path)
     message = str(info.value)
     assert message.startswith(f"mine.yaml: gate {gid!r}: {key} "), message
+    assert re.search(wrong, message), message
     assert "\n" not in message
 
 

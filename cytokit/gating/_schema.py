@@ -176,8 +176,8 @@ class _Checker:
             problem = f"names {name!r}, which is {what}"
         else:  # a misspelling: the closest candidate first
             problem = f"names {name!r}, which is not a {kind} of this strategy"
-            close = difflib.get_close_matches(str(name), candidates, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
+            close = _closest(name, candidates)
+            hint = f"did you mean {close!r}? " if close else ""
         shown = candidates if len(candidates) <= MAX_LISTED else candidates[:MAX_LISTED]
         more = (
             f", ... ({len(candidates) - len(shown)} more)" if len(shown) < len(candidates) else ""
@@ -231,8 +231,8 @@ class _Checker:
         allowed = allowed_keys(method, bound=bound)
         for key, value in params.items():
             if key not in allowed:
-                close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
-                hint = f"did you mean {close[0]!r}? " if close else ""
+                close = _closest(key, sorted(allowed))
+                hint = f"did you mean {close!r}? " if close else ""
                 what = "a bound" if bound else "method"
                 self.fail(
                     node,
@@ -364,6 +364,13 @@ class _Checker:
                         f"names {target!r}, which is placed before this gate (a gate counted "
                         "with this gate's split must be placed after it)",
                     )
+
+
+def _closest(name, candidates: list[str]) -> str | None:
+    """The candidate closest to a misspelt ``name``, letter case aside (``Liv`` -> ``live``)."""
+    lower = {str(c).lower(): c for c in reversed(candidates)}
+    close = difflib.get_close_matches(str(name).lower(), list(lower), n=1)
+    return lower[close[0]] if close else None
 
 
 def _has_helpers(g) -> bool:
