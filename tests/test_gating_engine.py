@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 import numpy as np
@@ -364,8 +365,17 @@ def test_a_mistake_in_an_included_file_names_that_file_too(tmp_path):
                                             r"within names 'CD33'.*did you mean 'CD3'"):  # fmt: skip
         load_strategy(tmp_path / "mine.yaml")
     (tmp_path / "typo.yaml").write_text("extends: treg\nfit_event: 5000\ngates: []\n")
-    with pytest.raises(StrategyError, match=r"^typo\.yaml: unknown key\(s\) fit_event"):
+    with pytest.raises(StrategyError, match=r"^typo\.yaml: unknown key fit_event .*'fit_events'"):
         load_strategy(tmp_path / "typo.yaml")
+
+
+def test_a_labs_own_top_level_keys_are_ignored_with_a_note(tmp_path, caplog):
+    (tmp_path / "lab.yaml").write_text("extends: treg\nversion: 3\nnotes: ours\ngates: []\n")
+    with caplog.at_level(logging.WARNING, logger="cytokit"):
+        strat = load_strategy(tmp_path / "lab.yaml")
+    assert strat.node("Treg") is not None
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "'version' is not part of a gating strategy" in said and "'notes'" in said
 
 
 def test_every_shipped_strategy_loads():

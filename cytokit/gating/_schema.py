@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import NoReturn
@@ -30,6 +31,8 @@ from ._strategy import ROOT, GateSpec, PopulationSpec
 from ._thresholds import _METHOD_KW
 
 Node = GateSpec | PopulationSpec
+
+logger = logging.getLogger("cytokit")
 
 __all__ = ["check_order", "check_params", "check_top_level"]
 
@@ -366,10 +369,10 @@ class _Checker:
                     )
 
 
-def _closest(name, candidates: list[str]) -> str | None:
+def _closest(name, candidates: list[str], cutoff: float = 0.6) -> str | None:
     """The candidate closest to a misspelt ``name``, letter case aside (``Liv`` -> ``live``)."""
     lower = {str(c).lower(): c for c in reversed(candidates)}
-    close = difflib.get_close_matches(str(name).lower(), list(lower), n=1)
+    close = difflib.get_close_matches(str(name).lower(), list(lower), n=1, cutoff=cutoff)
     return lower[close[0]] if close else None
 
 
@@ -379,12 +382,23 @@ def _has_helpers(g) -> bool:
 
 
 def check_top_level(doc: Mapping, path: Path | None) -> None:
-    """Keys of the strategy file itself (a misspelt ``fit_event:`` was ignored)."""
-    unknown = sorted(set(map(str, doc)) - TOP_LEVEL_KEYS)
-    if unknown:
-        raise StrategyError(
-            f"unknown key(s) {', '.join(unknown)} (a strategy has: {', '.join(sorted(TOP_LEVEL_KEYS))})",
-            path,
+    """Keys of the strategy file itself: a misspelt one (``fit_event:``, which was ignored) is an
+    error; a key like none of them (``version:``, ``author:``: a lab's own bookkeeping) is logged
+    and ignored, as YAML front matter usually is."""
+    for key in sorted(set(map(str, doc)) - TOP_LEVEL_KEYS):
+        # 0.8: a slip of a letter or two (fit_event, gate, includes), not a word of its own (notes
+        # and gates share 60 % of their letters)
+        close = _closest(key, sorted(TOP_LEVEL_KEYS), cutoff=0.8)
+        if close is not None:
+            raise StrategyError(
+                f"unknown key {key} (did you mean {close!r}? a strategy has: "
+                f"{', '.join(sorted(TOP_LEVEL_KEYS))})",
+                path,
+            )
+        logger.warning(
+            "%s: key %r is not part of a gating strategy; ignored",
+            path.name if path is not None else "strategy",
+            key,
         )
     for key in ("fit_events", "seed"):
         value = doc.get(key)
