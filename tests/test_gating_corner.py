@@ -8,6 +8,7 @@ and 3 % Tregs sit in the CD25hi CD127lo corner with no valley in either marker a
 from __future__ import annotations
 
 import io
+import re
 
 import flowkit as fk
 import numpy as np
@@ -146,6 +147,8 @@ def test_a_weak_shoulder_is_counted_for_review_not_emptied():
     X, truth = _shoulder(51, 0.13)
     res = corner_population(X, label="CD25hi CD127lo")
     assert res.status == "fallback" and "shoulder" in res.message
+    # the message says how strongly it stands out, so a reviewer can tell it from a control's tail
+    assert re.search(r"holding [12]\.\d x the events a Gaussian bulk's tail would", res.message)
     mask = res.value.apply(X)
     assert mask.sum() > 0
     assert (mask & truth).sum() / mask.sum() > 0.5
