@@ -675,16 +675,12 @@ class _Run:
         strategy names (``dead_check: live``): its marker and valley rule placed on these events
         (every cell type, so both the live and the dead peak are there when the sample has many dead
         cells). ``None`` when the panel lacks the marker or the dye shows no live/dead valley (no dead
-        peak: nothing to check)."""
+        peak: nothing to check). The name is checked when the strategy is loaded (``_schema``: a
+        valley gate of the strategy)."""
         name = spec.params.get("dead_check")
         if not name:
             return None
-        try:
-            live_spec = self.strat.node(name)
-        except KeyError:
-            raise GatingError(f"dead_check: {name!r} is not a gate of the strategy") from None
-        if not isinstance(live_spec, GateSpec) or live_spec.method != "valley":
-            raise GatingError(f"dead_check: {name!r} is not a valley gate (a live/dead dye gate)")
+        live_spec = self.strat.node(name)
         dim = live_spec.dims[0]
         if self.cols.get(dim) is None:
             return None
