@@ -455,7 +455,7 @@ class _Run:
         leaving out the box's foreign events moves the subset's %, which the overlap's warning names
         (:meth:`purity_warnings`): the gate is drawn through that overlap, so the subset's readout
         depends on where it cuts by about as much."""
-        idx, prob, markers, source = self.purity[spec.parent]
+        idx, prob, markers, _ = self.purity[spec.parent]
         if {self.var(d) for d in self.dims_of(spec)} & set(markers.split("/")):
             return
         gated = self.masks[spec.parent][idx]
@@ -468,8 +468,10 @@ class _Run:
         entry = {"pct": members, "gate_pct": raw}
         box = self.boxes.get(spec.parent)
         if box is not None and box.sum() >= M.MIN_EVENTS and prob[box].sum() > 0:
-            fitted = self.strat.node(source).parent  # the events the mixture was fitted on
-            inside = self.apply(g, self.mask(fitted))[idx][box]
+            rows = idx[box]  # the subset's gate on the box's events only (not the whole parent)
+            only = np.zeros(self.n, dtype=bool)
+            only[rows] = True
+            inside = self.apply(g, only)[rows]
             entry["box_pct"] = 100.0 * float(inside.mean())
             entry["box_members_pct"] = 100.0 * float(prob[box] @ inside / prob[box].sum())
         self.records[spec.id]["details"]["members_pct"] = entry
